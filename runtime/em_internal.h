@@ -1,0 +1,142 @@
+/* em_internal.h: private to runtime/. Node layout, op-recording helpers, allocation without
+ * scope ownership, shape helpers and the oneDNN primitive cache used by the CPU kernels.
+ *
+ * How an op is written (see ops_binary.c for a full example):
+ *
+ *   em_tensor *em_foo(em_tensor *a) {
+ *     EM_CHECK_INPUT(a, "foo");                       // NULL in -> NULL out, keep first error
+ *     em_tensor *out = em_empty(...);  ...compute...
+ *     em_node *n = em__record(out, "foo", foo_backward, 1, &a);   // NULL if no grad needed
+ *     if (n) em__save(n, a);                          // saved tensors are detached aliases
+ *     return out;
+ *   }
+ *   static em_status foo_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
+ *     if (n->inputs[0]->requires_grad) gin[0] = ...;  // same shape as inputs[0]
+ *     return EM_OK;
+ *   }
+ *
+ * Backward functions run in no-grad mode inside a scope the engine opens: tensors they create
+ * are scope-owned; the engine retains the gin[] results itself. gout is contiguous. */
+#ifndef EMBER_INTERNAL_H
+#define EMBER_INTERNAL_H
+
+#include "em_autograd.h"
+#include "em_core.h"
+#include "em_ops.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+#define EM_NODE_MAX_SAVED 6
+
+typedef em_status (*em_backward_fn)(em_node *n, em_tensor *gout, em_tensor **gin);
+
+struct em_node {
+  const char *op; /* static name, for messages */
+  int refcount;
+  int n_in;
+  em_tensor **inputs; /* retained references; NULL after the graph is released */
+  em_tensor *saved[EM_NODE_MAX_SAVED];
+  int n_saved;
+  em_backward_fn backward;
+  /* op parameters */
+  double f[8];
+  int64_t i[16];
+  void *ctx;                 /* op-specific, freed with ctx_free (or free() if ctx_free NULL) */
+  void (*ctx_free)(void *);
+  int out_ndim;
+  int64_t out_shape[EM_MAX_DIMS];
+  em_dtype out_dtype;
+  bool released; /* saved tensors freed by a backward without retain_graph */
+  /* engine bookkeeping */
+  uint32_t bw_epoch;
+  int bw_deps;
+  em_tensor *bw_grad;
+};
+
+struct em_storage {
+  void *data;
+  size_t nbytes;
+  em_device device;
+  int refcount;
+  bool owns; /* free data when the last reference goes */
+};
+
+struct em_hook {
+  int id;
+  em_grad_hook_fn fn;
+  void *ctx;
+  struct em_hook *next;
+};
+
+/* Record a node for out if grad mode is on and any input requires grad; sets out->requires_grad
+ * and out->grad_fn. Returns the node (owned by out) or NULL when nothing was recorded (or on
+ * allocation failure, with the error set and out->grad_fn left NULL: callers check em__failed). */
+em_node *em__record(em_tensor *out, const char *op, em_backward_fn bw, int n_in,
+                    em_tensor *const *inputs);
+/* Save a detached alias of t (shares storage, no history) in n->saved[n->n_saved++]. */
+void em__save(em_node *n, em_tensor *t);
+
+/* Tensor constructors that do not register with the current scope (caller owns the reference). */
+em_tensor *em__alloc_noscope(em_dtype dt, int ndim, const int64_t *shape, bool zero);
+/* A view of t's storage with the given geometry, registered with the scope like any new tensor. */
+em_tensor *em__view(em_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
+                    int64_t offset);
+/* Register an owned tensor with the current scope (no-op outside scopes). Returns t. */
+em_tensor *em__scope_adopt(em_tensor *t);
+/* Contiguous version of t: t itself (scope gets no extra ref) if contiguous, else a copy. */
+em_tensor *em__contig(em_tensor *t);
+/* Fill contiguous strides for shape. */
+void em__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
+int64_t em__shape_numel(int ndim, const int64_t *shape);
+bool em__same_shape(const em_tensor *a, const em_tensor *b);
+/* Sum g (contiguous) over broadcast dimensions so that it has shape (ndim, shape). */
+em_tensor *em__sum_to(em_tensor *g, int ndim, const int64_t *shape);
+/* out[i] += g[i] in place (both f32, same shape; out contiguous). */
+void em__accumulate(em_tensor *out, const em_tensor *g);
+/* Normalise a possibly negative dim into [0, ndim). Returns -1 and sets an error if out of range. */
+int em__dim(const char *op, int dim, int ndim);
+
+/* Input checks: NULL propagation and dtype/device checks with a message naming the op. */
+#define EM_CHECK_INPUT(t, opname)                                                                \
+  do {                                                                                           \
+    if (!(t)) {                                                                                  \
+      if (em_last_status() == EM_OK)                                                             \
+        em_set_error(EM_ERR_INVALID, "%s: input is NULL", opname);                               \
+      return NULL;                                                                               \
+    }                                                                                            \
+  } while (0)
+bool em__check_f32(const char *op, const em_tensor *t, const char *what);
+bool em__check_cpu(const char *op, const em_tensor *t);
+
+/* ---- oneDNN ---------------------------------------------------------------------------- */
+dnnl_engine_t em__dnnl_engine(void);
+dnnl_stream_t em__dnnl_stream(void);
+/* Cached primitive by key; on a miss, build(ctx, &pd) creates the primitive descriptor (returns
+ * a dnnl status) and the cache creates the primitive and keeps both. Returns NULL with the error
+ * set on failure. */
+typedef struct {
+  dnnl_primitive_t prim;
+  const_dnnl_primitive_desc_t pd;
+} em_dnnl_prim;
+typedef dnnl_status_t (*em_dnnl_build_fn)(void *ctx, dnnl_primitive_desc_t *pd);
+const em_dnnl_prim *em__dnnl_get(const char *key, em_dnnl_build_fn build, void *ctx);
+/* Execute p with (arg, memory desc, pointer) triples and wait. Returns EM_OK or an error. */
+typedef struct {
+  int arg;
+  const dnnl_memory_desc_t *md;
+  void *ptr;
+} em_dnnl_arg;
+em_status em__dnnl_exec(const char *op, const em_dnnl_prim *p, int nargs, const em_dnnl_arg *args);
+/* Plain row-major f32 memory descriptor. */
+dnnl_memory_desc_t em__dnnl_md(int ndim, const int64_t *shape);
+/* The memory descriptor the primitive wants for a query (e.g. dnnl_query_workspace_md). */
+const dnnl_memory_desc_t *em__dnnl_query_md(const em_dnnl_prim *p, dnnl_query_t what, int index);
+#define EM_DNNL_CHECK(call, opname)                                                              \
+  do {                                                                                           \
+    dnnl_status_t st_ = (call);                                                                  \
+    if (st_ != dnnl_success)                                                                     \
+      return em_set_error(EM_ERR_BACKEND, "%s: oneDNN %s failed (status %d)", opname, #call,     \
+                          (int)st_);                                                             \
+  } while (0)
+
+#endif

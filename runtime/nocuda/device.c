@@ -1,0 +1,6 @@
+/* device.c (no CUDA): the device queries of a build configured with EMBER_CUDA off or without the
+ * CUDA toolkit. Such a build is complete on the CPU; CUDA tensors cannot be created. */
+#include "em_core.h"
+
+int em_cuda_device_count(void) { return 0; }
+bool em_built_with_cuda(void) { return false; }

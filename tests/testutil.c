@@ -1,0 +1,86 @@
+/* testutil.c: see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+em_tensor *tu_rand(em_rng *r, int ndim, const int64_t *shape, float lo, float hi, bool grad) {
+  em_tensor *t = em_rand_uniform(ndim, shape, lo, hi, r);
+  cr_assert_not_null(t, "tu_rand: %s", em_last_error());
+  if (grad) em_set_requires_grad(t, true);
+  return t;
+}
+
+void tu_assert_close(const em_tensor *got, const double *ref, int64_t n, double rtol, double atol,
+                     const char *what) {
+  cr_assert_not_null(got, "%s: result is NULL: %s", what, em_last_error());
+  cr_assert_eq(em_numel(got), n, "%s: %lld elements, expected %lld", what,
+               (long long)em_numel(got), (long long)n);
+  for (int64_t i = 0; i < n; i++) {
+    double g = em_get(got, i);
+    cr_assert(fabs(g - ref[i]) <= atol + rtol * fabs(ref[i]) || (isnan(g) && isnan(ref[i])),
+              "%s: element %lld is %.9g, reference %.9g", what, (long long)i, g, ref[i]);
+  }
+}
+
+double tu_rel_err(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* sum(f(inputs) * w) in float64, with no graph. */
+static double weighted_sum(tu_fn f, em_tensor **inputs, void *ctx, const em_tensor *w) {
+  em_scope s = em_scope_begin();
+  bool prev = em_no_grad_begin();
+  em_tensor *y = f(inputs, ctx);
+  em_no_grad_end(prev);
+  cr_assert_not_null(y, "gradcheck: forward failed: %s", em_last_error());
+  double acc = 0;
+  for (int64_t i = 0, n = em_numel(y); i < n; i++) acc += em_get(y, i) * em_get(w, i);
+  em_scope_end(s);
+  return acc;
+}
+
+void tu_gradcheck(tu_fn f, int n_inputs, em_tensor **inputs, void *ctx, double eps, double tol,
+                  const char *what) {
+  em_scope s = em_scope_begin();
+  for (int k = 0; k < n_inputs; k++)
+    if (inputs[k]->requires_grad) em_set_grad(inputs[k], NULL);
+  em_tensor *y = f(inputs, ctx);
+  cr_assert_not_null(y, "%s: forward failed: %s", what, em_last_error());
+  em_rng r = em_rng_new(1234);
+  em_tensor *w = em_rand_uniform(y->ndim, y->shape, -1.0f, 1.0f, &r);
+  em_tensor *loss = em_sum(em_mul(y, w), 0, NULL, false);
+  cr_assert_not_null(loss, "%s: loss failed: %s", what, em_last_error());
+  cr_assert_eq(em_backward(loss), EM_OK, "%s: backward failed: %s", what, em_last_error());
+  for (int k = 0; k < n_inputs; k++) {
+    em_tensor *x = inputs[k];
+    if (!x->requires_grad) continue;
+    cr_assert_not_null(x->grad, "%s: input %d got no gradient", what, k);
+    for (int64_t i = 0, n = em_numel(x); i < n; i++) {
+      double orig = em_get(x, i);
+      em_set(x, i, orig + eps);
+      double fp = weighted_sum(f, inputs, ctx, w);
+      em_set(x, i, orig - eps);
+      double fm = weighted_sum(f, inputs, ctx, w);
+      em_set(x, i, orig);
+      double num = (fp - fm) / (2 * eps), ana = em_get(x->grad, i);
+      cr_assert(fabs(ana - num) <= tol * fmax(1.0, fabs(num)),
+                "%s: d/d input%d[%lld]: analytic %.7g, finite difference %.7g", what, k,
+                (long long)i, ana, num);
+    }
+  }
+  em_scope_end(s);
+}
+
+void tu_assert_error(const em_tensor *t, const char *needle1, const char *needle2) {
+  cr_assert_null(t, "expected an error containing '%s'", needle1);
+  const char *msg = em_last_error();
+  cr_assert(needle1 == NULL || strstr(msg, needle1), "error '%s' lacks '%s'", msg, needle1);
+  cr_assert(needle2 == NULL || strstr(msg, needle2), "error '%s' lacks '%s'", msg, needle2);
+  em_clear_error();
+}

@@ -1,0 +1,32 @@
+/* testutil.h: shared helpers for the Criterion suites.
+ *
+ * Oracles (STYLE.md): tu_assert_close compares against a float64 reference computed by a plain loop
+ * in the test; tu_gradcheck compares every analytic gradient with central finite differences. */
+#ifndef EMBER_TESTUTIL_H
+#define EMBER_TESTUTIL_H
+
+#include <criterion/criterion.h>
+
+#include "ember.h"
+
+/* Random f32 tensor in [lo, hi), scope-owned, optionally a leaf requiring grad. */
+em_tensor *tu_rand(em_rng *r, int ndim, const int64_t *shape, float lo, float hi, bool grad);
+
+/* max_i |got_i - ref_i| <= atol + rtol * |ref_i|, failing with the first bad index. */
+void tu_assert_close(const em_tensor *got, const double *ref, int64_t n, double rtol, double atol,
+                     const char *what);
+
+/* ||a - b|| / ||b|| over n values. */
+double tu_rel_err(const float *a, const float *b, int64_t n);
+
+/* f(inputs, ctx) builds an output from the inputs (any shape). For every input with
+ * requires_grad, checks d sum(f * w)/d x (w fixed random weights) by backward against central
+ * differences with step eps, to |analytic - numeric| <= tol * max(1, |numeric|). */
+typedef em_tensor *(*tu_fn)(em_tensor **inputs, void *ctx);
+void tu_gradcheck(tu_fn f, int n_inputs, em_tensor **inputs, void *ctx, double eps, double tol,
+                  const char *what);
+
+/* Fail the test unless t is NULL and the last error contains every one of the strings given. */
+void tu_assert_error(const em_tensor *t, const char *needle1, const char *needle2);
+
+#endif
