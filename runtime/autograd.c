@@ -176,7 +176,7 @@ void em_autograd_remove_observer(int id) {
 bool em_backward_reaches(const em_tensor *t) {
   if (!t || !bw_running) return false;
   if (t->grad_fn) return t->grad_fn->bw_epoch == bw_epoch;
-  return t->bw_epoch == bw_epoch && t->bw_pending > 0;
+  return t->bw_epoch == bw_epoch; /* stamped by discover (or the leaf root) in this pass */
 }
 
 /* ---- gradient helpers ------------------------------------------------------------------- */
@@ -240,6 +240,8 @@ static em_status discover(em_node *root, uint32_t epoch) {
   em_status st = EM_OK;
   root->bw_epoch = epoch;
   root->bw_deps = 0;
+  em_release(root->bw_grad); /* left over by a failed pass */
+  root->bw_grad = NULL;
   if (!vec_push(&stack, root)) goto nomem;
   while (stack.n) {
     em_node *n = stack.v[--stack.n];
@@ -258,6 +260,8 @@ static em_status discover(em_node *root, uint32_t epoch) {
         if (m->bw_epoch != epoch) {
           m->bw_epoch = epoch;
           m->bw_deps = 0;
+          em_release(m->bw_grad); /* left over by a failed pass */
+          m->bw_grad = NULL;
           if (!vec_push(&stack, m)) goto nomem;
         }
         m->bw_deps++;
@@ -318,7 +322,7 @@ static em_status node_accumulate(em_node *m, em_tensor *g) {
     return EM_OK;
   }
   /* Accumulate into a private buffer: never modify a tensor someone else may hold. */
-  if (m->bw_grad->refcount > 1) {
+  if (m->bw_grad->refcount > 1 || m->bw_grad->storage->refcount > 1) {
     em_tensor *c = em__alloc_noscope(EM_F32, m->bw_grad->ndim, m->bw_grad->shape, true);
     if (!c) return em_last_status();
     em__accumulate(c, m->bw_grad);
@@ -329,11 +333,20 @@ static em_status node_accumulate(em_node *m, em_tensor *g) {
   return EM_OK;
 }
 
+/* The ready list holds a reference to each queued node: releasing a node's inputs after it ran
+ * can drop the last reference to an intermediate tensor (when only the graph held it), and with
+ * it the intermediate's grad_fn, which may be queued already. */
+static void node_retain(em_node *n) { __atomic_add_fetch(&n->refcount, 1, __ATOMIC_RELAXED); }
+
 static em_status execute(em_node *root, em_tensor *seed, bool retain) {
   node_vec ready = {0};
   em_status st = EM_OK;
   root->bw_grad = em_retain(seed);
-  if (!vec_push(&ready, root)) return em_set_error(EM_ERR_NOMEM, "backward: out of memory");
+  node_retain(root);
+  if (!vec_push(&ready, root)) {
+    em_node_release(root);
+    return em_set_error(EM_ERR_NOMEM, "backward: out of memory");
+  }
   em_tensor *gin_small[8];
   while (ready.n && st == EM_OK) {
     em_node *n = ready.v[--ready.n];
@@ -371,8 +384,13 @@ static em_status execute(em_node *root, em_tensor *seed, bool retain) {
       if (in->grad_fn) {
         em_node *m = in->grad_fn;
         st = node_accumulate(m, gin[k]);
-        if (st == EM_OK && --m->bw_deps == 0 && !vec_push(&ready, m))
-          st = em_set_error(EM_ERR_NOMEM, "backward: out of memory");
+        if (st == EM_OK && --m->bw_deps == 0) {
+          node_retain(m);
+          if (!vec_push(&ready, m)) {
+            em_node_release(m);
+            st = em_set_error(EM_ERR_NOMEM, "backward: out of memory");
+          }
+        }
       } else {
         st = leaf_accumulate(in, gin[k]);
       }
@@ -383,12 +401,14 @@ static em_status execute(em_node *root, em_tensor *seed, bool retain) {
       node_free_graph(n);
       n->released = true;
     }
+    em_node_release(n); /* the ready list's reference */
   }
   /* On failure, drop pending gradients of nodes that never ran. */
   while (ready.n) {
     em_node *n = ready.v[--ready.n];
     em_release(n->bw_grad);
     n->bw_grad = NULL;
+    em_node_release(n);
   }
   free(ready.v);
   return st;
@@ -429,11 +449,13 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
   uint32_t epoch = __atomic_add_fetch(&epoch_counter, 1, __ATOMIC_RELAXED);
   bool prev_grad = em_no_grad_begin();
   em_status st;
+  bool begun = false;
   if (!root->grad_fn) { /* backward on a leaf: its gradient is the seed */
     bw_epoch = epoch;
     root->bw_epoch = epoch;
     root->bw_pending = 1;
     bw_running = true;
+    begun = true;
     for (int k = 0; k < n_observers; k++)
       if (observers[k].begin) observers[k].begin(observers[k].ctx);
     st = leaf_accumulate(root, seed);
@@ -442,12 +464,14 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
     bw_epoch = epoch;
     bw_running = true;
     if (st == EM_OK) {
+      begun = true;
       for (int k = 0; k < n_observers; k++)
         if (observers[k].begin) observers[k].begin(observers[k].ctx);
       st = execute(root->grad_fn, seed, retain);
     }
   }
-  for (int k = 0; k < n_observers; k++)
+  /* End observers run exactly when begin observers ran, so they always come in pairs. */
+  for (int k = 0; begun && k < n_observers; k++)
     if (observers[k].end) observers[k].end(st, observers[k].ctx);
   bw_running = false;
   em_no_grad_end(prev_grad);

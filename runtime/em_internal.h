@@ -15,6 +15,14 @@
  *     return EM_OK;
  *   }
  *
+ * An op that makes temporaries (em__contig copies, calls to other ops) must not leak them when
+ * it is called outside any scope: it opens its own scope and hands the result out with
+ * em__op_end, on every return path:
+ *
+ *   em_scope s = em_scope_begin();
+ *   ... temporaries ...
+ *   return em__op_end(s, out);          // out survives (adopted by the caller's scope, if any)
+ *
  * Backward functions run in no-grad mode inside a scope the engine opens: tensors they create
  * are scope-owned; the engine retains the gin[] results itself. gout is contiguous. */
 #ifndef EMBER_INTERNAL_H
@@ -83,6 +91,8 @@ em_tensor *em__view(em_tensor *t, int ndim, const int64_t *shape, const int64_t 
                     int64_t offset);
 /* Register an owned tensor with the current scope (no-op outside scopes). Returns t. */
 em_tensor *em__scope_adopt(em_tensor *t);
+/* Close an op's private scope s, keeping out (which may be NULL): see the top of this file. */
+em_tensor *em__op_end(em_scope s, em_tensor *out);
 /* Contiguous version of t: t itself (scope gets no extra ref) if contiguous, else a copy. */
 em_tensor *em__contig(em_tensor *t);
 /* Fill contiguous strides for shape. */

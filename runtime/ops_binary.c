@@ -148,15 +148,16 @@ static em_status affine_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 static em_tensor *affine(const char *name, em_tensor *a, float mul, float add) {
   EM_CHECK_INPUT(a, name);
   if (!em__check_f32(name, a, "input") || !em__check_cpu(name, a)) return NULL;
+  em_scope s = em_scope_begin();
   em_tensor *c = em__contig(a);
   em_tensor *out = c ? em_empty(EM_F32, a->ndim, a->shape) : NULL;
-  if (!out) return NULL;
+  if (!out) return em__op_end(s, NULL);
   const float *x = em_data_f32(c);
   float *y = em_data_f32(out);
   for (int64_t i = 0, n = em_numel(out); i < n; i++) y[i] = x[i] * mul + add;
   em_node *n = em__record(out, name, affine_backward, 1, &a);
   if (n) n->f[0] = mul;
-  return out;
+  return em__op_end(s, out);
 }
 
 em_tensor *em_add_scalar(em_tensor *a, float s) { return affine("add_scalar", a, 1.0f, s); }

@@ -61,6 +61,12 @@ em_tensor *em__scope_adopt(em_tensor *t) {
   return t;
 }
 
+em_tensor *em__op_end(em_scope s, em_tensor *out) {
+  em_retain(out);
+  em_scope_end(s);
+  return em__scope_adopt(out);
+}
+
 int64_t em_live_tensors(void) { return __atomic_load_n(&live_tensors, __ATOMIC_RELAXED); }
 
 /* ---- storage and tensors --------------------------------------------------------------- */

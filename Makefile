@@ -1,0 +1,42 @@
+# Thin wrapper over scripts/install-deps.sh, CMake and ctest. The build lives in build/
+# (Release, -Werror) and build-asan/ (AddressSanitizer + UBSan + LeakSanitizer).
+#   make run    install, build, train Fashion-MNIST (examples/fmnist_mlp)
+#   make test   install, build both flavours, run the whole suite under ctest in each
+#   make bench  install, build, run the benchmark programs against PyTorch
+JOBS ?= $(shell nproc)
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure build run test test-release test-asan bench clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+configure: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEMBER_WERROR=ON $(CMAKE_FLAGS)
+
+build: configure
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/examples/fmnist_mlp --epochs 3
+
+test-release: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Asan -DEMBER_WERROR=ON $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
+
+test: test-release test-asan
+
+bench: build
+	./cluster/bench/train_bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,34 @@
+/* dl_idx.h: reading IDX files (MNIST, Fashion-MNIST), gzip-compressed or plain.
+ *
+ * IDX layout: bytes 0-1 zero, byte 2 the element type (0x08 = u8), byte 3 the number of dims,
+ * then one big-endian u32 per dim, then the elements in row-major order. */
+#ifndef EMBER_DL_IDX_H
+#define EMBER_DL_IDX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "em_core.h"
+
+typedef struct {
+  int ndim;
+  int64_t dims[4];
+  uint8_t *data; /* owned; dims[0] * ... * dims[ndim-1] bytes */
+  size_t size;
+} dl_idx_array;
+
+/* Reads a whole u8 IDX file (.gz through zlib, or plain). On error returns a status and the
+ * message names the file, the byte offset and what was expected; *out is left empty. */
+em_status dl_idx_read(const char *path, dl_idx_array *out);
+void dl_idx_free(dl_idx_array *a);
+
+/* Fashion-MNIST in memory: images (N, 784) f32 scaled to [0, 1], labels (N) i64.
+ * Reads DIR/{prefix}-images-idx3-ubyte.gz and DIR/{prefix}-labels-idx1-ubyte.gz (prefix "train" or
+ * "t10k") and checks they agree. Tensors are owned by the caller (created outside any scope). */
+em_status dl_fmnist_load(const char *dir, const char *prefix, em_tensor **images,
+                         em_tensor **labels);
+
+/* Debian's dataset-fashion-mnist location, or $EMBER_FMNIST_DIR when set. */
+const char *dl_fmnist_dir(void);
+
+#endif

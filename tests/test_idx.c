@@ -1,0 +1,104 @@
+/* test_idx.c: the IDX reader on the real Fashion-MNIST files and on corrupt ones. */
+#include "dl_idx.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+/* Write bytes to path, gzip-compressed if gz. */
+static void write_file(const char *path, const unsigned char *b, size_t n, bool gz) {
+  if (gz) {
+    gzFile f = gzopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(gzwrite(f, b, (unsigned)n), (int)n);
+    gzclose(f);
+  } else {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+  }
+}
+
+Test(idx, real_fashion_mnist) {
+  em_scope s = em_scope_begin();
+  em_tensor *x, *y;
+  cr_assert_eq(dl_fmnist_load(dl_fmnist_dir(), "train", &x, &y), EM_OK, "%s", em_last_error());
+  cr_assert_eq(x->shape[0], 60000);
+  cr_assert_eq(x->shape[1], 784);
+  cr_assert_eq(y->shape[0], 60000);
+  /* Fashion-MNIST's documented first training labels: ankle boot, t-shirt, t-shirt, dress. */
+  int64_t first[] = {9, 0, 0, 3, 0, 2, 7, 2, 5, 5};
+  for (int i = 0; i < 10; i++) cr_assert_eq(em_get(y, i), first[i], "label %d", i);
+  double mx = 0;
+  for (int64_t i = 0; i < 784 * 10; i++) mx = em_get(x, i) > mx ? em_get(x, i) : mx;
+  cr_assert_float_eq(mx, 1.0, 1e-6, "pixels scale to [0, 1]");
+  em_release(x);
+  em_release(y);
+  cr_assert_eq(dl_fmnist_load(dl_fmnist_dir(), "t10k", &x, &y), EM_OK, "%s", em_last_error());
+  cr_assert_eq(x->shape[0], 10000);
+  cr_assert_eq(em_get(y, 0), 9);
+  cr_assert_eq(em_get(y, 1), 2);
+  em_release(x);
+  em_release(y);
+  em_scope_end(s);
+}
+
+static const unsigned char good[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
+
+Test(idx, plain_and_gz_read_the_same) {
+  dl_idx_array a;
+  write_file("idx_plain.idx", good, sizeof good, false);
+  cr_assert_eq(dl_idx_read("idx_plain.idx", &a), EM_OK, "%s", em_last_error());
+  cr_assert_eq(a.ndim, 2);
+  cr_assert_eq(a.dims[0], 2);
+  cr_assert_eq(a.dims[1], 3);
+  cr_assert_eq(a.data[5], 6);
+  dl_idx_free(&a);
+  write_file("idx_gz.idx.gz", good, sizeof good, true);
+  cr_assert_eq(dl_idx_read("idx_gz.idx.gz", &a), EM_OK, "%s", em_last_error());
+  cr_assert_eq(memcmp(a.data, good + 12, 6), 0);
+  dl_idx_free(&a);
+}
+
+static void expect_error(const char *path, const char *needle1, const char *needle2) {
+  dl_idx_array a;
+  cr_assert_neq(dl_idx_read(path, &a), EM_OK, "%s read without error", path);
+  cr_assert_null(a.data);
+  const char *m = em_last_error();
+  cr_assert(strstr(m, path), "message '%s' does not name the file", m);
+  cr_assert(strstr(m, needle1), "message '%s' lacks '%s'", m, needle1);
+  if (needle2) cr_assert(strstr(m, needle2), "message '%s' lacks '%s'", m, needle2);
+}
+
+Test(idx, corrupt_inputs_are_named_errors) {
+  unsigned char bad_magic[sizeof good];
+  memcpy(bad_magic, good, sizeof good);
+  bad_magic[2] = 0x0d; /* float data: not what we read */
+  write_file("idx_magic.gz", bad_magic, sizeof good, true);
+  expect_error("idx_magic.gz", "byte offset 0", "magic");
+
+  /* Header promises 2x3 = 6 elements; only 4 follow. */
+  write_file("idx_short.gz", good, sizeof good - 2, true);
+  expect_error("idx_short.gz", "byte offset 12", "expected 6 bytes");
+
+  /* Header count larger than the file. */
+  unsigned char big[sizeof good];
+  memcpy(big, good, sizeof good);
+  big[7] = 200;
+  write_file("idx_big.idx", big, sizeof good, false);
+  expect_error("idx_big.idx", "expected 600 bytes", "file ends after 6");
+
+  /* A truncated gzip stream (cut in the middle of the compressed bytes). */
+  write_file("idx_full.gz", good, sizeof good, true);
+  FILE *f = fopen("idx_full.gz", "rb");
+  unsigned char buf[256];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  write_file("idx_trunc.gz", buf, n / 2, false);
+  expect_error("idx_trunc.gz", "byte offset", NULL);
+
+  expect_error("no/such/file.gz", "cannot open", NULL);
+  em_clear_error();
+}
