@@ -180,12 +180,15 @@ bool em_backward_reaches(const em_tensor *t) {
 }
 
 /* ---- gradient helpers ------------------------------------------------------------------- */
+EM_SIMD_CLONES static void add_into(float *restrict o, const float *restrict p, int64_t n) {
+  for (int64_t i = 0; i < n; i++) o[i] += p[i];
+}
+
 void em__accumulate(em_tensor *out, const em_tensor *g) {
   float *o = em_data_f32(out);
   int64_t n = em_numel(out);
   if (em_is_contiguous(g)) {
-    const float *p = em_data_f32(g);
-    for (int64_t i = 0; i < n; i++) o[i] += p[i];
+    add_into(o, em_data_f32(g), n);
   } else {
     for (int64_t i = 0; i < n; i++) o[i] += (float)em_get(g, i);
   }

@@ -47,7 +47,7 @@ static inline float apply(binop op, float x, float y) {
   }
 }
 
-static void binary_kernel(binop op, const em_tensor *a, const em_tensor *b, em_tensor *out) {
+EM_SIMD_CLONES static void binary_kernel(binop op, const em_tensor *a, const em_tensor *b, em_tensor *out) {
   const float *pa = em_data_f32(a), *pb = em_data_f32(b);
   float *po = em_data_f32(out);
   int64_t n = em_numel(out);

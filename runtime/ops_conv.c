@@ -19,7 +19,6 @@
 #include "em_internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -60,14 +59,15 @@ static dnnl_memory_desc_t any_md(const dnnl_memory_desc_t *plain) {
 }
 
 /* Base of the cache keys of one geometry's primitives ("<base> fwd", "<base> bwd_data", ...). */
-#define CONV_KEY_LEN 224
+#define CONV_KEY_LEN 512 /* 16 numbers of 20 digits fit: never truncated */
 static void conv_key(char *buf, size_t n, const conv_geom *c) {
   snprintf(buf, n,
            "conv2d f32 x%lldx%lldx%lldx%lld w%lldx%lldx%lld s%lldx%lld p%lldx%lld d%lldx%lld "
-           "g%lld%s", (long long)c->N, (long long)c->C, (long long)c->H, (long long)c->W,
-           (long long)c->O, (long long)c->KH, (long long)c->KW, (long long)c->s[0],
-           (long long)c->s[1], (long long)c->p[0], (long long)c->p[1], (long long)c->d[0],
-           (long long)c->d[1], (long long)c->g, c->bias ? " bias" : "");
+           "g%lld%s",
+           (long long)c->N, (long long)c->C, (long long)c->H, (long long)c->W, (long long)c->O,
+           (long long)c->KH, (long long)c->KW, (long long)c->s[0], (long long)c->s[1],
+           (long long)c->p[0], (long long)c->p[1], (long long)c->d[0], (long long)c->d[1],
+           (long long)c->g, c->bias ? " bias" : "");
 }
 
 typedef struct {
@@ -181,15 +181,23 @@ static bool conv_setup(const em_tensor *x, const em_tensor *w, const em_tensor *
   em_shape_str(x, sx, sizeof sx);
   em_shape_str(w, sw, sizeof sw);
   if (x->ndim != 4 || w->ndim != 4) {
-    em_set_error(EM_ERR_INVALID, "conv2d: x %s and weight %s must be (N, C, H, W) and "
-                 "(O, C/groups, KH, KW)", sx, sw);
+    em_set_error(EM_ERR_INVALID,
+                 "conv2d: x %s and weight %s must be (N, C, H, W) and "
+                 "(O, C/groups, KH, KW)",
+                 sx, sw);
     return false;
   }
   em_conv2d_opts def = {0};
   if (!o) o = &def;
-  *c = (conv_geom){.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-                   .O = w->shape[0], .KH = w->shape[2], .KW = w->shape[3],
-                   .g = o->groups ? o->groups : 1, .bias = bias != NULL};
+  *c = (conv_geom){.N = x->shape[0],
+                   .C = x->shape[1],
+                   .H = x->shape[2],
+                   .W = x->shape[3],
+                   .O = w->shape[0],
+                   .KH = w->shape[2],
+                   .KW = w->shape[3],
+                   .g = o->groups ? o->groups : 1,
+                   .bias = bias != NULL};
   for (int k = 0; k < 2; k++) {
     c->s[k] = o->stride[k] ? o->stride[k] : 1;
     c->d[k] = o->dilation[k] ? o->dilation[k] : 1;
@@ -197,8 +205,8 @@ static bool conv_setup(const em_tensor *x, const em_tensor *w, const em_tensor *
     if (c->s[k] < 1 || c->d[k] < 1 || c->p[k] < 0) {
       em_set_error(EM_ERR_INVALID,
                    "conv2d: x %s, weight %s: stride %lld, dilation %lld must be >= 1 and "
-                   "padding %lld >= 0", sx, sw, (long long)c->s[k], (long long)c->d[k],
-                   (long long)c->p[k]);
+                   "padding %lld >= 0",
+                   sx, sw, (long long)c->s[k], (long long)c->d[k], (long long)c->p[k]);
       return false;
     }
   }
@@ -218,8 +226,8 @@ static bool conv_setup(const em_tensor *x, const em_tensor *w, const em_tensor *
   if (c->KH < 1 || c->KW < 1 || ekh > c->H + 2 * c->p[0] || ekw > c->W + 2 * c->p[1]) {
     em_set_error(EM_ERR_INVALID,
                  "conv2d: kernel of weight %s (dilated %lldx%lld) does not fit in x %s padded by "
-                 "%lldx%lld", sw, (long long)ekh, (long long)ekw, sx, (long long)c->p[0],
-                 (long long)c->p[1]);
+                 "%lldx%lld",
+                 sw, (long long)ekh, (long long)ekw, sx, (long long)c->p[0], (long long)c->p[1]);
     return false;
   }
   c->OH = (c->H + 2 * c->p[0] - ekh) / c->s[0] + 1;
@@ -229,15 +237,26 @@ static bool conv_setup(const em_tensor *x, const em_tensor *w, const em_tensor *
 
 /* The geometry fits the node's 16 integer slots exactly. */
 static void conv_pack(const conv_geom *c, int64_t *v) {
-  int64_t t[16] = {c->N, c->C, c->H, c->W, c->O, c->KH, c->KW, c->OH, c->OW,
-                   c->s[0], c->s[1], c->p[0], c->p[1], c->d[0], c->d[1], c->g};
+  int64_t t[16] = {c->N,  c->C,    c->H,    c->W,    c->O,    c->KH,   c->KW,   c->OH,
+                   c->OW, c->s[0], c->s[1], c->p[0], c->p[1], c->d[0], c->d[1], c->g};
   memcpy(v, t, sizeof t);
 }
 
 static void conv_unpack(const int64_t *v, bool bias, conv_geom *c) {
-  *c = (conv_geom){.N = v[0], .C = v[1], .H = v[2], .W = v[3], .O = v[4], .KH = v[5],
-                   .KW = v[6], .OH = v[7], .OW = v[8], .s = {v[9], v[10]}, .p = {v[11], v[12]},
-                   .d = {v[13], v[14]}, .g = v[15], .bias = bias};
+  *c = (conv_geom){.N = v[0],
+                   .C = v[1],
+                   .H = v[2],
+                   .W = v[3],
+                   .O = v[4],
+                   .KH = v[5],
+                   .KW = v[6],
+                   .OH = v[7],
+                   .OW = v[8],
+                   .s = {v[9], v[10]},
+                   .p = {v[11], v[12]},
+                   .d = {v[13], v[14]},
+                   .g = v[15],
+                   .bias = bias};
 }
 
 static em_status conv_backward(em_node *n, em_tensor *gout, em_tensor **gin);
@@ -275,7 +294,8 @@ static em_status conv_forward(const conv_geom *c, em_tensor *cx, em_tensor *cw, 
   return st;
 }
 
-em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *bias, const em_conv2d_opts *opts) {
+static em_tensor *conv_impl(em_tensor *x, em_tensor *w, em_tensor *bias,
+                            const em_conv2d_opts *opts) {
   static const char *op = "conv2d";
   EM_CHECK_INPUT(x, op);
   EM_CHECK_INPUT(w, op);
@@ -296,6 +316,13 @@ em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *bias, const em_conv2
     conv_pack(&c, n->i);
   }
   return out;
+}
+
+/* The public op runs in a private scope: contiguous copies and reordered buffers that are not
+ * saved for backward end with the op. */
+em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *bias, const em_conv2d_opts *opts) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, conv_impl(x, w, bias, opts));
 }
 
 /* dx = conv backward data (dy, w); gb caches dy in the primitive's layout for the weights pass. */

@@ -15,21 +15,11 @@
  * polynomial (Cephes expf: range reduction by ln 2, degree-6 polynomial, ~1 ulp) that the
  * compiler can vectorise, unlike libm's expf. The row kernels are compiled for AVX-512, AVX2 and
  * baseline x86-64 and picked at load time (5x faster than baseline SSE on a 32000-class row). */
-/* The exp loops only vectorise when comparisons may be assumed not to raise FP exceptions;
- * nothing in Ember reads the FP exception flags. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+/* (The exp loops vectorise because the build passes -fno-trapping-math: see CMakeLists.txt.) */
 #include "em_internal.h"
 
 #include <math.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
 
 /* ---- fast exp ------------------------------------------------------------------------------- */
 static inline float fast_expf(float x) {
@@ -148,7 +138,7 @@ static double reduce_scale(em_reduction red, int64_t count) {
 
 /* ---- cross entropy -------------------------------------------------------------------------- */
 /* g (N, C) = gi * (exp(x - lse_i) - onehot(y_i)) per row; gi from row_grad; 0 if ignored. */
-SIMD_CLONES static void ce_backward_rows(const float *px, const float *pl, const void *py,
+EM_SIMD_CLONES static void ce_backward_rows(const float *px, const float *pl, const void *py,
                                          bool wide, int64_t N, int64_t C, int64_t ignore,
                                          const float *go, em_reduction red, double scale,
                                          float *pg) {
@@ -180,7 +170,7 @@ static em_status ce_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 }
 
 /* Per row: lse_i (ps) and loss l_i (pl); both 0 on ignored rows. Labels already checked. */
-SIMD_CLONES static void ce_forward_rows(const float *px, const void *py, bool wide, int64_t N,
+EM_SIMD_CLONES static void ce_forward_rows(const float *px, const void *py, bool wide, int64_t N,
                                         int64_t C, int64_t ignore, float *pl, float *ps) {
   for (int64_t i = 0; i < N; i++) {
     int64_t y = label_at(py, wide, i);
@@ -195,8 +185,8 @@ SIMD_CLONES static void ce_forward_rows(const float *px, const void *py, bool wi
   }
 }
 
-em_tensor *em_cross_entropy_ex(em_tensor *logits, em_tensor *labels, em_reduction red,
-                               int64_t ignore_index) {
+static em_tensor *cross_entropy_impl(em_tensor *logits, em_tensor *labels, em_reduction red,
+                                     int64_t ignore_index) {
   const char *op = "cross_entropy";
   EM_CHECK_INPUT(logits, op);
   EM_CHECK_INPUT(labels, op);
@@ -225,6 +215,14 @@ em_tensor *em_cross_entropy_ex(em_tensor *logits, em_tensor *labels, em_reductio
   return out;
 }
 
+/* The public ops run in a private scope: contiguous copies, label copies and per-row buffers
+ * that are not saved for backward end with the op. */
+em_tensor *em_cross_entropy_ex(em_tensor *logits, em_tensor *labels, em_reduction red,
+                               int64_t ignore_index) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, cross_entropy_impl(logits, labels, red, ignore_index));
+}
+
 em_tensor *em_cross_entropy(em_tensor *logits, em_tensor *labels) {
   return em_cross_entropy_ex(logits, labels, EM_REDUCE_MEAN, EM_IGNORE_INDEX_DEFAULT);
 }
@@ -249,8 +247,8 @@ static em_status nll_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-em_tensor *em_nll_loss(em_tensor *logp, em_tensor *labels, em_reduction red,
-                       int64_t ignore_index) {
+static em_tensor *nll_impl(em_tensor *logp, em_tensor *labels, em_reduction red,
+                          int64_t ignore_index) {
   const char *op = "nll_loss";
   EM_CHECK_INPUT(logp, op);
   EM_CHECK_INPUT(labels, op);
@@ -283,10 +281,16 @@ em_tensor *em_nll_loss(em_tensor *logp, em_tensor *labels, em_reduction red,
   return out;
 }
 
+em_tensor *em_nll_loss(em_tensor *logp, em_tensor *labels, em_reduction red,
+                       int64_t ignore_index) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, nll_impl(logp, labels, red, ignore_index));
+}
+
 /* ---- mse ---------------------------------------------------------------------------------- */
 
 /* sum (a - b)^2 in float64 lanes, or per element into po (po != NULL; returns 0). */
-SIMD_CLONES static double mse_kernel(const float *pa, const float *pb, int64_t N, float *po) {
+EM_SIMD_CLONES static double mse_kernel(const float *pa, const float *pb, int64_t N, float *po) {
   if (po) {
 #pragma omp simd
     for (int64_t i = 0; i < N; i++) po[i] = (pa[i] - pb[i]) * (pa[i] - pb[i]);
@@ -302,7 +306,7 @@ SIMD_CLONES static double mse_kernel(const float *pa, const float *pb, int64_t N
 }
 
 /* pg = k * go_i * (a - b), go_i = go[i] (per element) or go[0] (reduced). */
-SIMD_CLONES static void mse_grad_kernel(const float *pa, const float *pb, const float *go,
+EM_SIMD_CLONES static void mse_grad_kernel(const float *pa, const float *pb, const float *go,
                                         bool per_elem, float k, int64_t N, float *pg) {
   if (per_elem) {
 #pragma omp simd
@@ -330,7 +334,7 @@ static em_status mse_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-em_tensor *em_mse_loss(em_tensor *a, em_tensor *b, em_reduction red) {
+static em_tensor *mse_impl(em_tensor *a, em_tensor *b, em_reduction red) {
   const char *op = "mse_loss";
   EM_CHECK_INPUT(a, op);
   EM_CHECK_INPUT(b, op);
@@ -363,4 +367,9 @@ em_tensor *em_mse_loss(em_tensor *a, em_tensor *b, em_reduction red) {
     em__save(n, cb);
   }
   return out;
+}
+
+em_tensor *em_mse_loss(em_tensor *a, em_tensor *b, em_reduction red) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, mse_impl(a, b, red));
 }

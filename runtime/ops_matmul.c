@@ -85,7 +85,8 @@ static mm_geom geom_of(const em_tensor *t, bool trans, int nd) {
   }
   for (int d = 0; d < t->ndim; d++) {
     g.dims[lead + d] = t->shape[d];
-    g.strides[lead + d] = t->strides[d];
+    /* a view may give a dim of size 1 any stride; oneDNN wants positive ones */
+    g.strides[lead + d] = t->shape[d] == 1 && t->strides[d] <= 0 ? outer : t->strides[d];
   }
   if (trans) geom_swap_last(&g);
   return g;
@@ -125,7 +126,7 @@ static em_status mm_run(const char *op, const mm_geom *ga, const float *pa, cons
     for (int64_t i = 0; i < n_out; i++) pc[i] = bias ? bias[i % N] : 0.0f;
     return EM_OK;
   }
-  char key[512];
+  char key[1280]; /* room for 3 x 8 dims and strides of 20 digits: never truncated */
   int k = snprintf(key, sizeof key, "matmul f32%s", bias ? " bias" : "");
   k += geom_key(key + k, sizeof key - (size_t)k, "a", ga);
   k += geom_key(key + k, sizeof key - (size_t)k, "b", gb);
@@ -161,7 +162,7 @@ static bool geom_flatten(const mm_geom *g, mm_geom *out) {
 /* ---- matmul ------------------------------------------------------------------------------ */
 static em_status matmul_backward(em_node *n, em_tensor *gout, em_tensor **gin);
 
-em_tensor *em_matmul_t(em_tensor *a, em_tensor *b, bool trans_a, bool trans_b) {
+static em_tensor *matmul_impl(em_tensor *a, em_tensor *b, bool trans_a, bool trans_b) {
   static const char *op = "matmul";
   EM_CHECK_INPUT(a, op);
   EM_CHECK_INPUT(b, op);
@@ -225,31 +226,39 @@ em_tensor *em_matmul_t(em_tensor *a, em_tensor *b, bool trans_a, bool trans_b) {
   return out;
 }
 
+/* The public ops run in a private scope: contiguous copies end with the op. */
+em_tensor *em_matmul_t(em_tensor *a, em_tensor *b, bool trans_a, bool trans_b) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, matmul_impl(a, b, trans_a, trans_b));
+}
+
 em_tensor *em_matmul(em_tensor *a, em_tensor *b) { return em_matmul_t(a, b, false, false); }
 
 /* dB for a batched a (..., M, K) (not transposed) against a 2-D b: a^T (K, B*M) @ g (B*M, N),
- * transposed to (N, K) when b was. NULL (no error) when a's rows do not merge. */
-static em_tensor *matmul_db_flat(em_tensor *a, em_tensor *g, bool trans_b) {
-  if (!matrix_layout_ok(a)) return NULL;
+ * transposed to (N, K) when b was. *out stays NULL (with EM_OK) when a's rows do not merge. */
+static em_status matmul_db_flat(em_tensor *a, em_tensor *g, bool trans_b, em_tensor **out) {
+  *out = NULL;
+  if (!matrix_layout_ok(a)) return EM_OK;
   mm_geom ga = geom_of(a, false, a->ndim), fa;
-  if (!geom_flatten(&ga, &fa)) return NULL;
+  if (!geom_flatten(&ga, &fa)) return EM_OK;
   int64_t K = fa.dims[1], N = g->shape[g->ndim - 1], R = fa.dims[0];
   mm_geom fg = {.nd = 2, .dims = {R, N}, .strides = {N, 1}};
-  em_tensor *out = em_empty(EM_F32, EM_SHAPE(trans_b ? N : K, trans_b ? K : N));
-  if (!out) return NULL;
+  em_tensor *d = em_empty(EM_F32, EM_SHAPE(trans_b ? N : K, trans_b ? K : N));
+  if (!d) return em_last_status();
   em_status st;
   if (!trans_b) { /* (K, R) @ (R, N) */
     geom_swap_last(&fa);
     mm_geom gc = {.nd = 2, .dims = {K, N}, .strides = {N, 1}};
-    st = mm_run("matmul backward", &fa, em_data_f32(a), &fg, em_data_f32(g), &gc,
-                em_data_f32(out), NULL);
+    st = mm_run("matmul backward", &fa, em_data_f32(a), &fg, em_data_f32(g), &gc, em_data_f32(d),
+                NULL);
   } else { /* (N, R) @ (R, K) */
     geom_swap_last(&fg);
     mm_geom gc = {.nd = 2, .dims = {N, K}, .strides = {K, 1}};
-    st = mm_run("matmul backward", &fg, em_data_f32(g), &fa, em_data_f32(a), &gc,
-                em_data_f32(out), NULL);
+    st = mm_run("matmul backward", &fg, em_data_f32(g), &fa, em_data_f32(a), &gc, em_data_f32(d),
+                NULL);
   }
-  return st == EM_OK ? out : NULL;
+  if (st == EM_OK) *out = d;
+  return st;
 }
 
 static em_status matmul_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
@@ -263,8 +272,10 @@ static em_status matmul_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   }
   if (n->inputs[1]->requires_grad) {
     em_tensor *g = NULL;
-    if (b->ndim == 2 && a->ndim > 2 && !ta) g = matmul_db_flat(a, gout, tb);
-    if (!g && em_last_status() != EM_OK) return em_last_status();
+    if (b->ndim == 2 && a->ndim > 2 && !ta) {
+      em_status st = matmul_db_flat(a, gout, tb, &g);
+      if (st != EM_OK) return st;
+    }
     /* dB = A^T @ dC; for trans_b, dB^T = dC^T @ A */
     if (!g) g = tb ? em_matmul_t(gout, a, true, ta) : em_matmul_t(a, gout, !ta, false);
     gin[1] = g ? em__sum_to(g, b->ndim, b->shape) : NULL;
@@ -291,7 +302,7 @@ static bool linear_x_geom(const em_tensor *x, mm_geom *g) {
 
 static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin);
 
-em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
+static em_tensor *linear_impl(em_tensor *x, em_tensor *w, em_tensor *bias) {
   static const char *op = "linear";
   EM_CHECK_INPUT(x, op);
   EM_CHECK_INPUT(w, op);
@@ -340,6 +351,11 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
   return out;
 }
 
+em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, linear_impl(x, w, bias));
+}
+
 static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *x = n->saved[0], *w = n->saved[1];
   int64_t out_f = w->shape[0], in_f = w->shape[1];
@@ -353,8 +369,8 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
     if (!dx) return em_last_status();
     mm_geom gw = geom_of(w, false, 2);
     mm_geom gc = {.nd = 2, .dims = {R, in_f}, .strides = {in_f, 1}};
-    em_status st = mm_run("linear backward", &gg, pg, &gw, em_data_f32(w), &gc, em_data_f32(dx),
-                          NULL);
+    em_status st =
+        mm_run("linear backward", &gg, pg, &gw, em_data_f32(w), &gc, em_data_f32(dx), NULL);
     if (st != EM_OK) return st;
     gin[0] = dx;
   }
@@ -364,8 +380,8 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
     mm_geom gt = gg;
     geom_swap_last(&gt);
     mm_geom gc = {.nd = 2, .dims = {out_f, in_f}, .strides = {in_f, 1}};
-    em_status st = mm_run("linear backward", &gt, pg, &gx, em_data_f32(x), &gc, em_data_f32(dw),
-                          NULL);
+    em_status st =
+        mm_run("linear backward", &gt, pg, &gx, em_data_f32(x), &gc, em_data_f32(dw), NULL);
     if (st != EM_OK) return st;
     gin[1] = dw;
   }
@@ -375,6 +391,7 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
     float *pb = em_data_f32(db);
     for (int64_t r = 0; r < R; r++) {
       const float *row = pg + r * out_f;
+#pragma omp simd
       for (int64_t j = 0; j < out_f; j++) pb[j] += row[j];
     }
     gin[2] = db;

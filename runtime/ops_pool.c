@@ -25,14 +25,22 @@ typedef struct {
 enum { POOL_GEOM_INTS = 13 };
 
 static void pool_pack(const pool_geom *g, int64_t *v) {
-  int64_t t[POOL_GEOM_INTS] = {g->N,    g->C,    g->H,    g->W,    g->OH,   g->OW,  g->k[0],
+  int64_t t[POOL_GEOM_INTS] = {g->N,    g->C,    g->H,    g->W,    g->OH,   g->OW, g->k[0],
                                g->k[1], g->s[0], g->s[1], g->p[0], g->p[1], g->alg};
   memcpy(v, t, sizeof t);
 }
 
 static pool_geom pool_unpack(const int64_t *v) {
-  return (pool_geom){.N = v[0], .C = v[1], .H = v[2], .W = v[3], .OH = v[4], .OW = v[5],
-                     .k = {v[6], v[7]}, .s = {v[8], v[9]}, .p = {v[10], v[11]}, .alg = v[12]};
+  return (pool_geom){.N = v[0],
+                     .C = v[1],
+                     .H = v[2],
+                     .W = v[3],
+                     .OH = v[4],
+                     .OW = v[5],
+                     .k = {v[6], v[7]},
+                     .s = {v[8], v[9]},
+                     .p = {v[10], v[11]},
+                     .alg = v[12]};
 }
 
 typedef struct {
@@ -58,8 +66,8 @@ static dnnl_status_t build_bwd(void *vctx, dnnl_primitive_desc_t *pd) {
   const pool_geom *g = x->g;
   dnnl_pooling_desc_t d;
   dnnl_dims_t k = {g->k[0], g->k[1]}, s = {g->s[0], g->s[1]}, p = {g->p[0], g->p[1]};
-  dnnl_status_t st = dnnl_pooling_backward_desc_init(&d, (dnnl_alg_kind_t)g->alg, &x->src, &x->dst,
-                                                     s, k, p, p);
+  dnnl_status_t st =
+      dnnl_pooling_backward_desc_init(&d, (dnnl_alg_kind_t)g->alg, &x->src, &x->dst, s, k, p, p);
   if (st != dnnl_success) return st;
   return dnnl_primitive_desc_create(pd, &d, NULL, em__dnnl_engine(), x->hint);
 }
@@ -70,7 +78,7 @@ static const em_dnnl_prim *pool_prim(const pool_geom *g, bool training, bool bac
                         .src = em__dnnl_md(4, (int64_t[]){g->N, g->C, g->H, g->W}),
                         .dst = em__dnnl_md(4, (int64_t[]){g->N, g->C, g->OH, g->OW}),
                         .prop = training ? dnnl_forward_training : dnnl_forward_inference};
-  char key[256];
+  char key[384]; /* 10 numbers of 20 digits fit: never truncated */
   snprintf(key, sizeof key, "pool%d f32 x%lldx%lldx%lldx%lld k%lldx%lld s%lldx%lld p%lldx%lld %s",
            (int)g->alg, (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W,
            (long long)g->k[0], (long long)g->k[1], (long long)g->s[0], (long long)g->s[1],
@@ -95,8 +103,8 @@ static bool pool_setup(const char *op, const em_tensor *x, const em_pool2d_opts 
     em_set_error(EM_ERR_INVALID, "%s: x %s must be (N, C, H, W)", op, sx);
     return false;
   }
-  *g = (pool_geom){.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-                   .alg = alg};
+  *g = (pool_geom){
+      .N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3], .alg = alg};
   for (int d = 0; d < 2; d++) {
     g->k[d] = o->kernel[d];
     g->s[d] = o->stride[d] ? o->stride[d] : o->kernel[d];
@@ -105,9 +113,10 @@ static bool pool_setup(const char *op, const em_tensor *x, const em_pool2d_opts 
     if (g->k[d] < 1 || g->s[d] < 1 || g->p[d] < 0 || 2 * g->p[d] > g->k[d]) {
       em_set_error(EM_ERR_INVALID,
                    "%s: x %s: kernel %lldx%lld, stride %lldx%lld, padding %lldx%lld: need kernel "
-                   "and stride >= 1 and 0 <= padding <= kernel / 2", op, sx,
-                   (long long)o->kernel[0], (long long)o->kernel[1], (long long)o->stride[0],
-                   (long long)o->stride[1], (long long)o->padding[0], (long long)o->padding[1]);
+                   "and stride >= 1 and 0 <= padding <= kernel / 2",
+                   op, sx, (long long)o->kernel[0], (long long)o->kernel[1],
+                   (long long)o->stride[0], (long long)o->stride[1], (long long)o->padding[0],
+                   (long long)o->padding[1]);
       return false;
     }
     if (in + 2 * g->p[d] < g->k[d]) {
@@ -183,14 +192,17 @@ static em_tensor *pool(const char *op, em_tensor *x, const em_pool2d_opts *o, in
   return out;
 }
 
+/* The public ops run in a private scope: contiguous copies end with the op. */
 em_tensor *em_max_pool2d(em_tensor *x, const em_pool2d_opts *opts) {
-  return pool("max_pool2d", x, opts, dnnl_pooling_max);
+  em_scope s = em_scope_begin();
+  return em__op_end(s, pool("max_pool2d", x, opts, dnnl_pooling_max));
 }
 
 em_tensor *em_avg_pool2d(em_tensor *x, const em_pool2d_opts *opts) {
-  return pool("avg_pool2d", x, opts,
-              opts && opts->count_include_pad ? dnnl_pooling_avg_include_padding
-                                              : dnnl_pooling_avg_exclude_padding);
+  em_scope s = em_scope_begin();
+  return em__op_end(s, pool("avg_pool2d", x, opts,
+                            opts && opts->count_include_pad ? dnnl_pooling_avg_include_padding
+                                                            : dnnl_pooling_avg_exclude_padding));
 }
 
 /* ---- adaptive average pooling --------------------------------------------------------- */
@@ -235,7 +247,7 @@ static em_status adaptive_backward(em_node *n, em_tensor *gout, em_tensor **gin)
   return EM_OK;
 }
 
-em_tensor *em_adaptive_avg_pool2d(em_tensor *x, int oh, int ow) {
+static em_tensor *adaptive_impl(em_tensor *x, int oh, int ow) {
   static const char *op = "adaptive_avg_pool2d";
   EM_CHECK_INPUT(x, op);
   if (!em__check_f32(op, x, "x") || !em__check_cpu(op, x)) return NULL;
@@ -264,4 +276,9 @@ em_tensor *em_adaptive_avg_pool2d(em_tensor *x, int oh, int ow) {
     n->i[1] = ow;
   }
   return out;
+}
+
+em_tensor *em_adaptive_avg_pool2d(em_tensor *x, int oh, int ow) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, adaptive_impl(x, oh, ow));
 }

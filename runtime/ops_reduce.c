@@ -16,22 +16,11 @@
  *
  * The kernels are compiled three times (AVX-512, AVX2, baseline x86-64) and picked at load time:
  * the build targets baseline x86-64, whose 4-wide SSE runs them 3-5x slower. */
-/* Float compares in the max kernels only vectorise when they may be assumed not to raise FP
- * exceptions; nothing in Ember reads the FP exception flags. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
 #include "em_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
 
 /* ---- dims and groups ----------------------------------------------------------------------- */
 
@@ -108,7 +97,7 @@ static inline double sum_contig(const float *x, int64_t n) {
 }
 
 /* x (O, R, K) -> y (O, K) = scale * sum over R. acc: K doubles of scratch (K > 1). */
-SIMD_CLONES static void sum_ork(const float *x, float *y, int64_t O, int64_t R, int64_t K,
+EM_SIMD_CLONES static void sum_ork(const float *x, float *y, int64_t O, int64_t R, int64_t K,
                                 double scale, double *acc) {
   if (K == 1) {
     for (int64_t o = 0; o < O; o++) y[o] = (float)(sum_contig(x + o * R, R) * scale);
@@ -201,7 +190,7 @@ nomem:
 /* ---- backward: broadcast the gradient back over the reduced dims ---------------------------- */
 
 /* dst (groups gsize) = s * src read with strides gst (0 on reduced groups). ng >= 1. */
-SIMD_CLONES static void expand_kernel(const float *src, float *dst, int ng, const int64_t *gsize,
+EM_SIMD_CLONES static void expand_kernel(const float *src, float *dst, int ng, const int64_t *gsize,
                                       const int64_t *gst, float s) {
   int64_t n = 1;
   for (int k = 0; k < ng; k++) n *= gsize[k];
@@ -255,8 +244,8 @@ static em_status sum_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return gin[0] ? EM_OK : em_last_status();
 }
 
-static em_tensor *reduce_sum(const char *op, em_tensor *a, int n, const int *dims, bool keepdim,
-                             bool mean) {
+static em_tensor *reduce_sum_impl(const char *op, em_tensor *a, int n, const int *dims,
+                                  bool keepdim, bool mean) {
   EM_CHECK_INPUT(a, op);
   if (!em__check_f32(op, a, "input") || !em__check_cpu(op, a)) return NULL;
   uint32_t mask;
@@ -277,6 +266,13 @@ static em_tensor *reduce_sum(const char *op, em_tensor *a, int n, const int *dim
     node->f[0] = scale;
   }
   return out;
+}
+
+/* Runs in a private scope so that a contiguous copy of a does not outlive the op. */
+static em_tensor *reduce_sum(const char *op, em_tensor *a, int n, const int *dims, bool keepdim,
+                             bool mean) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, reduce_sum_impl(op, a, n, dims, keepdim, mean));
 }
 
 em_tensor *em_sum(em_tensor *a, int n, const int *dims, bool keepdim) {
@@ -324,7 +320,7 @@ static inline int64_t argmax_row(const float *x, int64_t R) {
 }
 
 /* x (O, R, K) -> vals (O, K), idx (O, K): the first maximum over R. R >= 1. */
-SIMD_CLONES static void max_ork(const float *x, int64_t O, int64_t R, int64_t K, float *vals,
+EM_SIMD_CLONES static void max_ork(const float *x, int64_t O, int64_t R, int64_t K, float *vals,
                                 int64_t *idx) {
   for (int64_t o = 0; o < O; o++) {
     const float *xo = x + o * R * K;
@@ -365,7 +361,8 @@ static em_status max_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-static em_tensor *reduce_max(const char *op, em_tensor *a, int dim, bool keepdim, bool arg) {
+static em_tensor *reduce_max_impl(const char *op, em_tensor *a, int dim, bool keepdim,
+                                  bool arg) {
   EM_CHECK_INPUT(a, op);
   if (!em__check_f32(op, a, "input") || !em__check_cpu(op, a)) return NULL;
   uint32_t mask;
@@ -399,6 +396,12 @@ static em_tensor *reduce_max(const char *op, em_tensor *a, int dim, bool keepdim
     em__save(n, idx);
   }
   return vals;
+}
+
+/* Private scope: the contiguous copy and the scratch (values for argmax, indices for max). */
+static em_tensor *reduce_max(const char *op, em_tensor *a, int dim, bool keepdim, bool arg) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, reduce_max_impl(op, a, dim, keepdim, arg));
 }
 
 em_tensor *em_max(em_tensor *a, int dim, bool keepdim) {

@@ -89,7 +89,7 @@ static em_status softmax_backward(em_node *n, em_tensor *gout, em_tensor **gin) 
   return EM_OK;
 }
 
-static em_tensor *softmax(const char *op, dnnl_alg_kind_t alg, em_tensor *a, int dim) {
+static em_tensor *softmax_impl(const char *op, dnnl_alg_kind_t alg, em_tensor *a, int dim) {
   EM_CHECK_INPUT(a, op);
   if (!em__check_f32(op, a, "input") || !em__check_cpu(op, a)) return NULL;
   int nd = a->ndim ? a->ndim : 1; /* a 0-d tensor accepts dim 0 / -1, as PyTorch */
@@ -119,6 +119,12 @@ static em_tensor *softmax(const char *op, dnnl_alg_kind_t alg, em_tensor *a, int
     em__save(n, y);
   }
   return y;
+}
+
+/* Runs in a private scope so that a contiguous copy of a does not outlive the op. */
+static em_tensor *softmax(const char *op, dnnl_alg_kind_t alg, em_tensor *a, int dim) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, softmax_impl(op, alg, a, dim));
 }
 
 em_tensor *em_softmax(em_tensor *a, int dim) {

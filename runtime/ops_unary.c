@@ -92,7 +92,7 @@ static em_status unary_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-static em_tensor *unary(const elt_kind *k, em_tensor *a, float alpha, float beta) {
+static em_tensor *unary_impl(const elt_kind *k, em_tensor *a, float alpha, float beta) {
   EM_CHECK_INPUT(a, k->name);
   if (!em__check_f32(k->name, a, "input") || !em__check_cpu(k->name, a)) return NULL;
   em_tensor *x = em__contig(a);
@@ -115,6 +115,12 @@ static em_tensor *unary(const elt_kind *k, em_tensor *a, float alpha, float beta
     em__save(n, k->use_dst ? y : x);
   }
   return y;
+}
+
+/* Runs in a private scope so that the contiguous copy of a does not outlive the op. */
+static em_tensor *unary(const elt_kind *k, em_tensor *a, float alpha, float beta) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, unary_impl(k, a, alpha, beta));
 }
 
 static const elt_kind K_EXP = {"exp", dnnl_eltwise_exp_use_dst_for_bwd, true};
@@ -255,7 +261,7 @@ static em_status where_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-em_tensor *em_where(em_tensor *cond, em_tensor *a, em_tensor *b) {
+static em_tensor *where_impl(em_tensor *cond, em_tensor *a, em_tensor *b) {
   EM_CHECK_INPUT(cond, "where");
   EM_CHECK_INPUT(a, "where");
   EM_CHECK_INPUT(b, "where");
@@ -273,4 +279,9 @@ em_tensor *em_where(em_tensor *cond, em_tensor *a, em_tensor *b) {
   em_node *n = em__record(out, "where", where_backward, 3, ts);
   if (n) em__save(n, m);
   return out;
+}
+
+em_tensor *em_where(em_tensor *cond, em_tensor *a, em_tensor *b) {
+  em_scope s = em_scope_begin(); /* the u8 mask and copies are op-private */
+  return em__op_end(s, where_impl(cond, a, b));
 }

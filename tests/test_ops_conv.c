@@ -23,7 +23,8 @@ static geom make_geom(const int64_t *xs, const int64_t *ws, const em_conv2d_opts
   return c;
 }
 
-/* y[n][o][i][j] = b[o] + sum_{c in group, kh, kw} x[n][c][i s - p + kh d][j s - p + kw d] w[o][c'][kh][kw] */
+/* y[n][o][i][j] = b[o] + sum over c in the group of o, kh, kw of
+ *   x[n][c][i s - p + kh d][j s - p + kw d] w[o][c - group start][kh][kw] */
 static double *ref_conv(const em_tensor *x, const em_tensor *w, const em_tensor *b, const geom *c) {
   int64_t cg = c->C / c->g, og = c->O / c->g;
   double *y = calloc((size_t)(c->N * c->O * c->OH * c->OW) + 1, sizeof *y);
@@ -124,6 +125,22 @@ Test(conv2d, non_contiguous_input) {
   em_scope_end(s);
 }
 
+Test(conv2d, empty_batch) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(8);
+  em_tensor *x = tu_rand(&r, EM_SHAPE(0, 3, 5, 5), -1, 1, true);
+  em_tensor *w = tu_rand(&r, EM_SHAPE(4, 3, 3, 3), -1, 1, true);
+  em_tensor *b = tu_rand(&r, EM_SHAPE(4), -1, 1, true);
+  em_tensor *y = em_conv2d(x, w, b, &(em_conv2d_opts){.padding = {1, 1}});
+  cr_assert(y && y->shape[0] == 0 && y->shape[1] == 4 && y->shape[2] == 5 && y->shape[3] == 5, "%s",
+            em_last_error());
+  cr_assert_eq(em_backward(em_sum(y, 0, NULL, false)), EM_OK, "%s", em_last_error());
+  double zeros[4 * 3 * 3 * 3] = {0};
+  tu_assert_close(w->grad, zeros, 4 * 3 * 3 * 3, 0, 0, "no samples: zero weight gradient");
+  tu_assert_close(b->grad, zeros, 4, 0, 0, "no samples: zero bias gradient");
+  em_scope_end(s);
+}
+
 Test(conv2d, bad_shapes) {
   em_scope s = em_scope_begin();
   em_rng r = em_rng_new(5);
@@ -148,9 +165,7 @@ Test(conv2d, bad_shapes) {
 }
 
 /* ---- gradients --------------------------------------------------------------------------- */
-static em_tensor *f_conv(em_tensor **in, void *ctx) {
-  return em_conv2d(in[0], in[1], in[2], ctx);
-}
+static em_tensor *f_conv(em_tensor **in, void *ctx) { return em_conv2d(in[0], in[1], in[2], ctx); }
 static em_tensor *f_conv_nobias(em_tensor **in, void *ctx) {
   return em_conv2d(in[0], in[1], NULL, ctx);
 }
@@ -173,8 +188,7 @@ Test(conv2d, grad) {
   check_grad(&r, (int64_t[]){1, 2, 5, 5}, (int64_t[]){2, 2, 3, 3}, false, &dil2,
              "grad dilation 2, no bias");
   em_conv2d_opts groups2 = {.groups = 2};
-  check_grad(&r, (int64_t[]){2, 4, 4, 4}, (int64_t[]){4, 2, 2, 2}, true, &groups2,
-             "grad groups 2");
+  check_grad(&r, (int64_t[]){2, 4, 4, 4}, (int64_t[]){4, 2, 2, 2}, true, &groups2, "grad groups 2");
   em_scope_end(s);
 }
 
@@ -191,4 +205,21 @@ Test(conv2d, grad_partial) {
                        tu_rand(&r, EM_SHAPE(3), -1, 1, true)};
   tu_gradcheck(f_conv, 3, in2, NULL, 1e-2, 1e-2, "grad of bias only");
   em_scope_end(s);
+}
+
+Test(conv2d, no_scope_no_leak) {
+  /* outside any scope the caller owns the result; copies and reordered buffers must not leak */
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(9);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(2, 16, 6, 5), -1, 1, &r);
+  em_tensor *xt = em_transpose(x, 2, 3);
+  em_tensor *w = em_rand_uniform(EM_SHAPE(16, 16, 3, 3), -1, 1, &r);
+  em_set_requires_grad(w, true);
+  em_tensor *y = em_conv2d(xt, w, NULL, &(em_conv2d_opts){.padding = {1, 1}});
+  cr_assert_not_null(y, "%s", em_last_error());
+  em_release(y);
+  em_release(w);
+  em_release(xt);
+  em_release(x);
+  cr_assert_eq(em_live_tensors(), before);
 }

@@ -279,3 +279,31 @@ Test(mse_loss, forward_grad_errors) {
   tu_assert_error(em_mse_loss(in[0], NULL, EM_REDUCE_MEAN), "mse_loss", NULL);
   em_scope_end(s);
 }
+
+/* Outside any scope the caller owns only the result: contiguous copies, label copies and the
+ * per-row buffers of the losses must not outlive the op (nor the graph once it is released). */
+Test(cross_entropy, no_temporaries_leak_outside_scopes) {
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(25);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(5, 3), -1, 1, &r);
+  em_set_requires_grad(x, true);
+  em_tensor *t = em_transpose(x, 0, 1); /* (3, 5), not contiguous */
+  em_tensor *y = em_from_data(EM_I32, EM_SHAPE(3), (int32_t[]){4, 0, 2});
+  em_tensor *b = em_zeros(EM_F32, EM_SHAPE(3, 5));
+  em_tensor *outs[5] = {em_cross_entropy(t, y), em_nll_loss(t, y, EM_REDUCE_SUM, -100),
+                        em_mse_loss(t, b, EM_REDUCE_MEAN), em_softmax(t, 0),
+                        em_log_softmax(t, 1)};
+  for (int k = 0; k < 5; k++) {
+    cr_assert_not_null(outs[k], "%s", em_last_error());
+    em_release(outs[k]);
+  }
+  em_tensor *l = em_cross_entropy(t, y);
+  cr_assert_eq(em_backward(l), EM_OK, "%s", em_last_error());
+  em_release(l);
+  em_release(b);
+  em_release(y);
+  em_release(t);
+  em_release(x);
+  cr_assert_eq(em_live_tensors(), before, "%lld tensors leaked",
+               (long long)(em_live_tensors() - before));
+}

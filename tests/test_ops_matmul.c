@@ -51,10 +51,10 @@ Test(matmul, transposes) {
   int64_t M = 4, K = 6, N = 5;
   for (int f = 0; f < 4; f++) {
     bool ta = f & 1, tb = f & 2;
-    em_tensor *a = ta ? tu_rand(&r, EM_SHAPE(K, M), -1, 1, false)
-                      : tu_rand(&r, EM_SHAPE(M, K), -1, 1, false);
-    em_tensor *b = tb ? tu_rand(&r, EM_SHAPE(N, K), -1, 1, false)
-                      : tu_rand(&r, EM_SHAPE(K, N), -1, 1, false);
+    em_tensor *a =
+        ta ? tu_rand(&r, EM_SHAPE(K, M), -1, 1, false) : tu_rand(&r, EM_SHAPE(M, K), -1, 1, false);
+    em_tensor *b =
+        tb ? tu_rand(&r, EM_SHAPE(N, K), -1, 1, false) : tu_rand(&r, EM_SHAPE(K, N), -1, 1, false);
     em_tensor *c = em_matmul_t(a, b, ta, tb);
     cr_assert_not_null(c, "%s", em_last_error());
     cr_assert(c->shape[0] == M && c->shape[1] == N);
@@ -62,6 +62,26 @@ Test(matmul, transposes) {
     tu_assert_close(c, ref, M * N, 1e-5, 1e-5, ta ? (tb ? "a^T b^T" : "a^T b") : "a b^T / a b");
     free(ref);
   }
+  em_scope_end(s);
+}
+
+Test(matmul, vector_shapes) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(16);
+  /* M = 1 and N = 1 with every transpose: single rows and columns */
+  int64_t dims[3][3] = {{1, 5, 4}, {3, 5, 1}, {1, 5, 1}};
+  for (int d = 0; d < 3; d++)
+    for (int f = 0; f < 4; f++) {
+      int64_t M = dims[d][0], K = dims[d][1], N = dims[d][2];
+      bool ta = f & 1, tb = f & 2;
+      em_tensor *a = ta ? tu_rand(&r, EM_SHAPE(K, M), -1, 1, false)
+                        : tu_rand(&r, EM_SHAPE(M, K), -1, 1, false);
+      em_tensor *b = tb ? tu_rand(&r, EM_SHAPE(N, K), -1, 1, false)
+                        : tu_rand(&r, EM_SHAPE(K, N), -1, 1, false);
+      double *ref = ref_matmul(a, b, ta, tb, 1, M, K, N, 1, 1);
+      tu_assert_close(em_matmul_t(a, b, ta, tb), ref, M * N, 1e-5, 1e-5, "vector shapes");
+      free(ref);
+    }
   em_scope_end(s);
 }
 
@@ -206,10 +226,10 @@ Test(matmul, grad_transposes) {
   int64_t M = 3, K = 4, N = 2;
   for (int f = 0; f < 4; f++) {
     mm_flags fl = {f & 1, f & 2};
-    em_tensor *a = fl.ta ? tu_rand(&r, EM_SHAPE(K, M), -1, 1, true)
-                         : tu_rand(&r, EM_SHAPE(M, K), -1, 1, true);
-    em_tensor *b = fl.tb ? tu_rand(&r, EM_SHAPE(N, K), -1, 1, true)
-                         : tu_rand(&r, EM_SHAPE(K, N), -1, 1, true);
+    em_tensor *a =
+        fl.ta ? tu_rand(&r, EM_SHAPE(K, M), -1, 1, true) : tu_rand(&r, EM_SHAPE(M, K), -1, 1, true);
+    em_tensor *b =
+        fl.tb ? tu_rand(&r, EM_SHAPE(N, K), -1, 1, true) : tu_rand(&r, EM_SHAPE(K, N), -1, 1, true);
     em_tensor *in[2] = {a, b};
     tu_gradcheck(f_matmul, 2, in, &fl, 1e-2, 1e-2, "matmul_t grad");
   }
@@ -262,8 +282,8 @@ Test(linear, forward) {
   em_tensor *w = tu_rand(&r, EM_SHAPE(4, 5), -1, 1, false);
   em_tensor *b = tu_rand(&r, EM_SHAPE(4), -1, 1, false);
   em_tensor *y = em_linear(x, w, b);
-  cr_assert(y && y->ndim == 3 && y->shape[0] == 2 && y->shape[1] == 3 && y->shape[2] == 4,
-            "%s", em_last_error());
+  cr_assert(y && y->ndim == 3 && y->shape[0] == 2 && y->shape[1] == 3 && y->shape[2] == 4, "%s",
+            em_last_error());
   double *ref = ref_linear(x, w, b, 6, 5, 4);
   tu_assert_close(y, ref, 24, 1e-5, 1e-5, "linear (2, 3, 5) with bias");
   free(ref);
@@ -365,5 +385,26 @@ Test(linear, no_leaks) {
       cr_assert(fabs(em_get(w->grad, o * 3 + k) - acc) < 1e-5);
     }
   em_scope_end(s);
+  cr_assert_eq(em_live_tensors(), before);
+}
+
+Test(matmul, no_scope_no_leak) {
+  /* outside any scope the caller owns the result; the ops' temporaries must not outlive them */
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(17);
+  em_tensor *a = em_rand_uniform(EM_SHAPE(4, 6), -1, 1, &r);
+  em_tensor *b = em_rand_uniform(EM_SHAPE(6, 10), -1, 1, &r);
+  em_set_requires_grad(b, true);
+  em_tensor *cols = em_slice(b, 1, 0, 10, 2); /* strided: matmul copies it */
+  em_tensor *c = em_matmul(a, cols);
+  em_tensor *at = em_transpose(b, 0, 1); /* (10, 6): a transposed weight, read in place */
+  em_tensor *y = em_linear(a, at, NULL);
+  cr_assert(c && y, "%s", em_last_error());
+  em_release(c);
+  em_release(y);
+  em_release(at);
+  em_release(cols);
+  em_release(b);
+  em_release(a);
   cr_assert_eq(em_live_tensors(), before);
 }

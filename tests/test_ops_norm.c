@@ -73,13 +73,35 @@ Test(batch_norm, training_forward_and_running_stats) {
   em_scope_end(s);
 }
 
+Test(batch_norm, running_stats_2d) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(10);
+  int64_t N = 6, C = 5;
+  em_tensor *x = tu_rand(&r, EM_SHAPE(N, C), -2, 3, false);
+  em_tensor *w = tu_rand(&r, EM_SHAPE(C), 0.5f, 1.5f, false);
+  em_tensor *b = tu_rand(&r, EM_SHAPE(C), -1, 1, false);
+  em_tensor *rm = em_zeros(EM_F32, EM_SHAPE(C)), *rv = em_full(EM_F32, EM_SHAPE(C), 1.0);
+  double mean[5], var[5], erm[5], erv[5];
+  em_tensor *y = em_batch_norm(x, w, b, rm, rv, true, 0.3f, 1e-5f);
+  double *ref = ref_bn(x, w, b, NULL, NULL, 1e-5, mean, var);
+  tu_assert_close(y, ref, N * C, 1e-4, 1e-5, "batch norm training (N, C)");
+  free(ref);
+  for (int c = 0; c < C; c++) {
+    erm[c] = 0.3 * mean[c];
+    erv[c] = 0.7 + 0.3 * var[c] * (double)N / (double)(N - 1);
+  }
+  tu_assert_close(rm, erm, C, 1e-5, 1e-6, "running_mean (N, C)");
+  tu_assert_close(rv, erv, C, 1e-5, 1e-6, "running_var (N, C), unbiased");
+  em_scope_end(s);
+}
+
 Test(batch_norm, shapes_2d_3d_no_affine) {
   em_scope s = em_scope_begin();
   em_rng r = em_rng_new(2);
   em_tensor *x2 = tu_rand(&r, EM_SHAPE(5, 3), -1, 1, false);
   double *ref = ref_bn(x2, NULL, NULL, NULL, NULL, 1e-3, NULL, NULL);
-  tu_assert_close(em_batch_norm(x2, NULL, NULL, NULL, NULL, true, 0.1f, 1e-3f), ref, 15, 1e-4,
-                  1e-5, "(N, C) without weight, bias, running stats");
+  tu_assert_close(em_batch_norm(x2, NULL, NULL, NULL, NULL, true, 0.1f, 1e-3f), ref, 15, 1e-4, 1e-5,
+                  "(N, C) without weight, bias, running stats");
   free(ref);
   em_tensor *x3 = tu_rand(&r, EM_SHAPE(2, 3, 4), -1, 1, false);
   em_tensor *w = tu_rand(&r, EM_SHAPE(3), 0.5f, 1.5f, false);
@@ -128,8 +150,7 @@ Test(batch_norm, bad_shapes) {
   em_rng r = em_rng_new(4);
   em_tensor *x = tu_rand(&r, EM_SHAPE(2, 3, 4, 4), -1, 1, false);
   em_tensor *w4 = tu_rand(&r, EM_SHAPE(4), -1, 1, false);
-  tu_assert_error(em_batch_norm(x, w4, NULL, NULL, NULL, true, 0.1f, 1e-5f), "[4]",
-                  "[2, 3, 4, 4]");
+  tu_assert_error(em_batch_norm(x, w4, NULL, NULL, NULL, true, 0.1f, 1e-5f), "[4]", "[2, 3, 4, 4]");
   em_tensor *rm = tu_rand(&r, EM_SHAPE(3, 1), -1, 1, false);
   tu_assert_error(em_batch_norm(x, NULL, NULL, rm, NULL, true, 0.1f, 1e-5f), "running_mean",
                   "[3, 1]");
@@ -139,8 +160,7 @@ Test(batch_norm, bad_shapes) {
   tu_assert_error(em_batch_norm(one, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f),
                   "more than 1 value", "[1, 3]");
   em_tensor *v = tu_rand(&r, EM_SHAPE(3), -1, 1, false);
-  tu_assert_error(em_batch_norm(v, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f), "batch_norm",
-                  "[3]");
+  tu_assert_error(em_batch_norm(v, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f), "batch_norm", "[3]");
   tu_assert_error(em_batch_norm(NULL, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f), "batch_norm",
                   "NULL");
   em_scope_end(s);
@@ -155,8 +175,8 @@ typedef struct {
 
 static em_tensor *f_bn(em_tensor **in, void *vctx) {
   bn_ctx *c = vctx;
-  return em_batch_norm(in[0], c->n_in > 1 ? in[1] : NULL, c->n_in > 1 ? in[2] : NULL, c->rm,
-                       c->rv, c->training, 0.1f, 1e-5f);
+  return em_batch_norm(in[0], c->n_in > 1 ? in[1] : NULL, c->n_in > 1 ? in[2] : NULL, c->rm, c->rv,
+                       c->training, 0.1f, 1e-5f);
 }
 
 Test(batch_norm, grad_training) {
@@ -180,7 +200,8 @@ Test(batch_norm, grad_training) {
 Test(batch_norm, grad_eval) {
   em_scope s = em_scope_begin();
   em_rng r = em_rng_new(6);
-  bn_ctx c = {.training = false, .n_in = 3,
+  bn_ctx c = {.training = false,
+              .n_in = 3,
               .rm = tu_rand(&r, EM_SHAPE(2), -1, 1, false),
               .rv = tu_rand(&r, EM_SHAPE(2), 0.5f, 2, false)};
   em_tensor *in[3] = {tu_rand(&r, EM_SHAPE(2, 2, 2, 2), -1, 1, true),
@@ -192,6 +213,16 @@ Test(batch_norm, grad_eval) {
                        tu_rand(&r, EM_SHAPE(2), 0.5f, 1.5f, true),
                        tu_rand(&r, EM_SHAPE(2), -1, 1, false)};
   tu_gradcheck(f_bn, 3, in2, &c, 1e-3, 1e-2, "batch norm eval grad of weight only");
+  /* (N, C): the oneDNN kernel, eval and training, with only the bias learning */
+  em_tensor *in3[3] = {tu_rand(&r, EM_SHAPE(3, 2), -1, 1, true),
+                       tu_rand(&r, EM_SHAPE(2), 0.5f, 1.5f, true),
+                       tu_rand(&r, EM_SHAPE(2), -1, 1, true)};
+  tu_gradcheck(f_bn, 3, in3, &c, 1e-3, 1e-2, "batch norm eval grad (N, C)");
+  bn_ctx t = {.training = true, .n_in = 3};
+  em_tensor *in4[3] = {tu_rand(&r, EM_SHAPE(4, 3), -1, 1, true),
+                       tu_rand(&r, EM_SHAPE(3), 0.5f, 1.5f, false),
+                       tu_rand(&r, EM_SHAPE(3), -1, 1, true)};
+  tu_gradcheck(f_bn, 3, in4, &t, 1e-3, 1e-2, "batch norm training grad (N, C), frozen weight");
   em_scope_end(s);
 }
 
@@ -265,8 +296,7 @@ typedef struct {
 
 static em_tensor *f_ln(em_tensor **in, void *vctx) {
   ln_ctx *c = vctx;
-  return em_layer_norm(in[0], c->n_dims, c->affine ? in[1] : NULL, c->affine ? in[2] : NULL,
-                       1e-5f);
+  return em_layer_norm(in[0], c->n_dims, c->affine ? in[1] : NULL, c->affine ? in[2] : NULL, 1e-5f);
 }
 
 Test(layer_norm, grad) {
@@ -284,4 +314,20 @@ Test(layer_norm, grad) {
   em_tensor *x = tu_rand(&r, EM_SHAPE(3, 5), -1, 1, true);
   tu_gradcheck(f_ln, 1, &x, &plain, 1e-3, 1e-2, "layer norm grad, no affine");
   em_scope_end(s);
+}
+
+Test(norm, no_scope_no_leak) {
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(11);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(3, 4, 2, 2), -1, 1, &r);
+  em_tensor *w = em_rand_uniform(EM_SHAPE(4), -1, 1, &r);
+  em_set_requires_grad(w, true);
+  em_tensor *rm = em_zeros(EM_F32, EM_SHAPE(4)), *rv = em_full(EM_F32, EM_SHAPE(4), 1.0);
+  em_tensor *y1 = em_batch_norm(x, w, NULL, rm, rv, true, 0.1f, 1e-5f);
+  em_tensor *y2 = em_batch_norm(x, w, NULL, rm, rv, false, 0.1f, 1e-5f);
+  em_tensor *y3 = em_layer_norm(x, 2, NULL, NULL, 1e-5f);
+  cr_assert(y1 && y2 && y3, "%s", em_last_error());
+  em_tensor *all[] = {y1, y2, y3, rm, rv, w, x};
+  for (int k = 0; k < 7; k++) em_release(all[k]);
+  cr_assert_eq(em_live_tensors(), before);
 }

@@ -27,8 +27,8 @@ static em_tensor *distinct(em_rng *r, int64_t N, int64_t C, int64_t H, int64_t W
 
 typedef enum { REF_MAX, REF_AVG_INC, REF_AVG_EXC } ref_kind;
 
-static double *ref_pool(const em_tensor *x, const em_pool2d_opts *o, ref_kind kind,
-                        int64_t *oh_out, int64_t *ow_out) {
+static double *ref_pool(const em_tensor *x, const em_pool2d_opts *o, ref_kind kind, int64_t *oh_out,
+                        int64_t *ow_out) {
   int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   int kh = o->kernel[0], kw = o->kernel[1];
   int sh = o->stride[0] ? o->stride[0] : kh, sw = o->stride[1] ? o->stride[1] : kw;
@@ -75,20 +75,20 @@ Test(max_pool2d, forward) {
   em_rng r = em_rng_new(1);
   em_tensor *x = distinct(&r, 2, 3, 8, 7, false);
   check_pool(x, &(em_pool2d_opts){.kernel = {2, 2}}, REF_MAX, "2x2");
-  check_pool(x, &(em_pool2d_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}},
-             REF_MAX, "3x3 stride 2 padding 1");
-  check_pool(x, &(em_pool2d_opts){.kernel = {2, 3}, .stride = {1, 2}, .padding = {1, 0}},
-             REF_MAX, "2x3 stride 1x2 padding 1x0");
+  check_pool(x, &(em_pool2d_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}}, REF_MAX,
+             "3x3 stride 2 padding 1");
+  check_pool(x, &(em_pool2d_opts){.kernel = {2, 3}, .stride = {1, 2}, .padding = {1, 0}}, REF_MAX,
+             "2x3 stride 1x2 padding 1x0");
   check_pool(x, &(em_pool2d_opts){.kernel = {8, 7}}, REF_MAX, "global");
   /* inference (no graph): the primitive without workspace */
   bool prev = em_no_grad_begin();
-  check_pool(x, &(em_pool2d_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}},
-             REF_MAX, "3x3 stride 2 padding 1, no grad");
+  check_pool(x, &(em_pool2d_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}}, REF_MAX,
+             "3x3 stride 2 padding 1, no grad");
   em_no_grad_end(prev);
   /* all-negative windows at the padded border: padding never wins */
   em_tensor *neg = em_full(EM_F32, EM_SHAPE(1, 1, 3, 3), -5.0);
-  check_pool(neg, &(em_pool2d_opts){.kernel = {2, 2}, .stride = {1, 1}, .padding = {1, 1}},
-             REF_MAX, "negative input with padding");
+  check_pool(neg, &(em_pool2d_opts){.kernel = {2, 2}, .stride = {1, 1}, .padding = {1, 1}}, REF_MAX,
+             "negative input with padding");
   em_scope_end(s);
 }
 
@@ -97,14 +97,15 @@ Test(avg_pool2d, forward) {
   em_rng r = em_rng_new(2);
   em_tensor *x = tu_rand(&r, EM_SHAPE(2, 3, 7, 6), -1, 1, false);
   check_pool(x, &(em_pool2d_opts){.kernel = {2, 2}}, REF_AVG_EXC, "2x2");
-  em_pool2d_opts inc = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1},
-                        .count_include_pad = true};
+  em_pool2d_opts inc = {
+      .kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .count_include_pad = true};
   check_pool(x, &inc, REF_AVG_INC, "3x3 stride 2 padding 1, count_include_pad");
   em_pool2d_opts exc = inc;
   exc.count_include_pad = false;
   check_pool(x, &exc, REF_AVG_EXC, "3x3 stride 2 padding 1, padding excluded");
-  check_pool(x, &(em_pool2d_opts){.kernel = {3, 2}, .stride = {1, 2}, .padding = {1, 1},
-                                  .count_include_pad = true},
+  check_pool(x,
+             &(em_pool2d_opts){
+                 .kernel = {3, 2}, .stride = {1, 2}, .padding = {1, 1}, .count_include_pad = true},
              REF_AVG_INC, "3x2 stride 1x2");
   em_scope_end(s);
 }
@@ -166,8 +167,7 @@ Test(pool, bad_shapes) {
                   "[3, 4, 4]");
   tu_assert_error(em_adaptive_avg_pool2d(x, 0, 2), "adaptive_avg_pool2d", "[2, 3, 4, 4]");
   tu_assert_error(em_adaptive_avg_pool2d(x3, 2, 2), "adaptive_avg_pool2d", "[3, 4, 4]");
-  tu_assert_error(em_avg_pool2d(NULL, &(em_pool2d_opts){.kernel = {2, 2}}), "avg_pool2d",
-                  "NULL");
+  tu_assert_error(em_avg_pool2d(NULL, &(em_pool2d_opts){.kernel = {2, 2}}), "avg_pool2d", "NULL");
   em_scope_end(s);
 }
 
@@ -194,8 +194,8 @@ Test(avg_pool2d, grad) {
   em_scope s = em_scope_begin();
   em_rng r = em_rng_new(6);
   em_tensor *x = tu_rand(&r, EM_SHAPE(2, 2, 5, 4), -1, 1, true);
-  em_pool2d_opts inc = {.kernel = {3, 3}, .stride = {2, 1}, .padding = {1, 1},
-                        .count_include_pad = true};
+  em_pool2d_opts inc = {
+      .kernel = {3, 3}, .stride = {2, 1}, .padding = {1, 1}, .count_include_pad = true};
   tu_gradcheck(f_avg, 1, &x, &inc, 1e-2, 1e-2, "avg count_include_pad");
   em_pool2d_opts exc = inc;
   exc.count_include_pad = false;
@@ -212,4 +212,22 @@ Test(adaptive_avg_pool2d, grad) {
   tu_gradcheck(f_adaptive, 1, &x, odd, 1e-2, 1e-2, "adaptive not divisible");
   tu_gradcheck(f_adaptive, 1, &x, big, 1e-2, 1e-2, "adaptive larger than the input");
   em_scope_end(s);
+}
+
+Test(pool, no_scope_no_leak) {
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(8);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(2, 3, 6, 5), -1, 1, &r);
+  em_set_requires_grad(x, true);
+  em_tensor *xt = em_transpose(x, 2, 3); /* non-contiguous: copied */
+  em_tensor *y1 = em_max_pool2d(xt, &(em_pool2d_opts){.kernel = {2, 2}});
+  em_tensor *y2 = em_avg_pool2d(xt, &(em_pool2d_opts){.kernel = {2, 2}});
+  em_tensor *y3 = em_adaptive_avg_pool2d(xt, 4, 3);
+  cr_assert(y1 && y2 && y3, "%s", em_last_error());
+  em_release(y1);
+  em_release(y2);
+  em_release(y3);
+  em_release(xt);
+  em_release(x);
+  cr_assert_eq(em_live_tensors(), before);
 }

@@ -216,3 +216,23 @@ Test(reduce, errors) {
   tu_assert_error(em_sum(NULL, 0, NULL, false), "sum", NULL);
   em_scope_end(s);
 }
+
+/* Outside any scope the caller owns only the result: the op's temporaries (contiguous copy of a
+ * transposed input, argmax scratch, saved indices) must go with it. */
+Test(reduce, no_temporaries_leak_outside_scopes) {
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(5);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(4, 6), -1, 1, &r);
+  em_set_requires_grad(x, true);
+  em_tensor *t = em_transpose(x, 0, 1);
+  em_tensor *outs[4] = {em_sum(t, 1, (int[]){1}, false), em_mean(t, 0, NULL, true),
+                        em_max(t, 0, false), em_argmax(t, 1, false)};
+  for (int k = 0; k < 4; k++) {
+    cr_assert_not_null(outs[k], "%s", em_last_error());
+    em_release(outs[k]);
+  }
+  em_release(t);
+  em_release(x);
+  cr_assert_eq(em_live_tensors(), before, "%lld tensors leaked",
+               (long long)(em_live_tensors() - before));
+}

@@ -247,3 +247,29 @@ Test(where, errors) {
   tu_assert_error(em_where(NULL, a, b), "where", NULL);
   em_scope_end(s);
 }
+
+/* Outside any scope the caller owns only the result: contiguous copies and the where mask must
+ * not outlive the op. */
+Test(unary, no_temporaries_leak_outside_scopes) {
+  int64_t before = em_live_tensors();
+  em_rng r = em_rng_new(12);
+  em_tensor *x = em_rand_uniform(EM_SHAPE(4, 6), 0.5f, 1, &r);
+  em_set_requires_grad(x, true);
+  em_tensor *t = em_transpose(x, 0, 1);
+  em_tensor *c = em_from_data(EM_F32, EM_SHAPE(6, 1), (float[]){1, 0, 1, 0, 2, 0});
+  em_tensor *outs[4] = {em_log(t), em_gelu(t), em_clamp(t, 0.6f, 0.9f), em_where(c, t, x)};
+  for (int k = 0; k < 3; k++) {
+    cr_assert_not_null(outs[k], "%s", em_last_error());
+    em_release(outs[k]);
+  }
+  cr_assert_null(outs[3]); /* (6, 1), (6, 4), (4, 6) do not broadcast */
+  em_clear_error();
+  em_tensor *w = em_where(c, t, t);
+  cr_assert_not_null(w, "%s", em_last_error());
+  em_release(w);
+  em_release(c);
+  em_release(t);
+  em_release(x);
+  cr_assert_eq(em_live_tensors(), before, "%lld tensors leaked",
+               (long long)(em_live_tensors() - before));
+}

@@ -10,11 +10,18 @@ usage: train_peer.py --model mlp|cnn [--steps N] [--warmup N] [--batch N] [--thr
 import argparse
 import gzip
 import os
+import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn as nn
+# Thread counts must be fixed before torch (and OpenBLAS, which ignores torch.set_num_threads)
+# load: pass --threads N and nothing else decides.
+_threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads
+os.environ["MKL_NUM_THREADS"] = _threads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 
 def load(dirname, prefix):
