@@ -22,7 +22,7 @@ build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
 run: build
-	./$(BUILD)/examples/fmnist_mlp --epochs 3
+	./$(BUILD)/examples/fmnist_mlp
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

@@ -41,8 +41,8 @@ static double accuracy(em_module *model, em_tensor *x, em_tensor *y) {
 }
 
 int main(int argc, char **argv) {
-  int epochs = 3, batch = 64, threads = 1;
-  double lr = 0.05;
+  int epochs = 10, batch = 64, threads = 1;
+  double lr = 0.01;
   const char *dir = dl_fmnist_dir();
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;

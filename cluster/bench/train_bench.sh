@@ -21,7 +21,7 @@ for model in mlp cnn; do
   done
 done
 echo
-echo "median samples/s over $rounds rounds (machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+echo "median samples/s over $rounds rounds (machine: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 for model in mlp cnn; do
   med() { grep "^BENCH suite=train case=$model impl=$1 " "$out" |
           sed 's/.*samples_per_s=\([0-9.]*\).*/\1/' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
