@@ -52,7 +52,8 @@ em_status dl_idx_read(const char *path, dl_idx_array *out) {
   size_t n = 1;
   for (int d = 0; d < out->ndim; d++) {
     if ((st = read_exact(f, path, dimb, 4, &pos, "a dimension size")) != EM_OK) goto fail;
-    uint32_t v = (uint32_t)dimb[0] << 24 | (uint32_t)dimb[1] << 16 | (uint32_t)dimb[2] << 8 | dimb[3];
+    uint32_t v =
+        (uint32_t)dimb[0] << 24 | (uint32_t)dimb[1] << 16 | (uint32_t)dimb[2] << 8 | dimb[3];
     if (v == 0 || n > ((size_t)1 << 36) / v) {
       st = em_set_error(EM_ERR_FORMAT, "%s: byte offset %zu: implausible dimension %d size %u",
                         path, pos - 4, d, v);
@@ -67,7 +68,8 @@ em_status dl_idx_read(const char *path, dl_idx_array *out) {
     st = em_set_error(EM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, n);
     goto fail;
   }
-  if ((st = read_exact(f, path, out->data, n, &pos, "element data (as the header promises)")) != EM_OK)
+  if ((st = read_exact(f, path, out->data, n, &pos, "element data (as the header promises)")) !=
+      EM_OK)
     goto fail;
   unsigned char extra;
   if (gzread(f, &extra, 1) > 0) {

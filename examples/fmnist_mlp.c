@@ -46,11 +46,16 @@ int main(int argc, char **argv) {
   const char *dir = dl_fmnist_dir();
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--epochs") && v) epochs = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && v) batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--lr") && v) lr = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && v) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--data") && v) dir = argv[++i];
+    if (!strcmp(argv[i], "--epochs") && v)
+      epochs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--batch") && v)
+      batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--lr") && v)
+      lr = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && v)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--data") && v)
+      dir = argv[++i];
     else {
       fprintf(stderr, "usage: fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] "
                       "[--data DIR]\n");
@@ -89,9 +94,8 @@ int main(int argc, char **argv) {
     for (int64_t s = 0; s < steps; s++) {
       em_scope sc = em_scope_begin();
       em_tensor *idx = em_from_data(EM_I64, EM_SHAPE(batch), perm + s * batch);
-      em_tensor *loss =
-          em_cross_entropy(em_forward(model, em_index_select(xtr, 0, idx)),
-                           em_index_select(ytr, 0, idx));
+      em_tensor *loss = em_cross_entropy(em_forward(model, em_index_select(xtr, 0, idx)),
+                                         em_index_select(ytr, 0, idx));
       if (!loss || em_zero_grad(opt) != EM_OK || em_backward(loss) != EM_OK ||
           em_step(opt) != EM_OK)
         return fail("training step");
@@ -100,8 +104,8 @@ int main(int argc, char **argv) {
     }
     acc = accuracy(model, xte, yte);
     double dt = now_s() - t0;
-    printf("epoch %d/%d  train_loss %.4f  test_acc %.4f  %.0f samples/s  %.1f s\n", ep + 1,
-           epochs, loss_sum / (double)steps, acc, (double)(steps * batch) / dt, dt);
+    printf("epoch %d/%d  train_loss %.4f  test_acc %.4f  %.0f samples/s  %.1f s\n", ep + 1, epochs,
+           loss_sum / (double)steps, acc, (double)(steps * batch) / dt, dt);
     fflush(stdout);
   }
   double total = now_s() - t_start;

@@ -46,8 +46,10 @@ static void node_free_graph(em_node *n) {
     n->inputs = NULL;
   }
   if (n->ctx) {
-    if (n->ctx_free) n->ctx_free(n->ctx);
-    else free(n->ctx);
+    if (n->ctx_free)
+      n->ctx_free(n->ctx);
+    else
+      free(n->ctx);
     n->ctx = NULL;
   }
 }
@@ -369,10 +371,9 @@ static em_status execute(em_node *root, em_tensor *seed, bool retain) {
           em_tensor *in = n->inputs[k];
           if (gin[k] && in->requires_grad && !em__same_shape(gin[k], in)) {
             char a[EM_SHAPE_STR_LEN], b[EM_SHAPE_STR_LEN];
-            st = em_set_error(EM_ERR_STATE,
-                              "backward of %s: gradient %s for input %d of shape %s (internal)",
-                              n->op, em_shape_str(gin[k], a, sizeof a), k,
-                              em_shape_str(in, b, sizeof b));
+            st = em_set_error(
+                EM_ERR_STATE, "backward of %s: gradient %s for input %d of shape %s (internal)",
+                n->op, em_shape_str(gin[k], a, sizeof a), k, em_shape_str(in, b, sizeof b));
           }
         }
       } else if (em_last_status() == EM_OK) {

@@ -140,8 +140,8 @@ em_status em__dnnl_exec(const char *op, const em_dnnl_prim *p, int nargs, const 
   dnnl_stream_t s = em__dnnl_stream();
   dnnl_status_t ds = dnnl_primitive_execute(p->prim, s, nargs, ea);
   if (ds == dnnl_success) ds = dnnl_stream_wait(s);
-  if (ds != dnnl_success) st = em_set_error(EM_ERR_BACKEND, "%s: oneDNN execute failed (status %d)",
-                                            op, (int)ds);
+  if (ds != dnnl_success)
+    st = em_set_error(EM_ERR_BACKEND, "%s: oneDNN execute failed (status %d)", op, (int)ds);
 cleanup:
   for (int k = 0; k < n; k++) dnnl_memory_destroy(mem[k]);
   return st;

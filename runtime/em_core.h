@@ -123,7 +123,7 @@ em_tensor *em_rand_uniform(int ndim, const int64_t *shape, float lo, float hi, e
 em_tensor *em_rand_normal(int ndim, const int64_t *shape, float mean, float std, em_rng *r);
 
 /* Convenience shape literal: EM_SHAPE(2, 3) -> 2, (int64_t[]){2, 3}. */
-#define EM_SHAPE(...)                                                                            \
+#define EM_SHAPE(...)                                                                              \
   (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) { __VA_ARGS__ }
 
 /* Reference counting. em_retain returns t (NULL-safe); em_release accepts NULL. */
@@ -141,7 +141,8 @@ void em_set(em_tensor *t, int64_t flat_index, double v);
 /* Same storage? */
 bool em_shares_storage(const em_tensor *a, const em_tensor *b);
 
-/* Mark a leaf as needing gradients. Fails on non-leaf tensors (they inherit it from their inputs). */
+/* Mark a leaf as needing gradients. Fails on non-leaf tensors (they inherit it from their inputs).
+ */
 em_status em_set_requires_grad(em_tensor *t, bool on);
 /* Name used in error messages (copied). */
 void em_tensor_set_name(em_tensor *t, const char *name);

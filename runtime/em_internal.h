@@ -49,7 +49,7 @@ struct em_node {
   /* op parameters */
   double f[8];
   int64_t i[16];
-  void *ctx;                 /* op-specific, freed with ctx_free (or free() if ctx_free NULL) */
+  void *ctx; /* op-specific, freed with ctx_free (or free() if ctx_free NULL) */
   void (*ctx_free)(void *);
   int out_ndim;
   int64_t out_shape[EM_MAX_DIMS];
@@ -103,7 +103,8 @@ bool em__same_shape(const em_tensor *a, const em_tensor *b);
 em_tensor *em__sum_to(em_tensor *g, int ndim, const int64_t *shape);
 /* out[i] += g[i] in place (both f32, same shape; out contiguous). */
 void em__accumulate(em_tensor *out, const em_tensor *g);
-/* Normalise a possibly negative dim into [0, ndim). Returns -1 and sets an error if out of range. */
+/* Normalise a possibly negative dim into [0, ndim). Returns -1 and sets an error if out of range.
+ */
 int em__dim(const char *op, int dim, int ndim);
 
 /* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time: the build
@@ -115,13 +116,12 @@ int em__dim(const char *op, int dim, int ndim);
 #endif
 
 /* Input checks: NULL propagation and dtype/device checks with a message naming the op. */
-#define EM_CHECK_INPUT(t, opname)                                                                \
-  do {                                                                                           \
-    if (!(t)) {                                                                                  \
-      if (em_last_status() == EM_OK)                                                             \
-        em_set_error(EM_ERR_INVALID, "%s: input is NULL", opname);                               \
-      return NULL;                                                                               \
-    }                                                                                            \
+#define EM_CHECK_INPUT(t, opname)                                                                  \
+  do {                                                                                             \
+    if (!(t)) {                                                                                    \
+      if (em_last_status() == EM_OK) em_set_error(EM_ERR_INVALID, "%s: input is NULL", opname);    \
+      return NULL;                                                                                 \
+    }                                                                                              \
   } while (0)
 bool em__check_f32(const char *op, const em_tensor *t, const char *what);
 bool em__check_cpu(const char *op, const em_tensor *t);
@@ -149,12 +149,12 @@ em_status em__dnnl_exec(const char *op, const em_dnnl_prim *p, int nargs, const 
 dnnl_memory_desc_t em__dnnl_md(int ndim, const int64_t *shape);
 /* The memory descriptor the primitive wants for a query (e.g. dnnl_query_workspace_md). */
 const dnnl_memory_desc_t *em__dnnl_query_md(const em_dnnl_prim *p, dnnl_query_t what, int index);
-#define EM_DNNL_CHECK(call, opname)                                                              \
-  do {                                                                                           \
-    dnnl_status_t st_ = (call);                                                                  \
-    if (st_ != dnnl_success)                                                                     \
-      return em_set_error(EM_ERR_BACKEND, "%s: oneDNN %s failed (status %d)", opname, #call,     \
-                          (int)st_);                                                             \
+#define EM_DNNL_CHECK(call, opname)                                                                \
+  do {                                                                                             \
+    dnnl_status_t st_ = (call);                                                                    \
+    if (st_ != dnnl_success)                                                                       \
+      return em_set_error(EM_ERR_BACKEND, "%s: oneDNN %s failed (status %d)", opname, #call,       \
+                          (int)st_);                                                               \
   } while (0)
 
 #endif

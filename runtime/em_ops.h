@@ -79,7 +79,7 @@ em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *bias, const em_conv2
 
 typedef struct {
   int kernel[2];
-  int stride[2];  /* 0 means = kernel, as PyTorch */
+  int stride[2]; /* 0 means = kernel, as PyTorch */
   int padding[2];
   bool count_include_pad; /* avg pool only; PyTorch's default is true */
 } em_pool2d_opts;
@@ -108,8 +108,8 @@ em_tensor *em_embedding(em_tensor *weight, em_tensor *idx);
 em_tensor *em_reshape(em_tensor *a, int ndim, const int64_t *shape);
 /* Merge dims start..end (inclusive, negative allowed) into one. */
 em_tensor *em_flatten(em_tensor *a, int start_dim, int end_dim);
-em_tensor *em_transpose(em_tensor *a, int d0, int d1);  /* view */
-em_tensor *em_permute(em_tensor *a, const int *perm);     /* view; perm has a->ndim entries */
+em_tensor *em_transpose(em_tensor *a, int d0, int d1); /* view */
+em_tensor *em_permute(em_tensor *a, const int *perm);  /* view; perm has a->ndim entries */
 /* Elements start, start+step, ... < end along dim (negative start/end count from the end; end is
  * clamped to the size). A view. */
 em_tensor *em_slice(em_tensor *a, int dim, int64_t start, int64_t end, int64_t step);

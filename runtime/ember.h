@@ -2,10 +2,10 @@
 #ifndef EMBER_H
 #define EMBER_H
 
-#include "em_core.h"
 #include "em_autograd.h"
-#include "em_ops.h"
+#include "em_core.h"
 #include "em_nn.h"
+#include "em_ops.h"
 #include "em_optim.h"
 
 #endif

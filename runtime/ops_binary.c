@@ -19,9 +19,10 @@ static bool broadcast_shape(const char *op, const em_tensor *a, const em_tensor 
     int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
     if (sa != sb && sa != 1 && sb != 1) {
       char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
-      em_set_error(EM_ERR_INVALID, "%s: shapes %s and %s cannot be broadcast (dimension %d: %lld vs %lld)",
-                   op, em_shape_str(a, x, sizeof x), em_shape_str(b, y, sizeof y), d,
-                   (long long)sa, (long long)sb);
+      em_set_error(EM_ERR_INVALID,
+                   "%s: shapes %s and %s cannot be broadcast (dimension %d: %lld vs %lld)", op,
+                   em_shape_str(a, x, sizeof x), em_shape_str(b, y, sizeof y), d, (long long)sa,
+                   (long long)sb);
       return false;
     }
     shape[d] = sa == 1 ? sb : sa;
@@ -47,16 +48,25 @@ static inline float apply(binop op, float x, float y) {
   }
 }
 
-EM_SIMD_CLONES static void binary_kernel(binop op, const em_tensor *a, const em_tensor *b, em_tensor *out) {
+EM_SIMD_CLONES static void binary_kernel(binop op, const em_tensor *a, const em_tensor *b,
+                                         em_tensor *out) {
   const float *pa = em_data_f32(a), *pb = em_data_f32(b);
   float *po = em_data_f32(out);
   int64_t n = em_numel(out);
   if (em__same_shape(a, b) && em_is_contiguous(a) && em_is_contiguous(b)) {
     switch (op) {
-    case OP_ADD: for (int64_t i = 0; i < n; i++) po[i] = pa[i] + pb[i]; break;
-    case OP_SUB: for (int64_t i = 0; i < n; i++) po[i] = pa[i] - pb[i]; break;
-    case OP_MUL: for (int64_t i = 0; i < n; i++) po[i] = pa[i] * pb[i]; break;
-    case OP_DIV: for (int64_t i = 0; i < n; i++) po[i] = pa[i] / pb[i]; break;
+    case OP_ADD:
+      for (int64_t i = 0; i < n; i++) po[i] = pa[i] + pb[i];
+      break;
+    case OP_SUB:
+      for (int64_t i = 0; i < n; i++) po[i] = pa[i] - pb[i];
+      break;
+    case OP_MUL:
+      for (int64_t i = 0; i < n; i++) po[i] = pa[i] * pb[i];
+      break;
+    case OP_DIV:
+      for (int64_t i = 0; i < n; i++) po[i] = pa[i] / pb[i];
+      break;
     }
     return;
   }
@@ -92,8 +102,14 @@ static em_status binary_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *a = n->inputs[0], *b = n->inputs[1];
   em_tensor *ga = NULL, *gb = NULL;
   switch ((binop)n->i[0]) {
-  case OP_ADD: ga = gout; gb = gout; break;
-  case OP_SUB: ga = gout; gb = b->requires_grad ? em_neg(gout) : NULL; break;
+  case OP_ADD:
+    ga = gout;
+    gb = gout;
+    break;
+  case OP_SUB:
+    ga = gout;
+    gb = b->requires_grad ? em_neg(gout) : NULL;
+    break;
   case OP_MUL:
     if (a->requires_grad) ga = em_mul(gout, n->saved[1]);
     if (b->requires_grad) gb = em_mul(gout, n->saved[0]);

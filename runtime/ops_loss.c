@@ -139,9 +139,9 @@ static double reduce_scale(em_reduction red, int64_t count) {
 /* ---- cross entropy -------------------------------------------------------------------------- */
 /* g (N, C) = gi * (exp(x - lse_i) - onehot(y_i)) per row; gi from row_grad; 0 if ignored. */
 EM_SIMD_CLONES static void ce_backward_rows(const float *px, const float *pl, const void *py,
-                                         bool wide, int64_t N, int64_t C, int64_t ignore,
-                                         const float *go, em_reduction red, double scale,
-                                         float *pg) {
+                                            bool wide, int64_t N, int64_t C, int64_t ignore,
+                                            const float *go, em_reduction red, double scale,
+                                            float *pg) {
   for (int64_t i = 0; i < N; i++) {
     const float *xi = px + i * C;
     float *gi = pg + i * C;
@@ -171,7 +171,7 @@ static em_status ce_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 
 /* Per row: lse_i (ps) and loss l_i (pl); both 0 on ignored rows. Labels already checked. */
 EM_SIMD_CLONES static void ce_forward_rows(const float *px, const void *py, bool wide, int64_t N,
-                                        int64_t C, int64_t ignore, float *pl, float *ps) {
+                                           int64_t C, int64_t ignore, float *pl, float *ps) {
   for (int64_t i = 0; i < N; i++) {
     int64_t y = label_at(py, wide, i);
     if (y == ignore) { /* C may be 0 here */
@@ -248,7 +248,7 @@ static em_status nll_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 }
 
 static em_tensor *nll_impl(em_tensor *logp, em_tensor *labels, em_reduction red,
-                          int64_t ignore_index) {
+                           int64_t ignore_index) {
   const char *op = "nll_loss";
   EM_CHECK_INPUT(logp, op);
   EM_CHECK_INPUT(labels, op);
@@ -281,8 +281,7 @@ static em_tensor *nll_impl(em_tensor *logp, em_tensor *labels, em_reduction red,
   return out;
 }
 
-em_tensor *em_nll_loss(em_tensor *logp, em_tensor *labels, em_reduction red,
-                       int64_t ignore_index) {
+em_tensor *em_nll_loss(em_tensor *logp, em_tensor *labels, em_reduction red, int64_t ignore_index) {
   em_scope s = em_scope_begin();
   return em__op_end(s, nll_impl(logp, labels, red, ignore_index));
 }
@@ -307,7 +306,7 @@ EM_SIMD_CLONES static double mse_kernel(const float *pa, const float *pb, int64_
 
 /* pg = k * go_i * (a - b), go_i = go[i] (per element) or go[0] (reduced). */
 EM_SIMD_CLONES static void mse_grad_kernel(const float *pa, const float *pb, const float *go,
-                                        bool per_elem, float k, int64_t N, float *pg) {
+                                           bool per_elem, float k, int64_t N, float *pg) {
   if (per_elem) {
 #pragma omp simd
     for (int64_t i = 0; i < N; i++) pg[i] = k * go[i] * (pa[i] - pb[i]);
@@ -350,8 +349,8 @@ static em_tensor *mse_impl(em_tensor *a, em_tensor *b, em_reduction red) {
   em_tensor *ca = em__contig(a), *cb = em__contig(b);
   if (!ca || !cb) return NULL;
   int64_t N = em_numel(a);
-  em_tensor *out = red == EM_REDUCE_NONE ? em_empty(EM_F32, a->ndim, a->shape)
-                                         : em_empty(EM_F32, 0, NULL);
+  em_tensor *out =
+      red == EM_REDUCE_NONE ? em_empty(EM_F32, a->ndim, a->shape) : em_empty(EM_F32, 0, NULL);
   if (!out) return NULL;
   if (red == EM_REDUCE_NONE) {
     mse_kernel(em_data_f32(ca), em_data_f32(cb), N, em_data_f32(out));

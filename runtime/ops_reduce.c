@@ -62,15 +62,16 @@ static bool reduce_mask(const char *op, const em_tensor *a, int n, const int *di
 static int reduced_shape(const em_tensor *a, uint32_t mask, bool keepdim, int64_t *shape) {
   int nd = 0;
   for (int d = 0; d < a->ndim; d++) {
-    if (!(mask & (1u << d))) shape[nd++] = a->shape[d];
-    else if (keepdim) shape[nd++] = 1;
+    if (!(mask & (1u << d)))
+      shape[nd++] = a->shape[d];
+    else if (keepdim)
+      shape[nd++] = 1;
   }
   return nd;
 }
 
 /* Merge neighbouring dims with the same flag, dropping size-1 dims. Returns the group count. */
-static int make_groups(int ndim, const int64_t *shape, uint32_t mask, int64_t *gsize,
-                       bool *gred) {
+static int make_groups(int ndim, const int64_t *shape, uint32_t mask, int64_t *gsize, bool *gred) {
   int ng = 0;
   for (int d = 0; d < ndim; d++) {
     if (shape[d] == 1) continue;
@@ -98,7 +99,7 @@ static inline double sum_contig(const float *x, int64_t n) {
 
 /* x (O, R, K) -> y (O, K) = scale * sum over R. acc: K doubles of scratch (K > 1). */
 EM_SIMD_CLONES static void sum_ork(const float *x, float *y, int64_t O, int64_t R, int64_t K,
-                                double scale, double *acc) {
+                                   double scale, double *acc) {
   if (K == 1) {
     for (int64_t o = 0; o < O; o++) y[o] = (float)(sum_contig(x + o * R, R) * scale);
     return;
@@ -191,7 +192,7 @@ nomem:
 
 /* dst (groups gsize) = s * src read with strides gst (0 on reduced groups). ng >= 1. */
 EM_SIMD_CLONES static void expand_kernel(const float *src, float *dst, int ng, const int64_t *gsize,
-                                      const int64_t *gst, float s) {
+                                         const int64_t *gst, float s) {
   int64_t n = 1;
   for (int k = 0; k < ng; k++) n *= gsize[k];
   int64_t inner = gsize[ng - 1], ist = gst[ng - 1];
@@ -321,7 +322,7 @@ static inline int64_t argmax_row(const float *x, int64_t R) {
 
 /* x (O, R, K) -> vals (O, K), idx (O, K): the first maximum over R. R >= 1. */
 EM_SIMD_CLONES static void max_ork(const float *x, int64_t O, int64_t R, int64_t K, float *vals,
-                                int64_t *idx) {
+                                   int64_t *idx) {
   for (int64_t o = 0; o < O; o++) {
     const float *xo = x + o * R * K;
     int64_t *io = idx + o * K;
@@ -361,8 +362,7 @@ static em_status max_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   return EM_OK;
 }
 
-static em_tensor *reduce_max_impl(const char *op, em_tensor *a, int dim, bool keepdim,
-                                  bool arg) {
+static em_tensor *reduce_max_impl(const char *op, em_tensor *a, int dim, bool keepdim, bool arg) {
   EM_CHECK_INPUT(a, op);
   if (!em__check_f32(op, a, "input") || !em__check_cpu(op, a)) return NULL;
   uint32_t mask;
@@ -370,9 +370,12 @@ static em_tensor *reduce_max_impl(const char *op, em_tensor *a, int dim, bool ke
   int d = a->ndim ? (dim < 0 ? dim + a->ndim : dim) : -1;
   int64_t O = 1, R = 1, K = 1;
   for (int k = 0; k < a->ndim; k++) {
-    if (k < d) O *= a->shape[k];
-    else if (k == d) R = a->shape[k];
-    else K *= a->shape[k];
+    if (k < d)
+      O *= a->shape[k];
+    else if (k == d)
+      R = a->shape[k];
+    else
+      K *= a->shape[k];
   }
   if (R == 0) {
     char s[EM_SHAPE_STR_LEN];

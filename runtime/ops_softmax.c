@@ -43,9 +43,12 @@ static dnnl_status_t build_bwd(void *ctx, dnnl_primitive_desc_t *pd) {
 static void sm_geometry(sm_ctx *c, const em_tensor *t, int d) {
   int64_t O = 1, R = 1, K = 1;
   for (int k = 0; k < t->ndim; k++) {
-    if (k < d) O *= t->shape[k];
-    else if (k == d) R = t->shape[k];
-    else K *= t->shape[k];
+    if (k < d)
+      O *= t->shape[k];
+    else if (k == d)
+      R = t->shape[k];
+    else
+      K *= t->shape[k];
   }
   c->dims[0] = O;
   c->dims[1] = R;
@@ -56,14 +59,14 @@ static void sm_geometry(sm_ctx *c, const em_tensor *t, int d) {
 static const em_dnnl_prim *sm_prim(sm_ctx *c, bool bwd) {
   char key[128];
   const char *fmt = "softmax %s alg=%d %lldx%lldx%lld";
-  snprintf(key, sizeof key, fmt, "fwd", (int)c->alg, (long long)c->dims[0],
-           (long long)c->dims[1], (long long)c->dims[2]);
+  snprintf(key, sizeof key, fmt, "fwd", (int)c->alg, (long long)c->dims[0], (long long)c->dims[1],
+           (long long)c->dims[2]);
   c->hint = NULL;
   const em_dnnl_prim *f = em__dnnl_get(key, build_fwd, c);
   if (!f || !bwd) return f;
   c->hint = f->pd; /* fetched first: the cache calls build under its lock */
-  snprintf(key, sizeof key, fmt, "bwd", (int)c->alg, (long long)c->dims[0],
-           (long long)c->dims[1], (long long)c->dims[2]);
+  snprintf(key, sizeof key, fmt, "bwd", (int)c->alg, (long long)c->dims[0], (long long)c->dims[1],
+           (long long)c->dims[2]);
   return em__dnnl_get(key, build_bwd, c);
 }
 

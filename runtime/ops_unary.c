@@ -192,10 +192,18 @@ static em_tensor *cond_mask(em_tensor *cond) {
   int64_t n = em_numel(m);
   const void *p = em_data(c);
   switch (c->dtype) {
-  case EM_F32: for (int64_t i = 0; i < n; i++) pm[i] = ((const float *)p)[i] != 0; break;
-  case EM_I64: for (int64_t i = 0; i < n; i++) pm[i] = ((const int64_t *)p)[i] != 0; break;
-  case EM_I32: for (int64_t i = 0; i < n; i++) pm[i] = ((const int32_t *)p)[i] != 0; break;
-  case EM_U8: for (int64_t i = 0; i < n; i++) pm[i] = ((const uint8_t *)p)[i] != 0; break;
+  case EM_F32:
+    for (int64_t i = 0; i < n; i++) pm[i] = ((const float *)p)[i] != 0;
+    break;
+  case EM_I64:
+    for (int64_t i = 0; i < n; i++) pm[i] = ((const int64_t *)p)[i] != 0;
+    break;
+  case EM_I32:
+    for (int64_t i = 0; i < n; i++) pm[i] = ((const int32_t *)p)[i] != 0;
+    break;
+  case EM_U8:
+    for (int64_t i = 0; i < n; i++) pm[i] = ((const uint8_t *)p)[i] != 0;
+    break;
   default: {
     const uint16_t *h = p; /* bf16/f16: nonzero unless +0 or -0 */
     for (int64_t i = 0; i < n; i++) pm[i] = (h[i] & 0x7fff) != 0;

@@ -240,8 +240,9 @@ sgd_loop(int64_t n, float *restrict p, const float *restrict g, float *restrict 
 }
 
 /* buf NULL without momentum; first: the parameter's first step (buf = d). */
-EM_SIMD_CLONES static void sgd_update(int64_t n, float *restrict p, const float *restrict g, float *restrict buf,
-                       float lr, float wd, float mom, float damp, bool first, bool nesterov) {
+EM_SIMD_CLONES static void sgd_update(int64_t n, float *restrict p, const float *restrict g,
+                                      float *restrict buf, float lr, float wd, float mom,
+                                      float damp, bool first, bool nesterov) {
   const float nlr = -lr, keep = 1.0f - damp;
 #define SGD_LOOP(W, B, F, N) sgd_loop(n, p, g, buf, nlr, wd, mom, keep, W, B, F, N)
   if (!buf) {
@@ -284,9 +285,10 @@ adam_loop(int64_t n, float *restrict p, const float *restrict g, float *restrict
   }
 }
 
-EM_SIMD_CLONES static void adam_update(int64_t n, float *restrict p, const float *restrict g, float *restrict m,
-                        float *restrict v, float b1, float b2, float l2, float decay,
-                        float neg_step_size, float bc2_sqrt, float eps) {
+EM_SIMD_CLONES static void adam_update(int64_t n, float *restrict p, const float *restrict g,
+                                       float *restrict m, float *restrict v, float b1, float b2,
+                                       float l2, float decay, float neg_step_size, float bc2_sqrt,
+                                       float eps) {
   if (l2 != 0)
     adam_loop(n, p, g, m, v, b1, b2, l2, decay, neg_step_size, bc2_sqrt, eps, true);
   else

@@ -5,11 +5,11 @@
  * of tensor references; em_scope_end releases everything pushed since em_scope_begin. */
 #include "em_internal.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 
 static int64_t live_tensors; /* process-wide, atomic */
 
@@ -409,8 +409,8 @@ const char *em_shape_str(const em_tensor *t, char *buf, size_t n) {
 int em__dim(const char *op, int dim, int ndim) {
   int d = dim < 0 ? dim + ndim : dim;
   if (d < 0 || d >= (ndim ? ndim : 1)) {
-    em_set_error(EM_ERR_INVALID, "%s: dim %d out of range for a tensor with %d dimensions", op,
-                 dim, ndim);
+    em_set_error(EM_ERR_INVALID, "%s: dim %d out of range for a tensor with %d dimensions", op, dim,
+                 ndim);
     return -1;
   }
   return d;
@@ -438,8 +438,10 @@ em_status em_set_requires_grad(em_tensor *t, bool on) {
                         "set_requires_grad: '%s' is not a leaf (it was computed by %s)",
                         em_tensor_name(t), t->grad_fn->op);
   if (on && t->dtype != EM_F32)
-    return em_set_error(EM_ERR_INVALID, "set_requires_grad: only f32 tensors can require "
-                                        "gradients, got %s", em_dtype_name(t->dtype));
+    return em_set_error(EM_ERR_INVALID,
+                        "set_requires_grad: only f32 tensors can require "
+                        "gradients, got %s",
+                        em_dtype_name(t->dtype));
   t->requires_grad = on;
   return EM_OK;
 }

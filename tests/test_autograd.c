@@ -12,15 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BEGIN                                                                                      \
-  int64_t live0_ = em_live_tensors();                                                              \
-  em_clear_error();                                                                                \
-  em_scope sc_ = em_scope_begin()
-#define END                                                                                        \
-  em_scope_end(sc_);                                                                               \
-  cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
-               (long long)(em_live_tensors() - live0_))
-
 static em_tensor *leaf(int ndim, const int64_t *shape, const float *v) {
   em_tensor *t = em_from_data(EM_F32, ndim, shape, v);
   cr_assert_not_null(t, "%s", em_last_error());
@@ -37,7 +28,7 @@ static void assert_grad(const em_tensor *t, const double *ref, int64_t n, const 
 
 /* ---- accumulation ------------------------------------------------------------------------ */
 Test(autograd, tensor_used_twice) {
-  BEGIN;
+  TU_BEGIN;
   const float v[4] = {1, -2, 3, 0.5f};
   em_tensor *x = leaf(EM_SHAPE(4), v);
   cr_assert_eq(em_backward(sum_all(em_mul(x, x))), EM_OK, "%s", em_last_error());
@@ -48,12 +39,12 @@ Test(autograd, tensor_used_twice) {
   cr_assert_eq(em_backward(sum_all(em_add(x, x))), EM_OK, "%s", em_last_error());
   const double r2[4] = {2, 2, 2, 2};
   assert_grad(x, r2, 4, "d sum(x+x)/dx = 2");
-  END;
+  TU_END;
 }
 
 /* y = x*w feeds two branches that meet again: z = y*y + 3y. */
 Test(autograd, diamond) {
-  BEGIN;
+  TU_BEGIN;
   const float xv[3] = {0.5f, -1, 2}, wv[3] = {2, 3, -0.25f};
   em_tensor *x = leaf(EM_SHAPE(3), xv), *w = leaf(EM_SHAPE(3), wv);
   em_tensor *y = em_mul(x, w);
@@ -68,22 +59,22 @@ Test(autograd, diamond) {
   assert_grad(x, rx, 3, "diamond dx");
   assert_grad(w, rw, 3, "diamond dw");
   cr_assert_null(y->grad, "non-leaves keep no .grad");
-  END;
+  TU_END;
 }
 
 /* A deeper diamond: every level uses the previous one twice, so 2^8 paths reach x. */
 Test(autograd, deep_diamond) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = leaf(EM_SHAPE(1), (const float[]){1.0f});
   em_tensor *h = x;
   for (int k = 0; k < 8; k++) h = em_mul_scalar(em_add(h, h), 0.5f); /* h = x at each level */
   cr_assert_eq(em_backward(sum_all(h)), EM_OK, "%s", em_last_error());
   assert_grad(x, (const double[]){1.0}, 1, "deep diamond");
-  END;
+  TU_END;
 }
 
 Test(autograd, grads_accumulate_across_backwards) {
-  BEGIN;
+  TU_BEGIN;
   const float v[3] = {1, 2, 3};
   em_tensor *x = leaf(EM_SHAPE(3), v);
   for (int pass = 1; pass <= 3; pass++) {
@@ -92,7 +83,7 @@ Test(autograd, grads_accumulate_across_backwards) {
     for (int i = 0; i < 3; i++) r[i] = 2.0 * v[i] * pass;
     assert_grad(x, r, 3, "accumulated over passes");
   }
-  END;
+  TU_END;
 }
 
 /* ---- grad-ready hooks -------------------------------------------------------------------- */
@@ -118,7 +109,7 @@ static void check_final_hook(em_tensor *t, void *p) {
 }
 
 Test(autograd, hook_fires_once_after_final_contribution) {
-  BEGIN;
+  TU_BEGIN;
   const float xv[3] = {1, -1, 2}, wv[3] = {3, 0.5f, -2};
   em_tensor *x = leaf(EM_SHAPE(3), xv), *w = leaf(EM_SHAPE(3), wv);
   /* x contributes at four depths: loss = sum(w x^2 + x) + sum(x*x). */
@@ -147,7 +138,7 @@ Test(autograd, hook_fires_once_after_final_contribution) {
   cr_assert_eq(em_backward(em_add(sum_all(c), sum_all(em_mul(x, x)))), EM_OK);
   cr_assert_eq(hx.calls, 2);
   cr_assert_eq(hw.calls, 2);
-  END;
+  TU_END;
 }
 
 static void logging_hook(em_tensor *t, void *p) {
@@ -157,7 +148,7 @@ static void logging_hook(em_tensor *t, void *p) {
 }
 
 Test(autograd, hook_order_and_removal) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = leaf(EM_SHAPE(2), (const float[]){1, 2});
   int log[16], len = 0;
   hook_ctx h1 = {.log = log, .log_len = &len, .tag = 1};
@@ -187,12 +178,12 @@ Test(autograd, hook_order_and_removal) {
   cr_assert(strstr(em_last_error(), "not a leaf"), "%s", em_last_error());
   cr_assert_eq(em_tensor_on_grad_ready(x, NULL, NULL), 0);
   cr_assert_eq(em_tensor_on_grad_ready(NULL, logging_hook, &h1), 0);
-  END;
+  TU_END;
 }
 
 /* Backward on a leaf itself: its gradient is the seed, its hook fires once. */
 Test(autograd, backward_on_leaf) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = leaf(EM_SHAPE(2), (const float[]){1, 2});
   int log[4], len = 0;
   hook_ctx h = {.log = log, .log_len = &len};
@@ -201,7 +192,7 @@ Test(autograd, backward_on_leaf) {
   cr_assert_eq(em_backward_ex(x, seed, NULL), EM_OK, "%s", em_last_error());
   assert_grad(x, (const double[]){5, -6}, 2, "leaf seed");
   cr_assert_eq(h.calls, 1);
-  END;
+  TU_END;
 }
 
 /* ---- begin/end observers and em_backward_reaches ----------------------------------------- */
@@ -230,7 +221,7 @@ static void on_end(em_status st, void *p) {
 }
 
 Test(autograd, observers_and_reaches) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *used = leaf(EM_SHAPE(2), (const float[]){1, 2});
   em_tensor *unused = leaf(EM_SHAPE(2), (const float[]){3, 4}); /* a parameter not used now */
   em_tensor *frozen = em_from_data(EM_F32, EM_SHAPE(2), (const float[]){5, 6}); /* no grad */
@@ -268,7 +259,7 @@ Test(autograd, observers_and_reaches) {
   cr_assert_eq(em_backward(sum_all(em_mul(used, used))), EM_OK);
   cr_assert_eq(o.ends, ends, "a removed observer is not called");
   em_autograd_remove_observer(id); /* twice: ignored */
-  END;
+  TU_END;
 }
 
 /* Inside a grad hook, reaches() answers for every leaf of the pass, finished or not. Disabled
@@ -288,7 +279,7 @@ static void reach_hook(em_tensor *t, void *p) {
 }
 
 Test(autograd, reaches_inside_grad_hooks) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = leaf(EM_SHAPE(2), (const float[]){1, 2});
   em_tensor *b = leaf(EM_SHAPE(2), (const float[]){3, 4});
   em_tensor *c = leaf(EM_SHAPE(2), (const float[]){5, 6});
@@ -298,26 +289,26 @@ Test(autograd, reaches_inside_grad_hooks) {
   cr_assert_eq(em_backward(sum_all(em_mul(em_mul(a, b), a))), EM_OK, "%s", em_last_error());
   cr_assert_eq(r.calls, 2);
   cr_assert(r.all_ok, "a leaf whose gradient is already final must still read as reached");
-  END;
+  TU_END;
 }
 
 static em_status nested_status;
 static void backward_in_hook(em_tensor *t, void *p) { nested_status = em_backward(p); }
 
 Test(autograd, backward_inside_backward_is_an_error) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = leaf(EM_SHAPE(2), (const float[]){1, 2});
   em_tensor *other = sum_all(em_mul(x, x));
   em_tensor_on_grad_ready(x, backward_in_hook, other);
   cr_assert_eq(em_backward(sum_all(em_add(x, x))), EM_OK);
   cr_assert_eq(nested_status, EM_ERR_STATE);
   cr_assert(strstr(em_last_error(), "inside a backward"), "%s", em_last_error());
-  END;
+  TU_END;
 }
 
 /* ---- grad mode, retain_graph, seeds ------------------------------------------------------ */
 Test(autograd, no_grad) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = leaf(EM_SHAPE(2), (const float[]){1, 2});
   cr_assert(em_grad_enabled());
   bool prev = em_no_grad_begin();
@@ -340,11 +331,11 @@ Test(autograd, no_grad) {
   cr_assert(!d->requires_grad && !d->grad_fn && em_shares_storage(d, z));
   cr_assert_eq(em_backward(sum_all(em_mul(d, x))), EM_OK);
   assert_grad(x, (const double[]){1, 4}, 2, "d sum(detach(x*x) * x)/dx = x*x");
-  END;
+  TU_END;
 }
 
 Test(autograd, retain_graph) {
-  BEGIN;
+  TU_BEGIN;
   const float v[2] = {1.5f, -2};
   em_tensor *x = leaf(EM_SHAPE(2), v);
   em_tensor *loss = sum_all(em_mul(em_mul(x, x), x)); /* d/dx = 3x^2 */
@@ -361,11 +352,11 @@ Test(autograd, retain_graph) {
   cr_assert(strstr(em_last_error(), "second time") && strstr(em_last_error(), "retain_graph"), "%s",
             em_last_error());
   assert_grad(x, r, 2, "a failed backward leaves .grad alone");
-  END;
+  TU_END;
 }
 
 Test(autograd, seeds) {
-  BEGIN;
+  TU_BEGIN;
   const float v[3] = {1, 2, 3};
   em_tensor *x = leaf(EM_SHAPE(3), v);
   em_tensor *y = em_mul(x, x);
@@ -393,7 +384,7 @@ Test(autograd, seeds) {
   cr_assert_eq(em_backward(NULL), EM_ERR_INVALID);
   cr_assert_str_eq(em_last_error(), "earlier failure", "a NULL root keeps the first error");
   em_clear_error();
-  END;
+  TU_END;
 }
 
 /* ---- the reducer's flat gradient buffer -------------------------------------------------- */
@@ -413,7 +404,7 @@ static void flat_hook(em_tensor *t, void *p) {
 }
 
 Test(autograd, grad_view_into_flat_buffer) {
-  BEGIN;
+  TU_BEGIN;
   const float av[4] = {1, 2, 3, 4}, bv[6] = {-1, 0.5f, 2, 1, -3, 0.25f};
   em_tensor *a = leaf(EM_SHAPE(4), av), *b = leaf(EM_SHAPE(2, 3), bv);
   /* Layout: buf = [ a.grad (4) | b.grad (6) ], pre-filled with 1 to see accumulation. */
@@ -437,7 +428,7 @@ Test(autograd, grad_view_into_flat_buffer) {
   memcpy(all, ea, sizeof ea);
   memcpy(all + 4, eb, sizeof eb);
   tu_assert_close(buf, all, 10, 1e-6, 1e-6, "flat buffer after backward");
-  END;
+  TU_END;
 }
 
 /* ---- a recurrent loop: h = tanh(x_t W + h U) over 5 steps -------------------------------- */
@@ -452,7 +443,7 @@ static em_tensor *rnn(em_tensor **in, void *ctx) {
 }
 
 Test(autograd, rnn_gradcheck) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(5);
   em_tensor *in[4] = {tu_rand(&r, EM_SHAPE(T_STEPS, 2, 3), -1, 1, true),
                       tu_rand(&r, EM_SHAPE(3, 4), -0.8f, 0.8f, true),
@@ -461,7 +452,7 @@ Test(autograd, rnn_gradcheck) {
   tu_gradcheck(rnn, 4, in, NULL, 1e-2, 3e-3, "rnn 5 steps");
   /* The shared weights got one gradient summed over the 5 steps; the loop's graph is gone with
    * the scope (checked by END). */
-  END;
+  TU_END;
 }
 
 /* ---- ownership ----------------------------------------------------------------------------- */

@@ -8,21 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- helpers --------------------------------------------------------------------------------- */
-static em_tensor *ramp(int ndim, const int64_t *shape, double scale, double shift) {
-  em_tensor *t = em_empty(EM_F32, ndim, shape);
-  for (int64_t k = 0; k < em_numel(t); k++) em_set(t, k, scale * sin(0.37 * k + shift));
-  return t;
-}
-
-static void assert_names(em_module *m, int n_params, const char *const *names, int n) {
-  cr_assert_eq(em_module_num_params(m), n_params);
-  cr_assert_eq(em_module_num_tensors(m), n);
-  cr_assert_eq(em_module_num_buffers(m), n - n_params);
-  for (int i = 0; i < n; i++)
-    cr_assert_str_eq(em_module_tensor_name(m, i), names[i], "tensor %d", i);
-}
-
 /* Net { a; enc: Enc { w, rm (buffer), b }; dec: Dec { 0: Leaf { w, count (i64 buffer) } } } */
 typedef struct {
   em_module *root, *enc, *dec, *leaf;
@@ -35,11 +20,11 @@ static tree make_tree(void) {
   t.enc = em_module_new("Enc", NULL, NULL, NULL);
   t.dec = em_module_new("Dec", NULL, NULL, NULL);
   t.leaf = em_module_new("Leaf", NULL, NULL, NULL);
-  t.a = ramp(EM_SHAPE(2), 1, 0);
-  t.w = ramp(EM_SHAPE(3, 4), 1, 1);
-  t.b = ramp(EM_SHAPE(4), 1, 2);
-  t.rm = ramp(EM_SHAPE(4), 1, 3);
-  t.lw = ramp(EM_SHAPE(5), 1, 4);
+  t.a = tu_ramp(EM_SHAPE(2), 1, 0);
+  t.w = tu_ramp(EM_SHAPE(3, 4), 1, 1);
+  t.b = tu_ramp(EM_SHAPE(4), 1, 2);
+  t.rm = tu_ramp(EM_SHAPE(4), 1, 3);
+  t.lw = tu_ramp(EM_SHAPE(5), 1, 4);
   t.count = em_zeros(EM_I64, 0, NULL);
   cr_assert_eq(em_module_add_param(t.root, "a", t.a), EM_OK);
   cr_assert_eq(em_module_add_param(t.enc, "w", t.w), EM_OK);
@@ -58,7 +43,7 @@ Test(module, names_order_and_lookup) {
   em_scope s = em_scope_begin();
   tree t = make_tree();
   const char *names[] = {"a", "enc.w", "enc.b", "dec.0.w", "enc.rm", "dec.0.count"};
-  assert_names(t.root, 4, names, 6);
+  tu_assert_names(t.root, 4, names, 6);
   em_tensor *want[] = {t.a, t.w, t.b, t.lw, t.rm, t.count};
   for (int i = 0; i < 6; i++) {
     cr_assert_eq(em_module_tensor_at(t.root, i), want[i]);
@@ -67,7 +52,7 @@ Test(module, names_order_and_lookup) {
   cr_assert(t.w->requires_grad && !t.rm->requires_grad);
   cr_assert_str_eq(em_tensor_name(t.lw), "dec.0.w", "a root names its parameters");
   /* Names relative to a subtree, as torch's named_parameters() on a submodule. */
-  assert_names(t.dec, 1, (const char *[]){"0.w", "0.count"}, 2);
+  tu_assert_names(t.dec, 1, (const char *[]){"0.w", "0.count"}, 2);
   cr_assert_eq(em_module_find(t.root, "dec.0"), t.leaf);
   cr_assert_eq(em_module_find(t.root, "enc"), t.enc);
   cr_assert_str_eq(em_module_type(em_module_find(t.root, "dec.0")), "Leaf");
@@ -81,7 +66,7 @@ Test(module, names_order_and_lookup) {
   tu_assert_error(em_module_tensor_at(t.root, 6), "out of range", NULL);
   /* A tensor registered twice (tied weights) is listed once, under its first name. */
   cr_assert_eq(em_module_add_param(t.leaf, "tied", t.w), EM_OK);
-  assert_names(t.root, 4, names, 6);
+  tu_assert_names(t.root, 4, names, 6);
   cr_assert_eq(em_module_get(t.root, "dec.0.tied"), t.w);
   em_module_free(t.root);
   em_scope_end(s);
@@ -105,7 +90,7 @@ Test(module, train_eval_propagates) {
 Test(module, registration_errors) {
   em_scope s = em_scope_begin();
   tree t = make_tree();
-  em_tensor *x = ramp(EM_SHAPE(3), 1, 0);
+  em_tensor *x = tu_ramp(EM_SHAPE(3), 1, 0);
   cr_assert_eq(em_module_add_param(t.root, "a", x), EM_ERR_INVALID);
   cr_assert(strstr(em_last_error(), "already has a member named 'a'"), "%s", em_last_error());
   cr_assert_eq(em_module_add_buffer(t.root, "enc", x), EM_ERR_INVALID);
@@ -127,8 +112,8 @@ Test(module, registration_errors) {
   cr_assert(strstr(em_last_error(), "Leaf is a child of Dec"), "%s", em_last_error());
   cr_assert_eq(em_module_find(t.root, "dec.0"), t.leaf);
   em_clear_error();
-  assert_names(t.root, 4,
-               (const char *[]){"a", "enc.w", "enc.b", "dec.0.w", "enc.rm", "dec.0.count"}, 6);
+  tu_assert_names(t.root, 4,
+                  (const char *[]){"a", "enc.w", "enc.b", "dec.0.w", "enc.rm", "dec.0.count"}, 6);
   em_module_free(t.root);
   em_scope_end(s);
 }
@@ -201,7 +186,7 @@ Test(arena, gradients_flow_after_packing) {
   em_scope s = em_scope_begin();
   tree t = make_tree();
   em_parameters(t.root);
-  em_tensor *x = ramp(EM_SHAPE(3, 4), 2, 0.5);
+  em_tensor *x = tu_ramp(EM_SHAPE(3, 4), 2, 0.5);
   em_tensor *loss =
       em_add(em_sum(em_mul(t.w, x), 0, NULL, false), em_sum(em_mul(t.b, t.b), 0, NULL, false));
   cr_assert_eq(em_backward(loss), EM_OK, "%s", em_last_error());
@@ -221,7 +206,7 @@ Test(arena, repacks_after_the_tree_changes) {
   em_params p = em_parameters(t.root);
   float *old_arena = p.arena;
   double w5 = em_get(t.w, 5);
-  em_tensor *z = ramp(EM_SHAPE(20), 1, 9);
+  em_tensor *z = tu_ramp(EM_SHAPE(20), 1, 9);
   cr_assert_eq(em_module_add_param(t.enc, "z", z), EM_OK);
   p = em_parameters(t.root);
   cr_assert_eq(p.n, 5);
@@ -291,7 +276,7 @@ Test(init, bounds_match_pytorch) {
   tu_assert_close(em_module_get(bn, "running_var"), (double[]){1, 1, 1}, 3, 0, 0, "bn var");
   em_tensor *nbt = em_module_get(bn, "num_batches_tracked");
   cr_assert(nbt->dtype == EM_I64 && nbt->ndim == 0 && em_get(nbt, 0) == 0);
-  assert_names(
+  tu_assert_names(
       bn, 2,
       (const char *[]){"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}, 5);
   tu_assert_close(em_module_get(ln, "weight"), (double[]){1, 1, 1, 1, 1, 1}, 6, 0, 0, "ln w");

@@ -7,26 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- helpers --------------------------------------------------------------------------------- */
-static em_tensor *ramp(int ndim, const int64_t *shape, double scale, double shift) {
-  em_tensor *t = em_empty(EM_F32, ndim, shape);
-  for (int64_t k = 0; k < em_numel(t); k++) em_set(t, k, scale * sin(0.37 * k + shift));
-  return t;
-}
-
-static void assert_names(em_module *m, int n_params, const char *const *names, int n) {
-  cr_assert_eq(em_module_num_params(m), n_params);
-  cr_assert_eq(em_module_num_tensors(m), n);
-  cr_assert_eq(em_module_num_buffers(m), n - n_params);
-  for (int i = 0; i < n; i++)
-    cr_assert_str_eq(em_module_tensor_name(m, i), names[i], "tensor %d", i);
-}
-
 /* ---- layers against float64 loops ------------------------------------------------------------ */
 Test(layers, linear) {
   em_scope s = em_scope_begin();
   em_module *l = em_linear_new(5, 3, true);
-  em_tensor *x = ramp(EM_SHAPE(2, 5), 1.5, 0.2);
+  em_tensor *x = tu_ramp(EM_SHAPE(2, 5), 1.5, 0.2);
   em_tensor *y = em_forward(l, x), *w = em_module_get(l, "weight"), *b = em_module_get(l, "bias");
   double ref[6];
   for (int n = 0; n < 2; n++)
@@ -45,7 +30,7 @@ Test(layers, conv2d) {
   enum { N = 2, C = 3, H = 5, W = 6, O = 4, K = 3, P = 1, S = 2, OH = 3, OW = 3 };
   em_module *cv =
       em_conv2d_new(C, O, K, &(em_conv2d_opts){.padding = {P, P}, .stride = {S, S}}, true);
-  em_tensor *x = ramp(EM_SHAPE(N, C, H, W), 1, 0.3);
+  em_tensor *x = tu_ramp(EM_SHAPE(N, C, H, W), 1, 0.3);
   em_tensor *y = em_forward(cv, x), *w = em_module_get(cv, "weight"),
             *b = em_module_get(cv, "bias");
   double ref[N * O * OH * OW];
@@ -90,7 +75,7 @@ Test(layers, batchnorm2d_train_and_eval) {
   em_module *bn = em_batchnorm2d_new(C);
   em_module_set_param(bn, "weight", (float[]){1.5f, -0.5f}, 2);
   em_module_set_param(bn, "bias", (float[]){0.25f, 1.0f}, 2);
-  em_tensor *x = ramp(EM_SHAPE(N, C, 2, 3), 2, 0.1);
+  em_tensor *x = tu_ramp(EM_SHAPE(N, C, 2, 3), 2, 0.1);
   double mean[C], var[C], ref[N * C * HW], w[] = {1.5, -0.5}, b[] = {0.25, 1.0};
   channel_stats(x, N, C, HW, mean, var);
   em_tensor *y = em_forward(bn, x);
@@ -120,7 +105,7 @@ Test(layers, batchnorm2d_train_and_eval) {
       }
   tu_assert_close(y, ref, N * C * HW, 1e-4, 1e-5, "batchnorm eval");
   cr_assert_eq(em_get(em_module_get(bn, "num_batches_tracked"), 0), 1.0, "eval must not count");
-  tu_assert_error(em_forward(bn, ramp(EM_SHAPE(2, 2), 1, 0)), "BatchNorm2d", "[2, 2]");
+  tu_assert_error(em_forward(bn, tu_ramp(EM_SHAPE(2, 2), 1, 0)), "BatchNorm2d", "[2, 2]");
   em_module_free(bn);
   em_scope_end(s);
 }
@@ -131,7 +116,7 @@ Test(layers, layernorm) {
   float w[6] = {1, 2, 3, -1, 0.5f, 1}, b[6] = {0, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
   em_module_set_param(ln, "weight", w, 6);
   em_module_set_param(ln, "bias", b, 6);
-  em_tensor *x = ramp(EM_SHAPE(4, 2, 3), 3, 0.7);
+  em_tensor *x = tu_ramp(EM_SHAPE(4, 2, 3), 3, 0.7);
   em_tensor *y = em_forward(ln, x);
   double ref[24];
   for (int r = 0; r < 4; r++) {
@@ -194,7 +179,7 @@ Test(layers, dropout_seeded_and_eval_identity) {
 
 Test(layers, activations_flatten_maxpool) {
   em_scope s = em_scope_begin();
-  em_tensor *x = ramp(EM_SHAPE(2, 3, 4, 6), 2, 0.4);
+  em_tensor *x = tu_ramp(EM_SHAPE(2, 3, 4, 6), 2, 0.4);
   int64_t n = em_numel(x);
   double ref[144];
   em_module *acts[] = {em_relu_new(), em_gelu_new(), em_tanh_new()};
@@ -237,7 +222,7 @@ Test(layers, sequential_chains_and_propagates_errors) {
   em_scope s = em_scope_begin();
   em_module *seq = em_sequential(em_linear_new(4, 3, true), em_tanh_new());
   cr_assert_not_null(seq);
-  em_tensor *x = ramp(EM_SHAPE(2, 4), 1, 0);
+  em_tensor *x = tu_ramp(EM_SHAPE(2, 4), 1, 0);
   em_tensor *w = em_module_get(seq, "0.weight"), *b = em_module_get(seq, "0.bias");
   double ref[6];
   for (int n = 0; n < 2; n++)
@@ -258,7 +243,7 @@ Test(layers, sequential_chains_and_propagates_errors) {
       (void *)em_sequential(em_linear_new(4, 3, true), em_linear_new(0, 3, true), em_relu_new()),
       "linear_new: in must be > 0", NULL);
   /* A shape error inside the chain names the op. */
-  tu_assert_error(em_forward(seq, ramp(EM_SHAPE(2, 5), 1, 0)),
+  tu_assert_error(em_forward(seq, tu_ramp(EM_SHAPE(2, 5), 1, 0)),
                   "Sequential layer 0 (Linear): ", "linear");
   em_module_free(seq);
   em_module_free(id);
@@ -271,17 +256,17 @@ Test(zoo, mlp_names_shapes_forward) {
   em_module *m = em_mlp(12, (int[]){8, 6}, 2, 4);
   const char *names[] = {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"};
   const int64_t rows[] = {8, 8, 6, 6, 4, 4}, cols[] = {12, 0, 8, 0, 6, 0};
-  assert_names(m, 6, names, 6);
+  tu_assert_names(m, 6, names, 6);
   for (int i = 0; i < 6; i++) {
     em_tensor *t = em_module_tensor_at(m, i);
     cr_assert_eq(t->shape[0], rows[i], "%s", names[i]);
     if (cols[i]) cr_assert_eq(t->shape[1], cols[i], "%s", names[i]);
   }
   cr_assert_str_eq(em_module_type(em_module_child_at(m, 3)), "ReLU");
-  em_tensor *y = em_forward(m, ramp(EM_SHAPE(5, 12), 1, 0));
+  em_tensor *y = em_forward(m, tu_ramp(EM_SHAPE(5, 12), 1, 0));
   cr_assert(y && y->shape[0] == 5 && y->shape[1] == 4, "%s", em_last_error());
   em_module *single = em_mlp(3, NULL, 0, 2);
-  assert_names(single, 2, (const char *[]){"0.weight", "0.bias"}, 2);
+  tu_assert_names(single, 2, (const char *[]){"0.weight", "0.bias"}, 2);
   tu_assert_error((void *)em_mlp(3, (int[]){0}, 1, 2), "hidden[0]", NULL);
   em_module_free(m);
   em_module_free(single);
@@ -294,7 +279,7 @@ Test(zoo, small_cnn_names_shapes_and_forward) {
   cr_assert_not_null(m, "%s", em_last_error());
   const char *names[] = {"0.weight", "0.bias", "3.weight", "3.bias",
                          "7.weight", "7.bias", "9.weight", "9.bias"};
-  assert_names(m, 8, names, 8);
+  tu_assert_names(m, 8, names, 8);
   const int64_t w0[] = {32, 1, 5, 5}, w3[] = {64, 32, 5, 5};
   for (int d = 0; d < 4; d++) {
     cr_assert_eq(em_module_get(m, "0.weight")->shape[d], w0[d]);
@@ -308,7 +293,7 @@ Test(zoo, small_cnn_names_shapes_and_forward) {
   cr_assert_eq(em_module_num_children(m), 10);
   for (int i = 0; i < 10; i++) cr_assert_str_eq(em_module_type(em_module_child_at(m, i)), types[i]);
   /* Forward equals the same ops called by hand. */
-  em_tensor *x = ramp(EM_SHAPE(2, 1, 28, 28), 1, 0.1);
+  em_tensor *x = tu_ramp(EM_SHAPE(2, 1, 28, 28), 1, 0.1);
   em_tensor *y = em_forward(m, x);
   cr_assert(y && y->ndim == 2 && y->shape[0] == 2 && y->shape[1] == 10, "%s", em_last_error());
   const em_conv2d_opts pad = {.padding = {2, 2}};

@@ -10,18 +10,9 @@
 #include <math.h>
 #include <string.h>
 
-#define BEGIN                                                                                      \
-  int64_t live0_ = em_live_tensors();                                                              \
-  em_clear_error();                                                                                \
-  em_scope sc_ = em_scope_begin()
-#define END                                                                                        \
-  em_scope_end(sc_);                                                                               \
-  cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
-               (long long)(em_live_tensors() - live0_))
-
 /* ---- embedding --------------------------------------------------------------------------- */
 Test(embedding, values_i64_and_i32) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(1);
   em_tensor *w = tu_rand(&r, EM_SHAPE(5, 3), -1, 1, false);
   const int64_t ix[6] = {4, 0, 4, 2, 2, 1};
@@ -50,11 +41,11 @@ Test(embedding, values_i64_and_i32) {
   em_tensor *o2 = em_embedding(wt, idx);
   for (int p = 0; p < 6; p++)
     for (int j = 0; j < 3; j++) cr_assert_eq(em_get(o2, p * 3 + j), em_get(wt, ix[p] * 3 + j));
-  END;
+  TU_END;
 }
 
 Test(embedding, gradient_repeated_indices) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(2);
   em_tensor *w = tu_rand(&r, EM_SHAPE(6, 4), -1, 1, true);
   const int64_t ix[7] = {5, 1, 5, 5, 0, 1, 3};
@@ -70,7 +61,7 @@ Test(embedding, gradient_repeated_indices) {
     cr_assert_eq(em_get(w->grad, 2 * 4 + j), 0.0);
     cr_assert_eq(em_get(w->grad, 4 * 4 + j), 0.0);
   }
-  END;
+  TU_END;
 }
 
 static em_tensor *f_embed(em_tensor **in, void *ctx) {
@@ -79,16 +70,16 @@ static em_tensor *f_embed(em_tensor **in, void *ctx) {
 }
 
 Test(embedding, gradcheck) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(3);
   em_tensor *w = tu_rand(&r, EM_SHAPE(4, 3), -1, 1, true);
   em_tensor *idx = em_from_data(EM_I32, EM_SHAPE(2, 3), (const int32_t[]){3, 3, 0, 1, 3, 0});
   tu_gradcheck(f_embed, 1, &w, idx, 1e-2, 2e-3, "embedding");
-  END;
+  TU_END;
 }
 
 Test(embedding, errors) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *w = em_zeros(EM_F32, EM_SHAPE(5, 2));
   em_tensor *bad = em_from_data(EM_I64, EM_SHAPE(2, 2), (const int64_t[]){0, 1, 5, 2});
   tu_assert_error(em_embedding(w, bad), "index 5 at position 2", "weight [5, 2]");
@@ -100,14 +91,14 @@ Test(embedding, errors) {
   tu_assert_error(em_embedding(em_zeros(EM_I64, EM_SHAPE(5, 2)), em_zeros(EM_I64, EM_SHAPE(2))),
                   "weight must be f32", "i64 [5, 2]");
   tu_assert_error(em_embedding(w, NULL), "embedding", "NULL");
-  END;
+  TU_END;
 }
 
 /* ---- dropout ----------------------------------------------------------------------------- */
 #define N_BIG 200000
 
 Test(dropout, zero_fraction_and_exact_scaling) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(4);
   em_tensor *x = tu_rand(&r, EM_SHAPE(400, N_BIG / 400), 1, 2, false);
   const float ps[] = {0.1f, 0.3f, 0.5f, 0.9f};
@@ -132,11 +123,11 @@ Test(dropout, zero_fraction_and_exact_scaling) {
     cr_assert(fabs(frac - p) < 5 * sigma, "p %g: fraction of zeros %.5f", p, frac);
     cr_assert_eq(dr.counter, (uint64_t)N_BIG, "one draw per element");
   }
-  END;
+  TU_END;
 }
 
 Test(dropout, seed_reproduces_mask) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(5);
   em_tensor *x = tu_rand(&r, EM_SHAPE(64, 33), 1, 2, false);
   em_rng a = em_rng_new(77), b = em_rng_new(77);
@@ -156,11 +147,11 @@ Test(dropout, seed_reproduces_mask) {
   em_tensor *yt = em_dropout(xt, 0.4f, true, &d);
   em_tensor *yc = em_dropout(em_contiguous(xt), 0.4f, true, &e);
   for (int64_t i = 0; i < 64 * 33; i++) cr_assert_eq(em_get(yt, i), em_get(yc, i));
-  END;
+  TU_END;
 }
 
 Test(dropout, gradient_is_mask_times_scale) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(6);
   em_tensor *x = tu_rand(&r, EM_SHAPE(50, 40), 1, 2, true);
   em_tensor *g = tu_rand(&r, EM_SHAPE(50, 40), -1, 1, false);
@@ -172,7 +163,7 @@ Test(dropout, gradient_is_mask_times_scale) {
     float want = em_get(y, i) != 0.0 ? (float)em_get(g, i) * scale : 0.0f;
     cr_assert_eq((float)em_get(x->grad, i), want, "grad[%lld]", (long long)i);
   }
-  END;
+  TU_END;
 }
 
 static em_tensor *f_dropout(em_tensor **in, void *ctx) {
@@ -181,15 +172,15 @@ static em_tensor *f_dropout(em_tensor **in, void *ctx) {
 }
 
 Test(dropout, gradcheck) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(7);
   em_tensor *x = tu_rand(&r, EM_SHAPE(6, 5), -1, 1, true);
   tu_gradcheck(f_dropout, 1, &x, NULL, 1e-2, 2e-3, "dropout");
-  END;
+  TU_END;
 }
 
 Test(dropout, identity_cases_and_p_one) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(8);
   em_tensor *x = tu_rand(&r, EM_SHAPE(10, 10), 1, 2, true);
   em_rng dr = em_rng_new(1);
@@ -202,11 +193,11 @@ Test(dropout, identity_cases_and_p_one) {
   for (int64_t i = 0; i < 100; i++) cr_assert_eq(em_get(z, i), 0.0);
   cr_assert_eq(em_backward(em_sum(z, 0, NULL, false)), EM_OK, "%s", em_last_error());
   for (int64_t i = 0; i < 100; i++) cr_assert_eq(em_get(x->grad, i), 0.0);
-  END;
+  TU_END;
 }
 
 Test(dropout, errors) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *x = em_zeros(EM_F32, EM_SHAPE(3, 4));
   em_rng r = em_rng_new(1);
   tu_assert_error(em_dropout(x, 1.5f, true, &r), "probability 1.5", "[3, 4]");
@@ -216,5 +207,5 @@ Test(dropout, errors) {
   tu_assert_error(em_dropout(em_zeros(EM_I64, EM_SHAPE(2)), 0.5f, true, &r), "dropout", "i64");
   tu_assert_error(em_dropout(NULL, 0.5f, true, &r), "dropout", "NULL");
   cr_assert_eq(r.counter, 0, "failed calls draw nothing");
-  END;
+  TU_END;
 }

@@ -94,18 +94,27 @@ Test(softmax, errors) {
  *   F.cross_entropy(x, torch.tensor([3, 0, 2]))          (mean; .backward() for the grad)
  *   F.cross_entropy(x, y, reduction='none' / 'sum')
  *   F.cross_entropy(x, torch.tensor([3, -100, 2]))       (ignore_index -100; and its grad) */
-static const float CE_X[12] = {1.5f, -0.25f, 0.75f, 2.0f, 0.1f, 0.2f,
-                               -3.0f, 0.4f, -1.0f, 4.0f, 2.5f, 0.0f};
+static const float CE_X[12] = {1.5f,  -0.25f, 0.75f, 2.0f, 0.1f, 0.2f,
+                               -3.0f, 0.4f,   -1.0f, 4.0f, 2.5f, 0.0f};
 static const double CE_MEAN = 1.2222797417703684, CE_SUM = 3.6668392253111053;
 static const double CE_NONE[3] = {0.692364214689494, 1.2527855191111605, 1.7216894915104506};
 static const double CE_GRAD[12] = {
-    0.10116762307992179,  0.017580296812106273, 0.047788201363264976, -0.16653612125529305,
-    -0.23809738574871708, 0.10525199962589461,  0.004290303477881642, 0.1285550826449408,
-    0.0017994004009112146, 0.2670546979896762,  -0.2737453758025063,  0.004891277411918875};
+    0.10116762307992179,   0.017580296812106273, 0.047788201363264976, -0.16653612125529305,
+    -0.23809738574871708,  0.10525199962589461,  0.004290303477881642, 0.1285550826449408,
+    0.0017994004009112146, 0.2670546979896762,   -0.2737453758025063,  0.004891277411918875};
 static const double CE_IGN_MEAN = 1.2070268530999724;
-static const double CE_IGN_GRAD[12] = {
-    0.1517514346198827,  0.026370445218159413, 0.07168230204489746, -0.24980418188293957, 0, 0,
-    0, 0, 0.002699100601366822, 0.40058204698451433, -0.4106180637037595, 0.007336916117878314};
+static const double CE_IGN_GRAD[12] = {0.1517514346198827,
+                                       0.026370445218159413,
+                                       0.07168230204489746,
+                                       -0.24980418188293957,
+                                       0,
+                                       0,
+                                       0,
+                                       0,
+                                       0.002699100601366822,
+                                       0.40058204698451433,
+                                       -0.4106180637037595,
+                                       0.007336916117878314};
 
 Test(cross_entropy, pytorch_values) {
   em_scope s = em_scope_begin();
@@ -291,8 +300,7 @@ Test(cross_entropy, no_temporaries_leak_outside_scopes) {
   em_tensor *y = em_from_data(EM_I32, EM_SHAPE(3), (int32_t[]){4, 0, 2});
   em_tensor *b = em_zeros(EM_F32, EM_SHAPE(3, 5));
   em_tensor *outs[5] = {em_cross_entropy(t, y), em_nll_loss(t, y, EM_REDUCE_SUM, -100),
-                        em_mse_loss(t, b, EM_REDUCE_MEAN), em_softmax(t, 0),
-                        em_log_softmax(t, 1)};
+                        em_mse_loss(t, b, EM_REDUCE_MEAN), em_softmax(t, 0), em_log_softmax(t, 1)};
   for (int k = 0; k < 5; k++) {
     cr_assert_not_null(outs[k], "%s", em_last_error());
     em_release(outs[k]);

@@ -63,10 +63,10 @@ Test(reduce, sum_mean_dims_and_keepdim) {
   em_tensor *x = tu_rand(&r, EM_SHAPE(3, 4, 5), -1, 1, true);
   check_reduce(x, (red_case){0, {0}, false, false}, 0, NULL);
   check_reduce(x, (red_case){0, {0}, true, false}, 3, (int64_t[]){1, 1, 1});
-  check_reduce(x, (red_case){1, {0}, false, false}, 2, (int64_t[]){4, 5});    /* leading */
-  check_reduce(x, (red_case){1, {-1}, false, false}, 2, (int64_t[]){3, 4});   /* trailing */
-  check_reduce(x, (red_case){1, {1}, true, false}, 3, (int64_t[]){3, 1, 5});  /* middle */
-  check_reduce(x, (red_case){2, {0, 2}, false, false}, 1, (int64_t[]){4});    /* two groups */
+  check_reduce(x, (red_case){1, {0}, false, false}, 2, (int64_t[]){4, 5});   /* leading */
+  check_reduce(x, (red_case){1, {-1}, false, false}, 2, (int64_t[]){3, 4});  /* trailing */
+  check_reduce(x, (red_case){1, {1}, true, false}, 3, (int64_t[]){3, 1, 5}); /* middle */
+  check_reduce(x, (red_case){2, {0, 2}, false, false}, 1, (int64_t[]){4});   /* two groups */
   check_reduce(x, (red_case){2, {2, 0}, true, true}, 3, (int64_t[]){1, 4, 1});
   check_reduce(x, (red_case){2, {1, 2}, false, true}, 1, (int64_t[]){3});
   check_reduce(x, (red_case){0, {0}, false, true}, 0, NULL);

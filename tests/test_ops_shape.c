@@ -11,15 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BEGIN                                                                                      \
-  int64_t live0_ = em_live_tensors();                                                              \
-  em_clear_error();                                                                                \
-  em_scope sc_ = em_scope_begin()
-#define END                                                                                        \
-  em_scope_end(sc_);                                                                               \
-  cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
-               (long long)(em_live_tensors() - live0_))
-
 /* f32 tensor holding 0, 1, 2, ... in row-major order. */
 static em_tensor *arange(int ndim, const int64_t *shape) {
   em_tensor *t = em_empty(EM_F32, ndim, shape);
@@ -38,7 +29,7 @@ static void assert_shape(const em_tensor *t, int ndim, const int64_t *shape, con
 
 /* ---- reshape and flatten ----------------------------------------------------------------- */
 Test(shape, reshape_view_and_infer) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3, 4));
   em_tensor *r = em_reshape(a, EM_SHAPE(4, -1));
   assert_shape(r, EM_SHAPE(4, 6), "reshape (4, -1)");
@@ -56,11 +47,11 @@ Test(shape, reshape_view_and_infer) {
   cr_assert_eq(em_get(sc, 0), 3.0);
   em_tensor *empty = em_zeros(EM_F32, EM_SHAPE(0, 3));
   assert_shape(em_reshape(empty, EM_SHAPE(3, 0)), EM_SHAPE(3, 0), "empty reshape");
-  END;
+  TU_END;
 }
 
 Test(shape, reshape_of_view_copies) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(3, 4));
   em_tensor *t = em_transpose(a, 0, 1); /* (4, 3), t[i][j] = a[j][i] = 4j + i */
   em_tensor *r = em_reshape(t, EM_SHAPE(12));
@@ -72,11 +63,11 @@ Test(shape, reshape_of_view_copies) {
   em_tensor *rv = em_reshape(rows, EM_SHAPE(8));
   cr_assert(em_shares_storage(a, rv));
   for (int64_t k = 0; k < 8; k++) cr_assert_eq(em_get(rv, k), (double)(4 + k));
-  END;
+  TU_END;
 }
 
 Test(shape, reshape_errors) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3));
   tu_assert_error(em_reshape(a, EM_SHAPE(4, 2)), "[2, 3]", "[4, 2]");
   tu_assert_error(em_reshape(a, EM_SHAPE(-1, -1)), "reshape", "only one dimension may be -1");
@@ -90,11 +81,11 @@ Test(shape, reshape_errors) {
   cr_assert_str_eq(em_last_error(), "first failure");
   em_clear_error();
   tu_assert_error(em_flatten(NULL, 0, -1), "flatten", "NULL");
-  END;
+  TU_END;
 }
 
 Test(shape, flatten) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3, 4, 5));
   assert_shape(em_flatten(a, 1, 2), EM_SHAPE(2, 12, 5), "flatten 1..2");
   assert_shape(em_flatten(a, 0, -1), EM_SHAPE(120), "flatten all");
@@ -106,12 +97,12 @@ Test(shape, flatten) {
   assert_shape(em_flatten(em_scalar(2.0f), 0, -1), EM_SHAPE(1), "flatten 0-d");
   tu_assert_error(em_flatten(a, 2, 1), "flatten", "[2, 3, 4, 5]");
   tu_assert_error(em_flatten(a, 0, 4), "flatten: dim 4", "[2, 3, 4, 5]");
-  END;
+  TU_END;
 }
 
 /* ---- transpose and permute --------------------------------------------------------------- */
 Test(shape, transpose_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3, 4));
   em_tensor *t = em_transpose(a, 0, -1); /* (4, 3, 2): t[i][j][k] = a[k][j][i] */
   assert_shape(t, EM_SHAPE(4, 3, 2), "transpose 0,-1");
@@ -126,11 +117,11 @@ Test(shape, transpose_values) {
   em_tensor *same = em_transpose(a, 1, 1);
   assert_shape(same, EM_SHAPE(2, 3, 4), "transpose d, d");
   tu_assert_error(em_transpose(a, 0, 3), "transpose: dim 3", "[2, 3, 4]");
-  END;
+  TU_END;
 }
 
 Test(shape, permute_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3, 4));
   em_tensor *p = em_permute(a, (const int[]){1, 2, 0}); /* (3, 4, 2): p[i][j][k] = a[k][i][j] */
   assert_shape(p, EM_SHAPE(3, 4, 2), "permute 1,2,0");
@@ -143,12 +134,12 @@ Test(shape, permute_values) {
   assert_shape(q, EM_SHAPE(4, 2, 3), "permute -1,0,1");
   tu_assert_error(em_permute(a, (const int[]){0, 0, 1}), "repeated", "[2, 3, 4]");
   tu_assert_error(em_permute(a, (const int[]){0, 1, 3}), "out of range", "[2, 3, 4]");
-  END;
+  TU_END;
 }
 
 /* ---- slice and narrow -------------------------------------------------------------------- */
 Test(shape, slice_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(4, 10));
   em_tensor *s = em_slice(a, 1, 1, 8, 3); /* columns 1, 4, 7 */
   assert_shape(s, EM_SHAPE(4, 3), "slice 1:8:3");
@@ -176,11 +167,11 @@ Test(shape, slice_values) {
   tu_assert_error(em_slice(a, 1, 0, 5, 0), "step 0", "[4, 10]");
   tu_assert_error(em_slice(a, 2, 0, 5, 1), "slice: dim 2", "[4, 10]");
   tu_assert_error(em_slice(em_scalar(1), 0, 0, 1, 1), "slice", "[]");
-  END;
+  TU_END;
 }
 
 Test(shape, narrow_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(3, 5));
   em_tensor *n = em_narrow(a, 1, 1, 3);
   assert_shape(n, EM_SHAPE(3, 3), "narrow");
@@ -195,7 +186,7 @@ Test(shape, narrow_values) {
   tu_assert_error(em_narrow(a, 1, 3, 3), "length 3", "[3, 5]");
   tu_assert_error(em_narrow(a, 0, -4, 1), "start -4", "[3, 5]");
   tu_assert_error(em_narrow(a, 0, 0, -1), "length -1", "[3, 5]");
-  END;
+  TU_END;
 }
 
 /* Storage outlives the base tensor as long as a view holds it. */
@@ -212,7 +203,7 @@ Test(shape, view_keeps_storage_alive) {
 
 /* ---- contiguous and clone ---------------------------------------------------------------- */
 Test(shape, contiguous_and_clone) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(3, 4));
   em_tensor *c = em_contiguous(a);
   cr_assert_eq(c, a, "contiguous of a contiguous tensor is the tensor itself");
@@ -228,7 +219,7 @@ Test(shape, contiguous_and_clone) {
   em_tensor *ci = em_clone(em_from_data(EM_I64, EM_SHAPE(3), (const int64_t[]){7, -8, 9}));
   cr_assert_eq(ci->dtype, EM_I64);
   cr_assert_eq(em_get(ci, 1), -8.0);
-  END;
+  TU_END;
 }
 
 /* Outside scopes em_contiguous hands out a new reference: releasing it keeps the input alive. */
@@ -245,7 +236,7 @@ Test(shape, contiguous_reference_outside_scope) {
 
 /* ---- concat and stack -------------------------------------------------------------------- */
 Test(shape, concat_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3));
   em_tensor *b = em_full(EM_F32, EM_SHAPE(2, 2), -1.0);
   em_tensor *c = em_concat(2, (em_tensor *[]){a, b}, -1);
@@ -272,11 +263,11 @@ Test(shape, concat_values) {
   tu_assert_error(em_concat(0, (em_tensor *[]){a}, 0), "concat", "at least one");
   tu_assert_error(em_concat(1, (em_tensor *[]){em_scalar(1)}, 0), "concat", "0-d");
   tu_assert_error(em_concat(2, (em_tensor *[]){a, NULL}, 0), "concat", "NULL");
-  END;
+  TU_END;
 }
 
 Test(shape, stack_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3));
   em_tensor *b = em_full(EM_F32, EM_SHAPE(2, 3), 9.0);
   em_tensor *s0 = em_stack(2, (em_tensor *[]){a, b}, 0);
@@ -298,12 +289,12 @@ Test(shape, stack_values) {
   tu_assert_error(em_stack(2, (em_tensor *[]){a, em_zeros(EM_F32, EM_SHAPE(3, 2))}, 0), "[3, 2]",
                   "[2, 3]");
   tu_assert_error(em_stack(2, (em_tensor *[]){a, b}, 3), "stack: dim 3", "[2, 3]");
-  END;
+  TU_END;
 }
 
 /* ---- index_select ------------------------------------------------------------------------ */
 Test(shape, index_select_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(3, 4, 2));
   em_tensor *i64 = em_from_data(EM_I64, EM_SHAPE(5), (const int64_t[]){3, 0, 3, 1, 2});
   em_tensor *s = em_index_select(a, 1, i64);
@@ -327,11 +318,11 @@ Test(shape, index_select_values) {
   em_tensor *ri = em_index_select(ints, 0, pick);
   cr_assert_eq(ri->dtype, EM_I32);
   cr_assert(em_get(ri, 0) == 30 && em_get(ri, 1) == 10);
-  END;
+  TU_END;
 }
 
 Test(shape, index_select_errors) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(3, 4));
   em_tensor *bad = em_from_data(EM_I64, EM_SHAPE(3), (const int64_t[]){0, 4, 1});
   tu_assert_error(em_index_select(a, 1, bad), "index 4 at position 1", "[3, 4]");
@@ -343,7 +334,7 @@ Test(shape, index_select_errors) {
   tu_assert_error(em_index_select(a, 2, em_zeros(EM_I64, EM_SHAPE(2))), "index_select: dim 2",
                   "[3, 4]");
   tu_assert_error(em_index_select(a, 0, NULL), "index_select", "NULL");
-  END;
+  TU_END;
 }
 
 /* ---- gradients --------------------------------------------------------------------------- */
@@ -374,7 +365,7 @@ static em_tensor *f_views(em_tensor **in, void *ctx) {
 }
 
 Test(shape, gradcheck_views_and_copies) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(11);
   em_tensor *a = tu_rand(&r, EM_SHAPE(3, 4, 5), -1, 1, true);
   static const char *names[] = {"reshape",    "reshape (copy)", "flatten",    "transpose",
@@ -384,7 +375,7 @@ Test(shape, gradcheck_views_and_copies) {
     gctx c = {k};
     tu_gradcheck(f_views, 1, &a, &c, 1e-2, 2e-3, names[k]);
   }
-  END;
+  TU_END;
 }
 
 static em_tensor *f_join(em_tensor **in, void *ctx) {
@@ -397,7 +388,7 @@ static em_tensor *f_join(em_tensor **in, void *ctx) {
 }
 
 Test(shape, gradcheck_concat_stack) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(12);
   em_tensor *in[3] = {tu_rand(&r, EM_SHAPE(2, 3), -1, 1, true),
                       tu_rand(&r, EM_SHAPE(2, 1), -1, 1, false), /* no gradient wanted */
@@ -408,7 +399,7 @@ Test(shape, gradcheck_concat_stack) {
     tu_gradcheck(f_join, 3, in, &c, 1e-2, 2e-3, names[k]);
   }
   cr_assert_null(in[1]->grad, "an input without requires_grad gets no gradient");
-  END;
+  TU_END;
 }
 
 static em_tensor *f_index(em_tensor **in, void *ctx) {
@@ -417,7 +408,7 @@ static em_tensor *f_index(em_tensor **in, void *ctx) {
 }
 
 Test(shape, gradcheck_index_select) {
-  BEGIN;
+  TU_BEGIN;
   em_rng r = em_rng_new(13);
   em_tensor *a = tu_rand(&r, EM_SHAPE(2, 4, 3), -1, 1, true);
   em_tensor *idx = em_from_data(EM_I32, EM_SHAPE(5), (const int32_t[]){1, 3, 1, 1, 0});
@@ -430,12 +421,12 @@ Test(shape, gradcheck_index_select) {
   for (int o = 0; o < 2; o++)
     for (int j = 0; j < 4; j++)
       for (int i = 0; i < 3; i++) cr_assert_eq(em_get(a->grad, (o * 4 + j) * 3 + i), count[j]);
-  END;
+  TU_END;
 }
 
 /* The gradient of a view is exactly the output gradient put back in place, zeros elsewhere. */
 Test(shape, view_gradient_exact) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = em_zeros(EM_F32, EM_SHAPE(3, 6));
   em_set_requires_grad(a, true);
   em_tensor *v = em_slice(em_transpose(a, 0, 1), 0, 1, 6, 2); /* a^T rows 1, 3, 5: (3, 3) */
@@ -448,5 +439,5 @@ Test(shape, view_gradient_exact) {
       double ref = j % 2 ? (double)((j - 1) / 2 * 3 + i) : 0.0;
       cr_assert_eq(em_get(a->grad, i * 6 + j), ref, "grad[%d][%d]", i, j);
     }
-  END;
+  TU_END;
 }

@@ -40,19 +40,13 @@ static em_tensor *apply(const unary_case *c, em_tensor *x) {
 static em_tensor *unary_fn(em_tensor **in, void *ctx) { return apply(ctx, in[0]); }
 
 static const unary_case cases[] = {
-    {"exp", r_exp, -3, 3, 0, 0},
-    {"log", r_log, 0.2f, 4, 0, 0},
-    {"sqrt", r_sqrt, 0.2f, 4, 0, 0},
-    {"pow", r_pow, 0.2f, 3, 2, 0},
-    {"pow", r_pow, 0.2f, 3, 0.5f, 0},
-    {"pow", r_pow, 0.2f, 3, -1.5f, 0},
+    {"exp", r_exp, -3, 3, 0, 0},         {"log", r_log, 0.2f, 4, 0, 0},
+    {"sqrt", r_sqrt, 0.2f, 4, 0, 0},     {"pow", r_pow, 0.2f, 3, 2, 0},
+    {"pow", r_pow, 0.2f, 3, 0.5f, 0},    {"pow", r_pow, 0.2f, 3, -1.5f, 0},
     {"pow", r_pow, -2, 2, 3, 0}, /* integer exponent: negative bases are fine */
-    {"pow", r_pow, -2, 2, 2, 0},
-    {"relu", r_relu, -2, 2, 0, 0},
-    {"gelu", r_gelu, -4, 4, 0, 0},
-    {"tanh", r_tanh, -3, 3, 0, 0},
-    {"sigmoid", r_sigmoid, -6, 6, 0, 0},
-    {"clamp", r_clamp, -2, 2, -0.5f, 1.0f},
+    {"pow", r_pow, -2, 2, 2, 0},         {"relu", r_relu, -2, 2, 0, 0},
+    {"gelu", r_gelu, -4, 4, 0, 0},       {"tanh", r_tanh, -3, 3, 0, 0},
+    {"sigmoid", r_sigmoid, -6, 6, 0, 0}, {"clamp", r_clamp, -2, 2, -0.5f, 1.0f},
 };
 #define NCASES ((int)(sizeof cases / sizeof *cases))
 
@@ -206,8 +200,7 @@ Test(where, broadcasting_and_cond_dtypes) {
   check_where(c32, a2, em_scalar(9), 2, (int64_t[]){2, 3});
   em_tensor *ct = em_from_data(EM_U8, EM_SHAPE(3, 2), (uint8_t[]){1, 0, 0, 1, 1, 1});
   em_tensor *at = tu_rand(&r, EM_SHAPE(3, 2), -1, 1, false);
-  check_where(em_transpose(ct, 0, 1), em_transpose(at, 0, 1), em_scalar(9), 2,
-              (int64_t[]){2, 3});
+  check_where(em_transpose(ct, 0, 1), em_transpose(at, 0, 1), em_scalar(9), 2, (int64_t[]){2, 3});
   em_scope_end(s);
 }
 

@@ -8,15 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BEGIN                                                                                      \
-  int64_t live0_ = em_live_tensors();                                                              \
-  em_clear_error();                                                                                \
-  em_scope sc_ = em_scope_begin()
-#define END                                                                                        \
-  em_scope_end(sc_);                                                                               \
-  cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
-               (long long)(em_live_tensors() - live0_))
-
 static bool aligned64(const void *p) { return ((uintptr_t)p & 63u) == 0; }
 
 /* ---- creation ---------------------------------------------------------------------------- */
@@ -36,7 +27,7 @@ Test(tensor, dtypes) {
 }
 
 Test(tensor, creation_shapes_and_values) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *e = em_empty(EM_F32, EM_SHAPE(2, 3, 4));
   cr_assert_not_null(e, "%s", em_last_error());
   cr_assert_eq(e->ndim, 3);
@@ -66,23 +57,23 @@ Test(tensor, creation_shapes_and_values) {
   cr_assert_eq(em_numel(zero), 0);
   cr_assert_not_null(em_from_data(EM_F32, EM_SHAPE(0), NULL), "no data needed for no elements");
   cr_assert_eq(em_numel(NULL), 0);
-  END;
+  TU_END;
 }
 
 Test(tensor, creation_errors) {
-  BEGIN;
+  TU_BEGIN;
   tu_assert_error(em_empty(EM_F32, EM_SHAPE(2, -3)), "negative size -3", "dimension 1");
   int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
   tu_assert_error(em_zeros(EM_F32, 9, nine), "9 dimensions", "at most 8");
   tu_assert_error(em_empty((em_dtype)42, EM_SHAPE(2)), "unknown dtype 42", NULL);
   tu_assert_error(em_empty(EM_F32, EM_SHAPE(1LL << 40, 1LL << 40)), "too large", NULL);
   tu_assert_error(em_from_data(EM_F32, EM_SHAPE(2), NULL), "from_data", "NULL");
-  END;
+  TU_END;
 }
 
 /* ---- element access ---------------------------------------------------------------------- */
 Test(tensor, get_set_every_dtype) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *f = em_zeros(EM_F32, EM_SHAPE(2, 2));
   em_set(f, 3, 1.5);
   em_set(f, 1, 0.1); /* stored as float, read back as that float */
@@ -111,11 +102,11 @@ Test(tensor, get_set_every_dtype) {
   cr_assert_not_null(h, "%s", em_last_error());
   cr_assert(aligned64(em_data(h)));
   cr_assert_eq(em_get(h, 0), 0.0);
-  END;
+  TU_END;
 }
 
 Test(tensor, get_set_follow_strides) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = em_zeros(EM_F32, EM_SHAPE(3, 4));
   for (int64_t k = 0; k < 12; k++) em_set(a, k, (double)k);
   em_tensor *t = em_transpose(a, 0, 1); /* (4, 3), strides (1, 4) */
@@ -128,12 +119,12 @@ Test(tensor, get_set_follow_strides) {
   cr_assert_eq(n->offset, 2);
   cr_assert_eq(em_data_f32(n), em_data_f32(a) + 2);
   cr_assert_eq(em_get(n, 3), 7.0);
-  END;
+  TU_END;
 }
 
 /* ---- strides, contiguity, alignment ------------------------------------------------------ */
 Test(tensor, contiguity) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = em_zeros(EM_F32, EM_SHAPE(2, 3, 4));
   cr_assert(em_is_contiguous(a));
   cr_assert(!em_is_contiguous(em_transpose(a, 1, 2)));
@@ -149,11 +140,11 @@ Test(tensor, contiguity) {
             "(1, 5) transposed to (5, 1) is still contiguous");
   em_tensor *e = em_zeros(EM_F32, EM_SHAPE(0, 3));
   cr_assert(em_is_contiguous(e));
-  END;
+  TU_END;
 }
 
 Test(tensor, alignment_64_bytes) {
-  BEGIN;
+  TU_BEGIN;
   const em_dtype dts[] = {EM_F32, EM_I64, EM_I32, EM_U8, EM_BF16, EM_F16};
   const int64_t sizes[] = {0, 1, 3, 17, 64, 1000, 4097};
   for (int k = 0; k < 6; k++)
@@ -167,7 +158,7 @@ Test(tensor, alignment_64_bytes) {
     }
   cr_assert(aligned64(em_data(em_scalar(1))));
   cr_assert(aligned64(em_data(em_from_data(EM_U8, EM_SHAPE(3), (const uint8_t[]){1, 2, 3}))));
-  END;
+  TU_END;
 }
 
 /* ---- reference counting and views -------------------------------------------------------- */
@@ -304,7 +295,7 @@ Test(tensor, error_messages) {
 }
 
 Test(tensor, shape_strings_and_names) {
-  BEGIN;
+  TU_BEGIN;
   char b[EM_SHAPE_STR_LEN];
   cr_assert_str_eq(em_shape_str(em_zeros(EM_F32, EM_SHAPE(2, 3)), b, sizeof b), "[2, 3]");
   cr_assert_str_eq(em_shape_str(em_scalar(1), b, sizeof b), "[]");
@@ -323,12 +314,12 @@ Test(tensor, shape_strings_and_names) {
   cr_assert_str_eq(em_tensor_name(w), "fc2.weight");
   em_tensor_set_name(w, NULL);
   cr_assert_str_eq(em_tensor_name(w), "");
-  END;
+  TU_END;
 }
 
 /* ---- requires_grad and set_grad ---------------------------------------------------------- */
 Test(tensor, requires_grad_checks) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *a = em_zeros(EM_F32, EM_SHAPE(2));
   cr_assert_eq(em_set_requires_grad(a, true), EM_OK);
   cr_assert(a->requires_grad);
@@ -344,11 +335,11 @@ Test(tensor, requires_grad_checks) {
   cr_assert_eq(em_set_requires_grad(NULL, true), EM_ERR_INVALID);
   cr_assert_eq(em_set_requires_grad(a, false), EM_OK);
   cr_assert(!a->requires_grad);
-  END;
+  TU_END;
 }
 
 Test(tensor, set_grad_checks) {
-  BEGIN;
+  TU_BEGIN;
   em_tensor *w = em_zeros(EM_F32, EM_SHAPE(2, 3));
   em_tensor_set_name(w, "w");
   em_set_requires_grad(w, true);
@@ -380,7 +371,7 @@ Test(tensor, set_grad_checks) {
   em_tensor *part = em_reshape(em_narrow(buf, 0, 4, 6), EM_SHAPE(2, 3));
   cr_assert_eq(em_set_grad(w, part), EM_OK, "%s", em_last_error());
   cr_assert(em_shares_storage(w->grad, buf));
-  END;
+  TU_END;
 }
 
 /* Outside scopes, a tensor's .grad is released with the tensor. */
@@ -397,7 +388,7 @@ Test(tensor, grad_released_with_tensor) {
 
 /* ---- random numbers ---------------------------------------------------------------------- */
 Test(tensor, rng) {
-  BEGIN;
+  TU_BEGIN;
   em_rng a = em_rng_new(42), b = em_rng_new(42), c = em_rng_new(43);
   bool differs = false;
   for (int i = 0; i < 100; i++) {
@@ -430,7 +421,7 @@ Test(tensor, rng) {
   em_tensor *u2 = em_rand_uniform(EM_SHAPE(7, 9), -2.0f, 5.0f, &q2);
   cr_assert(memcmp(em_data(u1), em_data(u2), 63 * sizeof(float)) == 0);
   for (int64_t i = 0; i < 63; i++) cr_assert(em_get(u1, i) >= -2.0 && em_get(u1, i) < 5.0);
-  END;
+  TU_END;
 }
 
 Test(tensor, devices_and_threads) {

@@ -109,7 +109,8 @@ static void batch(const model_case *c, int step, em_tensor **x, em_tensor **y) {
   for (int64_t i = 0; i < n; i++) ((int64_t *)em_data(*y))[i] = (int64_t)yf[i];
 }
 
-static void check_rel(const float *got, const float *want, int64_t n, double tol, const char *what) {
+static void check_rel(const float *got, const float *want, int64_t n, double tol,
+                      const char *what) {
   double e = tu_rel_err(got, want, n);
   cr_assert(e <= tol, "%s: relative error %.3g > %.1g", what, e, tol);
 }
@@ -152,7 +153,7 @@ static void train(const model_case *c, const char *opt_name) {
   load_init(m, c);
   em_params p = em_parameters(m);
   em_optim *opt = strcmp(opt_name, "sgd") == 0 ? em_sgd(p, .lr = 0.05, .momentum = 0.9)
-                                                : em_adamw(p, .lr = 1e-3, .weight_decay = 0.01);
+                                               : em_adamw(p, .lr = 1e-3, .weight_decay = 0.01);
   cr_assert_not_null(opt, "%s", em_last_error());
   char key[160];
   snprintf(key, sizeof key, "%s.%s.losses", c->tag, opt_name);

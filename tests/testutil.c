@@ -14,8 +14,8 @@ em_tensor *tu_rand(em_rng *r, int ndim, const int64_t *shape, float lo, float hi
 void tu_assert_close(const em_tensor *got, const double *ref, int64_t n, double rtol, double atol,
                      const char *what) {
   cr_assert_not_null(got, "%s: result is NULL: %s", what, em_last_error());
-  cr_assert_eq(em_numel(got), n, "%s: %lld elements, expected %lld", what,
-               (long long)em_numel(got), (long long)n);
+  cr_assert_eq(em_numel(got), n, "%s: %lld elements, expected %lld", what, (long long)em_numel(got),
+               (long long)n);
   for (int64_t i = 0; i < n; i++) {
     double g = em_get(got, i);
     cr_assert(fabs(g - ref[i]) <= atol + rtol * fabs(ref[i]) || (isnan(g) && isnan(ref[i])),
@@ -83,4 +83,19 @@ void tu_assert_error(const em_tensor *t, const char *needle1, const char *needle
   cr_assert(needle1 == NULL || strstr(msg, needle1), "error '%s' lacks '%s'", msg, needle1);
   cr_assert(needle2 == NULL || strstr(msg, needle2), "error '%s' lacks '%s'", msg, needle2);
   em_clear_error();
+}
+
+em_tensor *tu_ramp(int ndim, const int64_t *shape, double scale, double shift) {
+  em_tensor *t = em_empty(EM_F32, ndim, shape);
+  cr_assert_not_null(t, "%s", em_last_error());
+  for (int64_t k = 0; k < em_numel(t); k++) em_set(t, k, scale * sin(0.37 * k + shift));
+  return t;
+}
+
+void tu_assert_names(em_module *m, int n_params, const char *const *names, int n) {
+  cr_assert_eq(em_module_num_params(m), n_params);
+  cr_assert_eq(em_module_num_tensors(m), n);
+  cr_assert_eq(em_module_num_buffers(m), n - n_params);
+  for (int i = 0; i < n; i++)
+    cr_assert_str_eq(em_module_tensor_name(m, i), names[i], "tensor %d", i);
 }

@@ -29,4 +29,21 @@ void tu_gradcheck(tu_fn f, int n_inputs, em_tensor **inputs, void *ctx, double e
 /* Fail the test unless t is NULL and the last error contains every one of the strings given. */
 void tu_assert_error(const em_tensor *t, const char *needle1, const char *needle2);
 
+/* Test body bracket: opens a scope and clears the error; TU_END closes the scope and fails if
+ * any tensor made in between is still alive. */
+#define TU_BEGIN                                                                                   \
+  int64_t live0_ = em_live_tensors();                                                              \
+  em_clear_error();                                                                                \
+  em_scope sc_ = em_scope_begin()
+#define TU_END                                                                                     \
+  em_scope_end(sc_);                                                                               \
+  cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
+               (long long)(em_live_tensors() - live0_))
+
+/* Deterministic f32 values scale * sin(0.37 k + shift), k the flat index (scope-owned). */
+em_tensor *tu_ramp(int ndim, const int64_t *shape, double scale, double shift);
+
+/* m's whole-tree tensor names are exactly names[0..n) and the first n_params are parameters. */
+void tu_assert_names(em_module *m, int n_params, const char *const *names, int n);
+
 #endif

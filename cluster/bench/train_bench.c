@@ -20,8 +20,10 @@ static double now_s(void) {
 }
 
 static int usage(const char *msg) {
-  fprintf(stderr, "ember-train-bench: %s\nusage: ember-train-bench --model mlp|cnn [--steps N] "
-                  "[--warmup N] [--batch N] [--threads N]\n", msg);
+  fprintf(stderr,
+          "ember-train-bench: %s\nusage: ember-train-bench --model mlp|cnn [--steps N] "
+          "[--warmup N] [--batch N] [--threads N]\n",
+          msg);
   return 2;
 }
 
@@ -30,12 +32,18 @@ int main(int argc, char **argv) {
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--model") && v) model_name = argv[++i];
-    else if (!strcmp(argv[i], "--steps") && v) steps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--warmup") && v) warmup = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && v) batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && v) threads = atoi(argv[++i]);
-    else return usage("unknown or incomplete option");
+    if (!strcmp(argv[i], "--model") && v)
+      model_name = argv[++i];
+    else if (!strcmp(argv[i], "--steps") && v)
+      steps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--warmup") && v)
+      warmup = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--batch") && v)
+      batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && v)
+      threads = atoi(argv[++i]);
+    else
+      return usage("unknown or incomplete option");
   }
   if (!model_name || (strcmp(model_name, "mlp") && strcmp(model_name, "cnn")))
     return usage("--model must be mlp or cnn");
@@ -86,7 +94,8 @@ int main(int argc, char **argv) {
   printf("ember %s: %d steps of batch %d in %.3f s, final loss %.4f\n", model_name, steps, batch,
          dt, last_loss);
   printf("BENCH suite=train case=%s impl=ember ranks=1 threads=%d batch=%d samples_per_s=%.1f "
-         "step_ms=%.3f\n", model_name, threads, batch, steps * (double)batch / dt, 1000 * dt / steps);
+         "step_ms=%.3f\n",
+         model_name, threads, batch, steps * (double)batch / dt, 1000 * dt / steps);
   free(perm);
   em_optim_free(opt);
   em_module_free(model);
