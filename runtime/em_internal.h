@@ -89,6 +89,10 @@ em_tensor *em__alloc_noscope(em_dtype dt, int ndim, const int64_t *shape, bool z
 /* A view of t's storage with the given geometry, registered with the scope like any new tensor. */
 em_tensor *em__view(em_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
                     int64_t offset);
+/* Make t a contiguous view of src's storage starting at element offset, dropping t's own storage
+ * reference (freeing it if t was its last user). The em_tensor pointer stays the same: this is
+ * how the parameter arena adopts existing parameters. The caller copies the values first. */
+void em__rebind_storage(em_tensor *t, const em_tensor *src, int64_t offset);
 /* Register an owned tensor with the current scope (no-op outside scopes). Returns t. */
 em_tensor *em__scope_adopt(em_tensor *t);
 /* Close an op's private scope s, keeping out (which may be NULL): see the top of this file. */

@@ -483,9 +483,7 @@ em_status em_module_set_param(em_module *m, const char *name, const float *data,
 }
 
 /* ---- the arena ------------------------------------------------------------------------------- */
-/* Move t into arena at off: copy its values, then swap its storage reference for the arena's. The
- * old storage reference is dropped through a temporary view, so the storage is freed by tensor.c's
- * own release path when nothing else uses it. */
+/* Move t into arena at off: copy its values, then make t a view of the arena there. */
 static void rebind(em_tensor *t, em_tensor *arena, int64_t off) {
   float *dst = em_data_f32(arena) + off;
   int64_t n = em_numel(t);
@@ -493,16 +491,7 @@ static void rebind(em_tensor *t, em_tensor *arena, int64_t off) {
     memcpy(dst, em_data_f32(t), (size_t)n * sizeof(float));
   else
     for (int64_t i = 0; i < n; i++) dst[i] = (float)em_get(t, i);
-  em_scope s = em_scope_begin();
-  em_tensor *old = em__view(t, t->ndim, t->shape, t->strides, t->offset); /* +1 on old storage */
-  if (old) {
-    __atomic_sub_fetch(&t->storage->refcount, 1, __ATOMIC_ACQ_REL); /* t's ref; old keeps it > 0 */
-    t->storage = arena->storage;
-    __atomic_add_fetch(&arena->storage->refcount, 1, __ATOMIC_RELAXED);
-    t->offset = arena->offset + off;
-    em__contig_strides(t->ndim, t->shape, t->strides);
-  }
-  em_scope_end(s); /* releases old: frees the previous storage if t was its last user */
+  em__rebind_storage(t, arena, arena->offset + off);
 }
 
 /* Drop the arena handles of m's descendants: after the root packs, nothing lives in them. */

@@ -290,6 +290,14 @@ em_tensor *em__view(em_tensor *t, int ndim, const int64_t *shape, const int64_t 
   return em__scope_adopt(v);
 }
 
+void em__rebind_storage(em_tensor *t, const em_tensor *src, int64_t offset) {
+  __atomic_add_fetch(&src->storage->refcount, 1, __ATOMIC_RELAXED);
+  storage_release(t->storage);
+  t->storage = src->storage;
+  t->offset = offset;
+  em__contig_strides(t->ndim, t->shape, t->strides);
+}
+
 em_tensor *em_retain(em_tensor *t) {
   if (t) __atomic_add_fetch(&t->refcount, 1, __ATOMIC_RELAXED);
   return t;
