@@ -181,6 +181,16 @@ bool em_backward_reaches(const em_tensor *t) {
   return t->bw_epoch == bw_epoch; /* stamped by discover (or the leaf root) in this pass */
 }
 
+em_tensor *em__grad_sink(em_node *n, int k) {
+  em_tensor *in = n->inputs[k];
+  if (!in->requires_grad || in->grad_fn || !in->grad || in->grad->dtype != EM_F32 ||
+      !em_is_contiguous(in->grad))
+    return NULL;
+  for (int j = 0; j < n->n_in; j++) /* the same leaf twice: let the engine add both */
+    if (j != k && n->inputs[j] == in) return NULL;
+  return in->grad;
+}
+
 /* ---- gradient helpers ------------------------------------------------------------------- */
 EM_SIMD_CLONES static void add_into(float *restrict o, const float *restrict p, int64_t n) {
   for (int64_t i = 0; i < n; i++) o[i] += p[i];
@@ -396,6 +406,7 @@ static em_status execute(em_node *root, em_tensor *seed, bool retain) {
           }
         }
       } else {
+        /* gin[k] NULL: no contribution, or the backward added it into in->grad itself */
         st = leaf_accumulate(in, gin[k]);
       }
     }

@@ -81,6 +81,11 @@ struct em_hook {
  * allocation failure, with the error set and out->grad_fn left NULL: callers check em__failed). */
 em_node *em__record(em_tensor *out, const char *op, em_backward_fn bw, int n_in,
                     em_tensor *const *inputs);
+/* Inside a backward function: the .grad tensor of input k when the backward may accumulate input
+ * k's gradient straight into it (input k is a leaf with a contiguous f32 .grad, used once by this
+ * node); NULL otherwise. A backward that adds its gradient into it leaves gin[k] NULL: the engine
+ * then only does the bookkeeping (pending count, grad-ready hooks). */
+em_tensor *em__grad_sink(em_node *n, int k);
 /* Save a detached alias of t (shares storage, no history) in n->saved[n->n_saved++]. */
 void em__save(em_node *n, em_tensor *t);
 

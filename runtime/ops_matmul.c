@@ -96,14 +96,26 @@ static mm_geom geom_of(const em_tensor *t, bool trans, int nd) {
 typedef struct {
   dnnl_memory_desc_t a, b, c, bias;
   bool has_bias;
+  bool accumulate; /* c += a @ b: a sum post-op */
 } mm_build_ctx;
 
 static dnnl_status_t mm_build(void *vctx, dnnl_primitive_desc_t *pd) {
   mm_build_ctx *x = vctx;
   dnnl_matmul_desc_t d;
   dnnl_status_t st = dnnl_matmul_desc_init(&d, &x->a, &x->b, x->has_bias ? &x->bias : NULL, &x->c);
-  if (st != dnnl_success) return st;
-  return dnnl_primitive_desc_create(pd, &d, NULL, em__dnnl_engine(), NULL);
+  if (st != dnnl_success || !x->accumulate)
+    return st != dnnl_success ? st
+                              : dnnl_primitive_desc_create(pd, &d, NULL, em__dnnl_engine(), NULL);
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  if ((st = dnnl_post_ops_create(&po)) == dnnl_success &&
+      (st = dnnl_post_ops_append_sum(po, 1.0f)) == dnnl_success &&
+      (st = dnnl_primitive_attr_create(&attr)) == dnnl_success &&
+      (st = dnnl_primitive_attr_set_post_ops(attr, po)) == dnnl_success)
+    st = dnnl_primitive_desc_create(pd, &d, attr, em__dnnl_engine(), NULL);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (po) dnnl_post_ops_destroy(po);
+  return st;
 }
 
 static int geom_key(char *buf, size_t n, const char *name, const mm_geom *g) {
@@ -116,22 +128,29 @@ static int geom_key(char *buf, size_t n, const char *name, const mm_geom *g) {
 }
 
 /* c (batch..., M, N) = a (batch..., M, K) @ b (batch..., K, N) + bias (N) (2-D only). Batch dims
- * of a and b are equal or 1; c is row-major with the broadcast batch dims. */
-static em_status mm_run(const char *op, const mm_geom *ga, const float *pa, const mm_geom *gb,
-                        const float *pb, const mm_geom *gc, float *pc, const float *bias) {
+ * of a and b are equal or 1; c is row-major with the broadcast batch dims. With accumulate (no
+ * bias), c += a @ b instead. */
+static em_status mm_run_ex(const char *op, const mm_geom *ga, const float *pa, const mm_geom *gb,
+                           const float *pb, const mm_geom *gc, float *pc, const float *bias,
+                           bool accumulate) {
   int nd = gc->nd;
   int64_t n_out = em__shape_numel(nd, gc->dims), K = ga->dims[nd - 1], N = gc->dims[nd - 1];
   if (n_out == 0) return EM_OK;
   if (K == 0) { /* empty sum: zeros (+ bias) */
-    for (int64_t i = 0; i < n_out; i++) pc[i] = bias ? bias[i % N] : 0.0f;
+    for (int64_t i = 0; i < n_out && !accumulate; i++) pc[i] = bias ? bias[i % N] : 0.0f;
     return EM_OK;
   }
   char key[1280]; /* room for 3 x 8 dims and strides of 20 digits: never truncated */
-  int k = snprintf(key, sizeof key, "matmul f32%s", bias ? " bias" : "");
+  int k =
+      snprintf(key, sizeof key, "matmul f32%s%s", bias ? " bias" : "", accumulate ? " acc" : "");
   k += geom_key(key + k, sizeof key - (size_t)k, "a", ga);
   k += geom_key(key + k, sizeof key - (size_t)k, "b", gb);
   geom_key(key + k, sizeof key - (size_t)k, "c", gc);
-  mm_build_ctx x = {.a = geom_md(ga), .b = geom_md(gb), .c = geom_md(gc), .has_bias = bias != NULL};
+  mm_build_ctx x = {.a = geom_md(ga),
+                    .b = geom_md(gb),
+                    .c = geom_md(gc),
+                    .has_bias = bias != NULL,
+                    .accumulate = accumulate};
   if (bias) {
     int64_t bd[2] = {1, N};
     x.bias = em__dnnl_md(2, bd);
@@ -143,6 +162,11 @@ static em_status mm_run(const char *op, const mm_geom *ga, const float *pa, cons
                          {DNNL_ARG_DST, &x.c, pc},
                          {DNNL_ARG_BIAS, &x.bias, (void *)bias}};
   return em__dnnl_exec(op, p, bias ? 4 : 3, args);
+}
+
+static em_status mm_run(const char *op, const mm_geom *ga, const float *pa, const mm_geom *gb,
+                        const float *pb, const mm_geom *gc, float *pc, const float *bias) {
+  return mm_run_ex(op, ga, pa, gb, pb, gc, pc, bias, false);
 }
 
 /* Try to see a (batch..., M, K) as one (prod, K) matrix: true when the batch dims and M merge. */
@@ -374,19 +398,23 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
     if (st != EM_OK) return st;
     gin[0] = dx;
   }
+  /* Weight and bias gradients go straight into the parameters' .grad when they exist (the
+   * usual training step): no temporary, no extra pass to add it in. */
   if (n->inputs[1]->requires_grad) { /* dw (out, in) = dy^T (out, R) @ x (R, in) */
-    em_tensor *dw = em_empty(EM_F32, 2, w->shape);
+    em_tensor *sink = em__grad_sink(n, 1);
+    em_tensor *dw = sink ? sink : em_empty(EM_F32, 2, w->shape);
     if (!dw) return em_last_status();
     mm_geom gt = gg;
     geom_swap_last(&gt);
     mm_geom gc = {.nd = 2, .dims = {out_f, in_f}, .strides = {in_f, 1}};
-    em_status st =
-        mm_run("linear backward", &gt, pg, &gx, em_data_f32(x), &gc, em_data_f32(dw), NULL);
+    em_status st = mm_run_ex("linear backward", &gt, pg, &gx, em_data_f32(x), &gc, em_data_f32(dw),
+                             NULL, sink != NULL);
     if (st != EM_OK) return st;
-    gin[1] = dw;
+    if (!sink) gin[1] = dw;
   }
   if (n->n_in == 3 && n->inputs[2]->requires_grad) { /* db (out) = sum over rows of dy */
-    em_tensor *db = em_zeros(EM_F32, EM_SHAPE(out_f));
+    em_tensor *sink = em__grad_sink(n, 2);
+    em_tensor *db = sink ? sink : em_zeros(EM_F32, EM_SHAPE(out_f));
     if (!db) return em_last_status();
     float *pb = em_data_f32(db);
     for (int64_t r = 0; r < R; r++) {
@@ -394,7 +422,7 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 #pragma omp simd
       for (int64_t j = 0; j < out_f; j++) pb[j] += row[j];
     }
-    gin[2] = db;
+    if (!sink) gin[2] = db;
   }
   return EM_OK;
 }

@@ -408,3 +408,61 @@ Test(matmul, no_scope_no_leak) {
   em_release(a);
   cr_assert_eq(em_live_tensors(), before);
 }
+
+/* The weight and bias gradients of linear go straight into existing .grad tensors (no temporary):
+ * a second backward must add exactly the first one's gradient again, a weight used by two linear
+ * nodes must get both contributions, .grad may be a view into a larger flat buffer (what the DDP
+ * reducer does), and the grad-ready hook must see the final value. */
+static int sink_hook_calls;
+static double sink_hook_sum;
+static void sink_hook(em_tensor *leaf, void *ctx) {
+  sink_hook_calls++;
+  sink_hook_sum = 0;
+  for (int64_t i = 0; i < em_numel(leaf->grad); i++) sink_hook_sum += em_get(leaf->grad, i);
+}
+
+Test(matmul, linear_accumulates_into_existing_grad) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(7);
+  em_tensor *x = tu_rand(&r, EM_SHAPE(5, 4), -1, 1, false);
+  em_tensor *w = tu_rand(&r, EM_SHAPE(3, 4), -1, 1, true);
+  em_tensor *b = tu_rand(&r, EM_SHAPE(3), -1, 1, true);
+  /* First pass: no .grad yet (fresh tensors). */
+  cr_assert_eq(em_backward(em_sum(em_linear(x, w, b), 0, NULL, false)), EM_OK);
+  float w1[12], b1[3];
+  memcpy(w1, em_data_f32(w->grad), sizeof w1);
+  memcpy(b1, em_data_f32(b->grad), sizeof b1);
+  /* Reference: dW[o][i] = sum_r x[r][i]; db[o] = 5. */
+  for (int o = 0; o < 3; o++) {
+    cr_assert_float_eq(b1[o], 5.0f, 1e-6);
+    for (int i = 0; i < 4; i++) {
+      double ref = 0;
+      for (int rr = 0; rr < 5; rr++) ref += em_get(x, rr * 4 + i);
+      cr_assert_float_eq(w1[o * 4 + i], ref, 1e-5);
+    }
+  }
+  /* .grad as views into one flat buffer, pre-filled with w1/b1: the next pass adds into it. */
+  em_tensor *flat = em_zeros(EM_F32, EM_SHAPE(32));
+  em_tensor *gw = em_reshape(em_narrow(flat, 0, 0, 12), EM_SHAPE(3, 4));
+  em_tensor *gb = em_narrow(flat, 0, 16, 3);
+  memcpy(em_data_f32(gw), w1, sizeof w1);
+  memcpy(em_data_f32(gb), b1, sizeof b1);
+  cr_assert_eq(em_set_grad(w, gw), EM_OK);
+  cr_assert_eq(em_set_grad(b, gb), EM_OK);
+  int id = em_tensor_on_grad_ready(w, sink_hook, NULL);
+  /* Shared weight: two linear nodes use w, so it gets two contributions this pass. */
+  em_tensor *y = em_add(em_linear(x, w, b), em_linear(x, w, NULL));
+  cr_assert_eq(em_backward(em_sum(y, 0, NULL, false)), EM_OK, "%s", em_last_error());
+  cr_assert(w->grad == gw && b->grad == gb, ".grad tensors are kept, not replaced");
+  double expect_sum = 0;
+  for (int i = 0; i < 12; i++) {
+    cr_assert_float_eq(em_data_f32(flat)[i], 3 * w1[i], 1e-5, "w grad %d", i);
+    expect_sum += 3 * w1[i];
+  }
+  for (int o = 0; o < 3; o++) cr_assert_float_eq(em_data_f32(flat)[16 + o], 2 * b1[o], 1e-5);
+  for (int i = 12; i < 16; i++) cr_assert_eq(em_data_f32(flat)[i], 0.0f, "padding untouched");
+  cr_assert_eq(sink_hook_calls, 1, "hook fires once per pass");
+  cr_assert_float_eq(sink_hook_sum, expect_sum, 1e-4, "hook sees the final gradient");
+  em_tensor_remove_hook(w, id);
+  em_scope_end(s);
+}
