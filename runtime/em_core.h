@@ -51,8 +51,8 @@ typedef enum {
   EM_I64 = 1,
   EM_I32 = 2,
   EM_U8 = 3,
-  EM_BF16 = 4, /* reserved: storage only, no kernels yet */
-  EM_F16 = 5,  /* reserved: storage only, no kernels yet */
+  EM_BF16 = 4, /* no op kernels yet: storage, and em_get/em_set convert */
+  EM_F16 = 5,  /* no op kernels yet: storage, and em_get/em_set convert */
   EM_DTYPE_COUNT
 } em_dtype;
 

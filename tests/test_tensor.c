@@ -97,11 +97,25 @@ Test(tensor, get_set_every_dtype) {
   cr_assert_eq(((uint8_t *)em_data(u))[2], 255);
   cr_assert_eq(em_get(u, 2), 255.0);
   cr_assert_eq(em_get(u, 1), 0.0);
-  /* Storage-only dtypes exist and are aligned, but have no element access (reads give 0). */
+  /* Storage-only dtypes (no op kernels yet) convert on element access. bf16 is the high half of
+   * an f32, rounded to nearest even: 1 + 2^-8 is exactly halfway and rounds to 1; 1 + 3 * 2^-8
+   * rounds up to 1 + 2^-6. f16 keeps 11 significant bits. */
   em_tensor *h = em_zeros(EM_BF16, EM_SHAPE(3));
   cr_assert_not_null(h, "%s", em_last_error());
   cr_assert(aligned64(em_data(h)));
   cr_assert_eq(em_get(h, 0), 0.0);
+  em_set(h, 0, -2.5);
+  em_set(h, 1, 1.0 + 1.0 / 256);
+  em_set(h, 2, 1.0 + 3.0 / 256);
+  cr_assert_eq(((uint16_t *)em_data(h))[0], 0xC020, "bf16 bits of -2.5");
+  cr_assert_eq(em_get(h, 0), -2.5);
+  cr_assert_eq(em_get(h, 1), 1.0);
+  cr_assert_eq(em_get(h, 2), 1.0 + 1.0 / 64);
+  em_tensor *f16 = em_zeros(EM_F16, EM_SHAPE(2));
+  em_set(f16, 0, 0.1);
+  em_set(f16, 1, 65504.0);
+  cr_assert_eq(((uint16_t *)em_data(f16))[1], 0x7BFF, "f16 bits of its largest finite value");
+  cr_assert_float_eq(em_get(f16, 0), 0.0999755859375, 1e-12);
   TU_END;
 }
 
