@@ -2,7 +2,8 @@
 # (Release, -Werror) and build-asan/ (AddressSanitizer + UBSan + LeakSanitizer).
 #   make run    install, build, train Fashion-MNIST (examples/fmnist_mlp)
 #   make test   install, build both flavours, run the whole suite under ctest in each
-#   make bench  install, build, run the benchmark programs against PyTorch
+#   make bench  install, build, run the benchmarks (training against PyTorch, collectives
+#               against raw MPI_Allreduce)
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -37,6 +38,7 @@ test: test-release test-asan
 
 bench: build
 	./cluster/bench/train_bench.sh $(BUILD)
+	./collectives/bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -8,4 +8,7 @@
 #include "em_ops.h"
 #include "em_optim.h"
 
+#include "coll.h"
+#include "ddp_init.h"
+
 #endif

@@ -1,0 +1,388 @@
+/* coll.c: the communicator's front end. Checks arguments (counts in elements against buffer
+ * sizes, dtypes, devices, roots), numbers operations, hands them to the backend that owns the
+ * buffers' device, and implements waiting with timeouts and the timeout report. */
+#include "coll_internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *kind_names[] = {"allreduce", "broadcast", "reduce_scatter", "allgather",
+                                   "barrier"};
+static const char *redop_names[] = {"sum", "avg", "max", "min"};
+
+const char *coll_kind_name(coll_kind k) {
+  return (unsigned)k <= COLL_BARRIER ? kind_names[k] : "?";
+}
+const char *coll_redop_name(coll_redop o) { return (unsigned)o <= COLL_MIN ? redop_names[o] : "?"; }
+
+double coll__now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+coll_buf coll_buf_of(const em_tensor *t) {
+  coll_buf b = {0};
+  if (!t || !em_is_contiguous(t)) return b;
+  b.ptr = em_data(t);
+  b.numel = em_numel(t);
+  b.dtype = t->dtype;
+  b.device = t->device;
+  return b;
+}
+
+coll_fingerprint coll__fingerprint(const coll_req *r) {
+  return (coll_fingerprint){(int64_t)r->seq, r->kind, r->dtype, r->count, r->root, r->op};
+}
+
+uint64_t coll__fingerprint_hash(const coll_fingerprint *f) {
+  const int64_t *v = &f->seq;
+  uint64_t h = 1469598103934665603ull;
+  for (int k = 0; k < 6; k++) {
+    h ^= (uint64_t)v[k];
+    h *= 1099511628211ull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n) {
+  coll_kind k = (coll_kind)f->kind;
+  if (k == COLL_BARRIER)
+    snprintf(buf, n, "barrier #%lld", (long long)f->seq);
+  else if (k == COLL_BROADCAST)
+    snprintf(buf, n, "broadcast #%lld (%s x %lld, root %lld)", (long long)f->seq,
+             em_dtype_name((em_dtype)f->dtype), (long long)f->count, (long long)f->root);
+  else if (k == COLL_ALLGATHER)
+    snprintf(buf, n, "allgather #%lld (%s x %lld)", (long long)f->seq,
+             em_dtype_name((em_dtype)f->dtype), (long long)f->count);
+  else
+    snprintf(buf, n, "%s #%lld (%s x %lld, %s)", coll_kind_name(k), (long long)f->seq,
+             em_dtype_name((em_dtype)f->dtype), (long long)f->count,
+             coll_redop_name((coll_redop)f->op));
+  return buf;
+}
+
+size_t coll__payload_bytes(const coll_req *r) {
+  size_t es = em_dtype_size(r->dtype);
+  switch (r->kind) {
+  case COLL_REDUCE_SCATTER:
+  case COLL_ALLGATHER: return (size_t)r->count * (size_t)r->comm->size * es;
+  case COLL_BARRIER: return 0;
+  default: return (size_t)r->count * es;
+  }
+}
+
+/* ---- the communicator ------------------------------------------------------------------------ */
+static double env_double(const char *name, double def) {
+  const char *e = getenv(name);
+  return e && *e ? atof(e) : def;
+}
+
+coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda_device) {
+  (void)cuda_device;
+  coll_comm *c = calloc(1, sizeof *c);
+  if (!c) {
+    em_set_error(EM_ERR_NOMEM, "communicator: out of memory");
+    return NULL;
+  }
+  c->rank = rank;
+  c->size = size;
+  c->next_seq = 1;
+  coll_options o = opts ? *opts : (coll_options){0};
+  if (!(o.timeout_s > 0)) o.timeout_s = env_double("EMBER_COLL_TIMEOUT", 300);
+  if (o.chunk_bytes <= 0) o.chunk_bytes = (int64_t)env_double("EMBER_COLL_CHUNK_BYTES", 1 << 20);
+  if (o.check_every == 0) o.check_every = (int)env_double("EMBER_COLL_CHECK_EVERY", 1);
+  if (!(o.timeout_s > 0) || o.chunk_bytes < 64 || o.check_every == 0 || o.check_every < -1) {
+    em_set_error(EM_ERR_INVALID,
+                 "communicator: bad settings timeout_s=%g (EMBER_COLL_TIMEOUT, > 0), "
+                 "chunk_bytes=%lld (EMBER_COLL_CHUNK_BYTES, >= 64), check_every=%d "
+                 "(EMBER_COLL_CHECK_EVERY, >= 1 or -1 for off)",
+                 o.timeout_s, (long long)o.chunk_bytes, o.check_every);
+    free(c);
+    return NULL;
+  }
+  c->opts = o;
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->done, NULL);
+  return c;
+}
+
+void coll__comm_free(coll_comm *c) {
+  if (!c) return;
+  if (c->device) c->device->destroy(c->device->state);
+  if (c->host) c->host->destroy(c->host->state);
+  free(c->device);
+  free(c->host);
+  pthread_cond_destroy(&c->done);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+int coll_rank(const coll_comm *c) { return c ? c->rank : 0; }
+int coll_size(const coll_comm *c) { return c ? c->size : 1; }
+coll_options coll_get_options(const coll_comm *c) { return c ? c->opts : (coll_options){0}; }
+
+const char *coll_backend_name(const coll_comm *c, em_device_kind dev) {
+  if (!c) return NULL;
+  const coll_backend *b = dev == EM_CUDA ? c->device : c->host;
+  return b ? b->name : NULL;
+}
+
+coll_stats coll_get_stats(const coll_comm *c) {
+  coll_stats s = {0};
+  if (!c) return s;
+  pthread_mutex_lock((pthread_mutex_t *)&c->lock);
+  s = c->stats;
+  pthread_mutex_unlock((pthread_mutex_t *)&c->lock);
+  return s;
+}
+
+void coll__fail(coll_comm *c, const char *msg) {
+  pthread_mutex_lock(&c->lock);
+  if (!c->failed[0]) snprintf(c->failed, sizeof c->failed, "%s", msg);
+  pthread_mutex_unlock(&c->lock);
+}
+
+void coll_abort(coll_comm *c, const char *why) {
+  fprintf(stderr, "[rank %d] ember: aborting the job: %s\n", c ? c->rank : 0, why);
+  fflush(stderr);
+  if (c && c->device && c->device->abort) c->device->abort(c->device->state);
+  if (c && c->host && c->host->abort) c->host->abort(c->host->state);
+  abort();
+}
+
+/* ---- issuing ----------------------------------------------------------------------------------
+ */
+static bool check_buf(const char *op, const char *what, coll_buf b, int64_t need, em_dtype dt,
+                      em_device dev) {
+  if (!b.ptr && need > 0) {
+    em_set_error(EM_ERR_INVALID, "%s: %s buffer is empty (NULL, or a non-contiguous tensor)", op,
+                 what);
+    return false;
+  }
+  if (b.dtype != dt) {
+    em_set_error(EM_ERR_INVALID, "%s: %s buffer is %s, the operation is on %s", op, what,
+                 em_dtype_name(b.dtype), em_dtype_name(dt));
+    return false;
+  }
+  if (b.device.kind != dev.kind || b.device.index != dev.index) {
+    em_set_error(EM_ERR_INVALID, "%s: buffers are on different devices", op);
+    return false;
+  }
+  if (b.numel < need) {
+    em_set_error(EM_ERR_INVALID, "%s: %s buffer holds %lld elements, the operation needs %lld", op,
+                 what, (long long)b.numel, (long long)need);
+    return false;
+  }
+  return true;
+}
+
+static coll_req *issue(coll_comm *c, coll_kind kind, coll_redop op, coll_buf send, coll_buf recv,
+                       int64_t count, int root) {
+  const char *name = coll_kind_name(kind);
+  if (!c) {
+    em_set_error(EM_ERR_STATE, "%s: no communicator (call ddp_init first)", name);
+    return NULL;
+  }
+  if (count < 0) {
+    em_set_error(EM_ERR_INVALID, "%s: negative count %lld", name, (long long)count);
+    return NULL;
+  }
+  em_dtype dt = kind == COLL_BARRIER ? EM_U8 : recv.dtype;
+  em_device dev = kind == COLL_BARRIER ? EM_DEVICE_CPU : recv.device;
+  if ((unsigned)op > COLL_MIN) {
+    em_set_error(EM_ERR_INVALID, "%s: unknown reduction %d", name, (int)op);
+    return NULL;
+  }
+  if (op == COLL_AVG && dt != EM_F32 && dt != EM_BF16 && dt != EM_F16) {
+    em_set_error(EM_ERR_INVALID, "%s: avg needs a floating dtype, got %s", name, em_dtype_name(dt));
+    return NULL;
+  }
+  int64_t W = c->size, need_send = count, need_recv = count;
+  switch (kind) {
+  case COLL_BROADCAST:
+    if (root < 0 || root >= c->size) {
+      em_set_error(EM_ERR_INVALID, "broadcast: root %d is not a rank of a world of %d", root,
+                   c->size);
+      return NULL;
+    }
+    send = recv;
+    break;
+  case COLL_REDUCE_SCATTER:
+    need_send = W * count;
+    need_recv = send.ptr == recv.ptr ? W * count : count;
+    break;
+  case COLL_ALLGATHER:
+    need_recv = W * count;
+    if (send.ptr && send.ptr == (char *)recv.ptr + (size_t)(c->rank * count) * em_dtype_size(dt)) {
+      need_send = 0; /* in place: the send block is inside recv */
+      send = recv;
+      send.ptr = (char *)recv.ptr + (size_t)(c->rank * count) * em_dtype_size(dt);
+    }
+    break;
+  default: break;
+  }
+  if (kind != COLL_BARRIER) {
+    if (!check_buf(name, "receive", recv, need_recv, dt, dev)) return NULL;
+    if (need_send && !check_buf(name, "send", send, need_send, dt, dev)) return NULL;
+  }
+  coll_backend *be = dev.kind == EM_CUDA ? c->device : c->host;
+  if (!be) {
+    em_set_error(EM_ERR_UNSUPPORTED, "%s: no communicator backend for %s buffers in this build",
+                 name, dev.kind == EM_CUDA ? "CUDA" : "host");
+    return NULL;
+  }
+  coll_req *r = calloc(1, sizeof *r);
+  if (!r) {
+    em_set_error(EM_ERR_NOMEM, "%s: out of memory", name);
+    return NULL;
+  }
+  r->comm = c;
+  r->backend = be;
+  r->kind = kind;
+  r->op = op;
+  r->dtype = dt;
+  r->count = kind == COLL_BARRIER ? 0 : count;
+  r->root = kind == COLL_BROADCAST ? root : 0;
+  r->send = send.ptr;
+  r->recv = recv.ptr;
+  r->device = dev;
+  r->state = REQ_QUEUED;
+  r->t_issued = coll__now();
+  pthread_mutex_lock(&c->lock);
+  if (c->failed[0]) {
+    em_set_error(EM_ERR_COMM, "%s: the communicator has failed earlier: %.700s", name, c->failed);
+    pthread_mutex_unlock(&c->lock);
+    free(r);
+    return NULL;
+  }
+  r->seq = c->next_seq++;
+  pthread_mutex_unlock(&c->lock);
+  em_status st = be->start(be->state, r);
+  if (st != EM_OK) {
+    free(r);
+    return NULL;
+  }
+  return r;
+}
+
+coll_req *coll_allreduce(coll_comm *c, coll_buf send, coll_buf recv, int64_t count, coll_redop op) {
+  return issue(c, COLL_ALLREDUCE, op, send, recv, count, 0);
+}
+coll_req *coll_broadcast(coll_comm *c, coll_buf buf, int64_t count, int root) {
+  return issue(c, COLL_BROADCAST, COLL_SUM, buf, buf, count, root);
+}
+coll_req *coll_reduce_scatter(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,
+                              coll_redop op) {
+  return issue(c, COLL_REDUCE_SCATTER, op, send, recv, count, 0);
+}
+coll_req *coll_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t count) {
+  return issue(c, COLL_ALLGATHER, COLL_SUM, send, recv, count, 0);
+}
+coll_req *coll_barrier(coll_comm *c) {
+  coll_buf none = {0};
+  return issue(c, COLL_BARRIER, COLL_SUM, none, none, 0, 0);
+}
+
+/* ---- completion --------------------------------------------------------------------------------
+ */
+void coll__complete(coll_req *r, em_status status, const char *msg) {
+  coll_comm *c = r->comm;
+  pthread_mutex_lock(&c->lock);
+  r->status = status;
+  if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
+  __atomic_store_n(&r->state, REQ_DONE, __ATOMIC_RELEASE);
+  if (status == EM_OK) {
+    c->stats.ops++;
+    c->stats.bytes += (int64_t)coll__payload_bytes(r);
+  }
+  bool free_it = r->detached;
+  pthread_cond_broadcast(&c->done);
+  pthread_mutex_unlock(&c->lock);
+  if (free_it) free(r);
+}
+
+bool coll_test(coll_req *r) {
+  if (!r) return false;
+  if (r->backend->poll && r->state != REQ_DONE) r->backend->poll(r->backend->state, r);
+  pthread_mutex_lock(&r->comm->lock);
+  bool done = r->state == REQ_DONE;
+  pthread_mutex_unlock(&r->comm->lock);
+  return done;
+}
+
+void coll_req_detach(coll_req *r) {
+  if (!r) return;
+  pthread_mutex_lock(&r->comm->lock);
+  bool done = r->state == REQ_DONE;
+  r->detached = !done;
+  pthread_mutex_unlock(&r->comm->lock);
+  if (done) free(r);
+}
+
+/* The timeout report: what this rank waits for, how long, and what is known of the others. */
+static void timeout_report(coll_req *r, double waited, char *buf, size_t n) {
+  coll_fingerprint f = coll__fingerprint(r);
+  char what[160];
+  coll__describe(&f, what, sizeof what);
+  int k = snprintf(buf, n, "rank %d: timeout after %.1f s waiting for %s (%s, %s)", r->comm->rank,
+                   waited, what,
+                   r->state == REQ_RUNNING ? "in progress" : "queued behind earlier operations",
+                   r->backend->name);
+  if (k > 0 && (size_t)k < n && r->backend->progress_report)
+    r->backend->progress_report(r->backend->state, r, buf + k, n - (size_t)k);
+}
+
+em_status coll_wait(coll_req *r, double timeout_s) {
+  if (!r) {
+    if (em_last_status() == EM_OK) em_set_error(EM_ERR_INVALID, "coll_wait: request is NULL");
+    return em_last_status();
+  }
+  coll_comm *c = r->comm;
+  bool fatal = !(timeout_s > 0);
+  double limit = fatal ? c->opts.timeout_s : timeout_s, t0 = coll__now();
+  /* Spin a little first: small operations finish in microseconds, a futex sleep and wake-up
+   * costs several. */
+  while (!r->backend->poll && __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != REQ_DONE &&
+         coll__now() - t0 < 50e-6 && coll__now() - t0 < limit)
+    sched_yield();
+  pthread_mutex_lock(&c->lock);
+  while (r->state != REQ_DONE) {
+    double left = t0 + limit - coll__now();
+    if (left <= 0) break;
+    if (r->backend->poll) { /* poll-driven backend: check, then nap briefly */
+      pthread_mutex_unlock(&c->lock);
+      r->backend->poll(r->backend->state, r);
+      struct timespec nap = {0, 50000};
+      nanosleep(&nap, NULL);
+      pthread_mutex_lock(&c->lock);
+      continue;
+    }
+    double slice = left < 0.5 ? left : 0.5;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + slice;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    pthread_cond_timedwait(&c->done, &c->lock, &ts);
+  }
+  bool done = r->state == REQ_DONE;
+  pthread_mutex_unlock(&c->lock);
+  if (!done) {
+    char report[2048];
+    timeout_report(r, coll__now() - t0, report, sizeof report);
+    if (fatal) coll_abort(c, report); /* does not return */
+    return em_set_error(EM_ERR_TIMEOUT, "%s", report);
+  }
+  em_status st = r->status;
+  if (st != EM_OK) em_set_error(st, "%s", r->msg);
+  free(r);
+  return st;
+}
+
+em_status coll_run(coll_req *r) { return coll_wait(r, COLL_TIMEOUT_DEFAULT); }

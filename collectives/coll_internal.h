@@ -1,0 +1,101 @@
+/* coll_internal.h: private to collectives/. The request and communicator layouts and the backend
+ * operation table.
+ *
+ *   coll.c      front end: argument checks, sequence numbers, requests, waits and timeouts,
+ *               the timeout report, dispatch by device
+ *   mpi.c       host buffers: a communication thread runs requests FIFO with MPI (chunked),
+ *               fingerprint checks, per-rank progress in node-shared memory
+ *   self.c      host buffers when the build has no MPI: a world of 1
+ *   nccl.c      CUDA buffers: NCCL on its own stream, ordered after producers by events
+ *
+ * Request life: coll.c fills it and calls backend->start; the backend completes it by calling
+ * coll__complete (any thread); waiters sleep on the communicator's condition variable. */
+#ifndef EMBER_COLL_INTERNAL_H
+#define EMBER_COLL_INTERNAL_H
+
+#include "coll.h"
+
+#include <pthread.h>
+
+typedef enum { REQ_QUEUED = 0, REQ_RUNNING = 1, REQ_DONE = 2 } coll_req_state;
+
+struct coll_req {
+  coll_comm *comm;
+  const struct coll_backend *backend;
+  coll_kind kind;
+  coll_redop op;
+  em_dtype dtype;
+  int64_t count; /* elements per rank, as the caller gave it */
+  int root;
+  void *send, *recv;
+  em_device device;
+  uint64_t seq; /* 1, 2, ... per communicator, in issue order */
+  /* completion (under comm->lock) */
+  coll_req_state state;
+  bool detached; /* freed by the completer */
+  em_status status;
+  char msg[768];
+  double t_issued, t_started; /* monotonic seconds */
+  struct coll_req *next;      /* backend queue link */
+  void *backend_data;         /* e.g. the NCCL completion event */
+};
+
+/* A fingerprint: what each rank believes the current operation is. */
+typedef struct {
+  int64_t seq, kind, dtype, count, root, op;
+} coll_fingerprint;
+coll_fingerprint coll__fingerprint(const coll_req *r);
+uint64_t coll__fingerprint_hash(const coll_fingerprint *f);
+/* "allreduce #5 (f32 x 1000, sum)" into buf. */
+const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n);
+
+typedef struct coll_backend {
+  const char *name;
+  /* Take r (state QUEUED) and run it eventually, in issue order; complete with coll__complete. */
+  em_status (*start)(void *state, coll_req *r);
+  /* For a timeout report: append to buf what is known of other ranks' progress (who is behind,
+   * which operation each is in). */
+  void (*progress_report)(void *state, const coll_req *r, char *buf, size_t n);
+  /* Poll-driven completion (NCCL): called by waiters; may complete r. NULL if thread-driven. */
+  void (*poll)(void *state, coll_req *r);
+  /* Abort the job: does not return when possible. */
+  void (*abort)(void *state);
+  /* Stop and free (all requests completed). */
+  void (*destroy)(void *state);
+  void *state;
+} coll_backend;
+
+struct coll_comm {
+  int rank, size;
+  coll_options opts;
+  coll_backend *host;   /* mpi or self */
+  coll_backend *device; /* nccl, or NULL */
+  pthread_mutex_t lock;
+  pthread_cond_t done;
+  uint64_t next_seq;
+  char failed[768]; /* non-empty: the communicator failed (mismatch, MPI error): later ops fail */
+  coll_stats stats;
+};
+
+/* Called by a backend when r finished (status, and msg for errors). Thread-safe. */
+void coll__complete(coll_req *r, em_status status, const char *msg);
+/* Mark the communicator failed: every later operation fails with this message. */
+void coll__fail(coll_comm *c, const char *msg);
+double coll__now(void);
+size_t coll__payload_bytes(const coll_req *r); /* per rank, for statistics */
+
+/* Backend constructors (NULL with the error set on failure). */
+#ifdef EMBER_HAVE_MPI
+coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm /* MPI_Comm * */);
+#endif
+coll_backend *coll__self_new(coll_comm *c);
+#ifdef EMBER_HAVE_NCCL
+coll_backend *coll__nccl_new(coll_comm *c, int cuda_device,
+                             void *mpi_comm /* MPI_Comm * or NULL */);
+#endif
+
+/* The communicator over MPI_COMM_WORLD (or a world of 1), made by ddp_init. */
+coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda_device);
+void coll__comm_free(coll_comm *c);
+
+#endif

@@ -1,0 +1,395 @@
+/* mpi.c: the MPI backend for host buffers.
+ *
+ * One communication thread owns every MPI call after initialisation and runs requests in issue
+ * order, so the compute thread never blocks on a transfer it did not ask to wait for, and Open
+ * MPI, which progresses a collective only while some thread is inside MPI, is always inside MPI
+ * while there is work.
+ *
+ *   compute thread                     comm thread
+ *   coll_allreduce() -> queue ----->   pop; publish "started #seq" in node-shared memory
+ *   ... backward continues ...         fingerprint check (every check_every ops)
+ *                                      MPI_Allreduce chunk 0, chunk 1, ... (chunk_bytes each)
+ *   coll_wait() <--- cond signal ---   publish "done #seq"; complete
+ *
+ * Large allreduces and broadcasts run as a sequence of chunk_bytes calls: Open MPI's shared-memory
+ * allreduce is fastest for 256 KiB-4 MiB messages and about half as fast at 64 MiB.
+ *
+ * Progress slots: every rank publishes (started seq, done seq, and the fingerprint of its current
+ * operation) in a window of node-shared memory (MPI_Win_allocate_shared), which other ranks of the
+ * node read with plain loads. A timed-out rank can thus tell, without any MPI call, which ranks of
+ * its node are behind, or in a different operation. */
+#include "coll_internal.h"
+
+#include <mpi.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long the idle comm thread spins before it sleeps. */
+#define SPIN_S 50e-6
+
+enum { SLOT_STARTED, SLOT_DONE, SLOT_KIND, SLOT_DTYPE, SLOT_COUNT, SLOT_ROOT, SLOT_OP, SLOT_N };
+
+typedef struct {
+  coll_comm *c;
+  MPI_Comm comm; /* private duplicate of the world, errors returned not fatal */
+  MPI_Comm node; /* ranks sharing this node */
+  MPI_Win win;
+  int64_t *slots; /* node_size * SLOT_N, node-shared; NULL if the window could not be made */
+  int node_rank, node_size;
+  int *node_world; /* world rank of each node rank */
+  pthread_t thread;
+  bool thread_started;
+  pthread_mutex_t qlock;
+  pthread_cond_t qcond;
+  coll_req *head, *tail;
+  bool stop;
+} mpi_state;
+
+static MPI_Datatype mpi_type(em_dtype dt) {
+  switch (dt) {
+  case EM_F32: return MPI_FLOAT;
+  case EM_I64: return MPI_INT64_T;
+  case EM_I32: return MPI_INT32_T;
+  case EM_U8: return MPI_UINT8_T;
+  default: return MPI_DATATYPE_NULL;
+  }
+}
+
+static MPI_Op mpi_op(coll_redop op) {
+  switch (op) {
+  case COLL_MAX: return MPI_MAX;
+  case COLL_MIN: return MPI_MIN;
+  default: return MPI_SUM; /* avg = sum, then divide */
+  }
+}
+
+static void slot_store(mpi_state *s, int field, int64_t v) {
+  if (s->slots) __atomic_store_n(&s->slots[s->node_rank * SLOT_N + field], v, __ATOMIC_RELEASE);
+}
+
+static int64_t slot_load(const mpi_state *s, int node_rank, int field) {
+  return __atomic_load_n(&s->slots[node_rank * SLOT_N + field], __ATOMIC_ACQUIRE);
+}
+
+/* "MPI_Allreduce failed: <MPI's message>" */
+static em_status mpi_error(int err, const char *what, const coll_req *r, char *msg, size_t n) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(err, text, &len);
+  coll_fingerprint f = coll__fingerprint(r);
+  char d[160];
+  snprintf(msg, n, "%s: %s failed on rank %d: %s", coll__describe(&f, d, sizeof d), what,
+           r->comm->rank, text);
+  return EM_ERR_COMM;
+}
+
+/* Compare r's fingerprint across ranks: one 16-byte allreduce; on a difference, gather every
+ * rank's fingerprint and name them. */
+static em_status check_fingerprint(mpi_state *s, const coll_req *r, char *msg, size_t n) {
+  coll_fingerprint f = coll__fingerprint(r);
+  int64_t h = (int64_t)(coll__fingerprint_hash(&f) >> 1), v[2] = {h, -h};
+  int err = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, s->comm);
+  if (err != MPI_SUCCESS) return mpi_error(err, "fingerprint check", r, msg, n);
+  if (v[0] == h && -v[1] == h) return EM_OK;
+  int W = s->c->size;
+  coll_fingerprint *all = malloc((size_t)W * sizeof *all);
+  if (!all) {
+    snprintf(msg, n, "collective mismatch at operation #%lld (out of memory naming the ranks)",
+             (long long)f.seq);
+    return EM_ERR_COMM;
+  }
+  err = MPI_Allgather(&f, 6, MPI_INT64_T, all, 6, MPI_INT64_T, s->comm);
+  if (err != MPI_SUCCESS) {
+    free(all);
+    return mpi_error(err, "fingerprint gather", r, msg, n);
+  }
+  /* Group ranks by fingerprint: "rank 0: allreduce #1 (f32 x 1000, sum); rank 1: ... x 999". */
+  int k = snprintf(msg, n, "collective mismatch: ranks issued different operations:");
+  char *seen = calloc((size_t)W, 1);
+  for (int i = 0; i < W && seen && (size_t)k < n; i++) {
+    if (seen[i]) continue;
+    char d[160];
+    k += snprintf(msg + k, n - (size_t)k, " rank %d", i);
+    int shown = 1;
+    for (int j = i + 1; j < W; j++) {
+      if (memcmp(&all[i], &all[j], sizeof all[i]) == 0) {
+        seen[j] = 1;
+        if (shown++ < 8 && (size_t)k < n) k += snprintf(msg + k, n - (size_t)k, ",%d", j);
+      }
+    }
+    if (shown > 8 && (size_t)k < n) k += snprintf(msg + k, n - (size_t)k, ",... (%d ranks)", shown);
+    if ((size_t)k < n)
+      k += snprintf(msg + k, n - (size_t)k, ": %s;", coll__describe(&all[i], d, sizeof d));
+  }
+  free(seen);
+  free(all);
+  return EM_ERR_COMM;
+}
+
+/* Run one operation with MPI; chunked where that is faster. */
+static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
+  MPI_Datatype t = mpi_type(r->dtype);
+  size_t es = em_dtype_size(r->dtype);
+  int64_t chunk = s->c->opts.chunk_bytes / (int64_t)es;
+  if (chunk < 1) chunk = 1;
+  if (chunk > (1 << 30)) chunk = 1 << 30;
+  int W = s->c->size, err = MPI_SUCCESS;
+  char *send = r->send, *recv = r->recv;
+  switch (r->kind) {
+  case COLL_ALLREDUCE: {
+    bool in_place = send == recv;
+    for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
+      int len = (int)(r->count - off < chunk ? r->count - off : chunk);
+      err = MPI_Allreduce(in_place ? MPI_IN_PLACE : send + off * (int64_t)es,
+                          recv + off * (int64_t)es, len, t, mpi_op(r->op), s->comm);
+    }
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) { /* f32 only (checked at issue) */
+      float *p = (float *)recv, w = (float)W;
+      for (int64_t i = 0; i < r->count; i++) p[i] /= w;
+    }
+    if (err != MPI_SUCCESS) return mpi_error(err, "MPI_Allreduce", r, msg, n);
+    return EM_OK;
+  }
+  case COLL_BROADCAST:
+    for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
+      int len = (int)(r->count - off < chunk ? r->count - off : chunk);
+      err = MPI_Bcast(recv + off * (int64_t)es, len, t, r->root, s->comm);
+    }
+    return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Bcast", r, msg, n);
+  case COLL_REDUCE_SCATTER:
+    err = MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv, (int)r->count, t,
+                                   mpi_op(r->op), s->comm);
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) {
+      float *p = (float *)recv, w = (float)W;
+      for (int64_t i = 0; i < r->count; i++) p[i] /= w;
+    }
+    return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Reduce_scatter_block", r, msg, n);
+  case COLL_ALLGATHER: {
+    bool in_place = send == recv + (int64_t)s->c->rank * r->count * (int64_t)es;
+    err = MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)r->count, t, recv, (int)r->count, t,
+                        s->comm);
+    return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Allgather", r, msg, n);
+  }
+  case COLL_BARRIER:
+    err = MPI_Barrier(s->comm);
+    return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Barrier", r, msg, n);
+  }
+  return EM_ERR_INVALID;
+}
+
+static void run(mpi_state *s, coll_req *r) {
+  coll_comm *c = s->c;
+  char msg[1024] = "";
+  pthread_mutex_lock(&c->lock);
+  r->state = REQ_RUNNING;
+  r->t_started = coll__now();
+  bool failed = c->failed[0] != 0;
+  if (failed) snprintf(msg, sizeof msg, "the communicator has failed earlier: %.900s", c->failed);
+  pthread_mutex_unlock(&c->lock);
+  if (failed) {
+    coll__complete(r, EM_ERR_COMM, msg);
+    return;
+  }
+  coll_fingerprint f = coll__fingerprint(r);
+  slot_store(s, SLOT_KIND, f.kind);
+  slot_store(s, SLOT_DTYPE, f.dtype);
+  slot_store(s, SLOT_COUNT, f.count);
+  slot_store(s, SLOT_ROOT, f.root);
+  slot_store(s, SLOT_OP, f.op);
+  slot_store(s, SLOT_STARTED, f.seq);
+  double t0 = coll__now(), tc = 0;
+  em_status st = EM_OK;
+  int every = c->opts.check_every;
+  if (every > 0 && r->seq % (uint64_t)every == 0) {
+    st = check_fingerprint(s, r, msg, sizeof msg);
+    tc = coll__now() - t0;
+  }
+  if (st == EM_OK) st = execute(s, r, msg, sizeof msg);
+  double busy = coll__now() - t0;
+  if (st == EM_OK)
+    slot_store(s, SLOT_DONE, f.seq);
+  else
+    coll__fail(c, msg);
+  pthread_mutex_lock(&c->lock);
+  if (every > 0 && r->seq % (uint64_t)every == 0) {
+    c->stats.checks++;
+    c->stats.check_s += tc;
+  }
+  c->stats.busy_s += busy;
+  pthread_mutex_unlock(&c->lock);
+  coll__complete(r, st, st == EM_OK ? NULL : msg);
+}
+
+static void *comm_thread(void *arg) {
+  mpi_state *s = arg;
+  for (;;) {
+    /* Spin briefly before sleeping: a request issued right after the last one (a bucket
+     * after a bucket, a wait after an issue) then starts without a futex wake-up. */
+    for (double t0 = coll__now(); !__atomic_load_n(&s->head, __ATOMIC_ACQUIRE) &&
+                                  !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) &&
+                                  coll__now() - t0 < SPIN_S;)
+      sched_yield();
+    pthread_mutex_lock(&s->qlock);
+    while (!s->head && !s->stop) pthread_cond_wait(&s->qcond, &s->qlock);
+    coll_req *r = s->head;
+    if (r) {
+      s->head = r->next;
+      if (!s->head) s->tail = NULL;
+    }
+    pthread_mutex_unlock(&s->qlock);
+    if (!r) break; /* stop requested and the queue is empty */
+    run(s, r);
+  }
+  return NULL;
+}
+
+static em_status mpi_start(void *state, coll_req *r) {
+  mpi_state *s = state;
+  if (r->kind != COLL_BARRIER && mpi_type(r->dtype) == MPI_DATATYPE_NULL)
+    return em_set_error(EM_ERR_UNSUPPORTED, "%s: dtype %s is not supported on host buffers (MPI)",
+                        coll_kind_name(r->kind), em_dtype_name(r->dtype));
+  if ((r->kind == COLL_REDUCE_SCATTER || r->kind == COLL_ALLGATHER) && r->count > (1 << 30))
+    return em_set_error(EM_ERR_UNSUPPORTED, "%s: count %lld is above 2^30 elements per rank",
+                        coll_kind_name(r->kind), (long long)r->count);
+  pthread_mutex_lock(&s->qlock);
+  r->next = NULL;
+  if (s->tail)
+    s->tail->next = r;
+  else
+    __atomic_store_n(&s->head, r, __ATOMIC_RELEASE);
+  s->tail = r;
+  pthread_cond_signal(&s->qcond);
+  pthread_mutex_unlock(&s->qlock);
+  return EM_OK;
+}
+
+static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_t n) {
+  mpi_state *s = state;
+  size_t k = 0;
+#define ADD(...)                                                                                   \
+  do {                                                                                             \
+    if (k < n) k += (size_t)snprintf(buf + k, n - k, __VA_ARGS__);                                 \
+  } while (0)
+  if (!s->slots) {
+    ADD("; progress of other ranks unknown (no node-shared memory)");
+    return;
+  }
+  coll_fingerprint mine = coll__fingerprint(r);
+  int behind = 0;
+  for (int i = 0; i < s->node_size; i++) {
+    if (i == s->node_rank) continue;
+    int64_t started = slot_load(s, i, SLOT_STARTED), done = slot_load(s, i, SLOT_DONE);
+    int w = s->node_world[i];
+    if (started < mine.seq) {
+      ADD("; rank %d is behind: it has not started #%lld (last completed #%lld)", w,
+          (long long)mine.seq, (long long)done);
+      behind++;
+    } else if (started == mine.seq && done < mine.seq) {
+      coll_fingerprint other = {started,
+                                slot_load(s, i, SLOT_KIND),
+                                slot_load(s, i, SLOT_DTYPE),
+                                slot_load(s, i, SLOT_COUNT),
+                                slot_load(s, i, SLOT_ROOT),
+                                slot_load(s, i, SLOT_OP)};
+      char d[160];
+      if (memcmp(&other, &mine, sizeof mine) != 0)
+        ADD("; rank %d is in a different operation: %s", w, coll__describe(&other, d, sizeof d));
+      else
+        ADD("; rank %d is in the same operation", w);
+    } else if (done >= mine.seq) {
+      ADD("; rank %d has completed #%lld", w, (long long)done);
+    }
+  }
+  int others = s->c->size - s->node_size;
+  if (others > 0) ADD("; %d ranks on other nodes: progress unknown", others);
+  if (!behind && s->node_size > 1 && others == 0) ADD("; no rank of this node is behind");
+#undef ADD
+}
+
+static void mpi_abort(void *state) {
+  (void)state;
+  MPI_Abort(MPI_COMM_WORLD, 70);
+}
+
+static void mpi_destroy(void *state) {
+  mpi_state *s = state;
+  if (!s) return;
+  if (s->thread_started) {
+    pthread_mutex_lock(&s->qlock);
+    __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
+    pthread_cond_signal(&s->qcond);
+    pthread_mutex_unlock(&s->qlock);
+    pthread_join(s->thread, NULL);
+  }
+  if (s->slots) MPI_Win_free(&s->win);
+  if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
+  if (s->comm != MPI_COMM_NULL) MPI_Comm_free(&s->comm);
+  pthread_cond_destroy(&s->qcond);
+  pthread_mutex_destroy(&s->qlock);
+  free(s->node_world);
+  free(s);
+}
+
+coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
+  mpi_state *s = calloc(1, sizeof *s);
+  coll_backend *b = calloc(1, sizeof *b);
+  if (!s || !b) {
+    free(s);
+    free(b);
+    em_set_error(EM_ERR_NOMEM, "MPI communicator: out of memory");
+    return NULL;
+  }
+  s->c = c;
+  s->comm = s->node = MPI_COMM_NULL;
+  pthread_mutex_init(&s->qlock, NULL);
+  pthread_cond_init(&s->qcond, NULL);
+  MPI_Comm world = *(MPI_Comm *)mpi_comm;
+  if (MPI_Comm_dup(world, &s->comm) != MPI_SUCCESS ||
+      MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
+      MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &s->node) !=
+          MPI_SUCCESS) {
+    em_set_error(EM_ERR_BACKEND, "MPI communicator: duplicating or splitting the world failed");
+    goto fail;
+  }
+  MPI_Comm_rank(s->node, &s->node_rank);
+  MPI_Comm_size(s->node, &s->node_size);
+  s->node_world = calloc((size_t)s->node_size, sizeof *s->node_world);
+  if (!s->node_world) goto nomem;
+  MPI_Allgather(&c->rank, 1, MPI_INT, s->node_world, 1, MPI_INT, s->node);
+  /* Progress slots; without them timeouts still work, with less to say. */
+  int64_t *mine = NULL;
+  MPI_Comm_set_errhandler(s->node, MPI_ERRORS_RETURN);
+  if (MPI_Win_allocate_shared((MPI_Aint)(SLOT_N * sizeof(int64_t)), sizeof(int64_t), MPI_INFO_NULL,
+                              s->node, &mine, &s->win) == MPI_SUCCESS) {
+    MPI_Aint size;
+    int disp;
+    int64_t *base = NULL;
+    if (MPI_Win_shared_query(s->win, 0, &size, &disp, &base) == MPI_SUCCESS && base) {
+      s->slots = base;
+      memset(mine, 0, SLOT_N * sizeof(int64_t));
+    } else {
+      MPI_Win_free(&s->win);
+    }
+  }
+  MPI_Barrier(s->node); /* every slot is zeroed before anyone reads one */
+  if (pthread_create(&s->thread, NULL, comm_thread, s) != 0) {
+    em_set_error(EM_ERR_BACKEND, "MPI communicator: cannot start the communication thread");
+    goto fail;
+  }
+  s->thread_started = true;
+  *b = (coll_backend){.name = "mpi",
+                      .start = mpi_start,
+                      .progress_report = mpi_progress_report,
+                      .abort = mpi_abort,
+                      .destroy = mpi_destroy,
+                      .state = s};
+  return b;
+nomem:
+  em_set_error(EM_ERR_NOMEM, "MPI communicator: out of memory");
+fail:
+  mpi_destroy(s);
+  free(b);
+  return NULL;
+}
