@@ -18,6 +18,7 @@
  * operation) in a window of node-shared memory (MPI_Win_allocate_shared), which other ranks of the
  * node read with plain loads. A timed-out rank can thus tell, without any MPI call, which ranks of
  * its node are behind, or in a different operation. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
 
 #include <mpi.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* How long the idle comm thread spins before it sleeps. */
 #define SPIN_S 50e-6
@@ -321,7 +323,19 @@ static void mpi_destroy(void *state) {
     __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
     pthread_cond_signal(&s->qcond);
     pthread_mutex_unlock(&s->qlock);
-    pthread_join(s->thread, NULL);
+    /* The thread finishes the queued operations first; they may wait on a rank that is gone,
+     * so the join is bounded by the communicator's timeout like every other wait. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)s->c->opts.timeout_s + 1;
+    if (pthread_timedjoin_np(s->thread, NULL, &ts) != 0) {
+      fprintf(stderr,
+              "[rank %d] ember: aborting the job: shutting down the communicator: queued "
+              "operations did not finish within %.0f s (a rank is missing or behind)\n",
+              s->c->rank, s->c->opts.timeout_s);
+      fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 70);
+    }
   }
   if (s->slots) MPI_Win_free(&s->win);
   if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
