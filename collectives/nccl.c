@@ -34,7 +34,6 @@
 #include <time.h>
 
 typedef struct {
-  coll_backend be; /* be.state points back here; destroy frees the whole struct */
   coll_comm *c;
   int device; /* CUDA ordinal */
   ncclComm_t comm;
@@ -47,7 +46,8 @@ typedef struct {
   int npool, cap;
   uint64_t last_done; /* seq of the last request completed successfully */
   int64_t in_flight;
-  char failed[512]; /* non-empty: the reason; nothing more can run */
+  char failed[512]; /* non-empty: the first failure; no new operation starts */
+  bool broken;      /* results in flight are lost too (asynchronous or CUDA error, timeout) */
 } nccl_state;
 
 /* ---- check macros -----------------------------------------------------------------------------
@@ -89,8 +89,7 @@ typedef struct {
   } while (0)
 #endif
 
-/* ---- small helpers ------------------------------------------------------------------------------
- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 static bool nccl_dtype(em_dtype dt, ncclDataType_t *out) {
   switch (dt) {
   case EM_F32: *out = ncclFloat32; return true;
@@ -171,20 +170,22 @@ static bool async_error(nccl_state *s, char *why, size_t n) {
   return true;
 }
 
-/* Under s->lock: mark the backend failed (first reason wins). */
-static void set_failed(nccl_state *s, const char *why) {
+/* Under s->lock: mark the backend failed (first reason wins); broken: what is in flight is lost
+ * as well. A failure to issue (a CUDA or NCCL call in start) leaves earlier requests running. */
+static void set_failed(nccl_state *s, const char *why, bool broken) {
   if (!s->failed[0]) snprintf(s->failed, sizeof s->failed, "%s", why);
+  s->broken |= broken;
 }
 
 /* Under s->lock: move the finished requests out of the FIFO. Requests whose done event fired go
- * to *ok in order; once the backend has failed, every request left goes to *bad. Their events go
+ * to *ok in order; once the backend is broken, every request left goes to *bad. Their events go
  * back to the pool. */
 static void collect(nccl_state *s, coll_req **ok, coll_req **bad) {
   coll_req **okt = ok, **badt = bad;
   *ok = *bad = NULL;
   char why[512];
-  if (s->head && !s->failed[0] && async_error(s, why, sizeof why)) set_failed(s, why);
-  while (s->head && !s->failed[0]) {
+  if (s->head && !s->broken && async_error(s, why, sizeof why)) set_failed(s, why, true);
+  while (s->head && !s->broken) {
     coll_req *q = s->head;
     cudaError_t e = cudaEventQuery((cudaEvent_t)q->backend_data);
     if (e == cudaErrorNotReady) break;
@@ -192,7 +193,7 @@ static void collect(nccl_state *s, coll_req **ok, coll_req **bad) {
       (void)cudaGetLastError();
       snprintf(why, sizeof why, "CUDA error on rank %d (cuda:%d) while waiting: %s (%s)",
                s->c->rank, s->device, cudaGetErrorString(e), cudaGetErrorName(e));
-      set_failed(s, why);
+      set_failed(s, why, true);
       break;
     }
     s->head = q->next;
@@ -204,7 +205,7 @@ static void collect(nccl_state *s, coll_req **ok, coll_req **bad) {
     *okt = q;
     okt = &q->next;
   }
-  if (s->failed[0]) {
+  if (s->broken) {
     while (s->head) {
       coll_req *q = s->head;
       s->head = q->next;
@@ -250,8 +251,7 @@ static void poll_all(nccl_state *s) {
   finish(s, ok, bad, why);
 }
 
-/* ---- the operation table ------------------------------------------------------------------------
- */
+/* ---- the operation table --------------------------------------------------------------------- */
 static em_status nccl_start(void *state, coll_req *r) {
   nccl_state *s = state;
   em_status st = EM_OK;
@@ -362,7 +362,7 @@ static em_status nccl_start(void *state, coll_req *r) {
 cleanup:
   if (done) pool_put(s, done);
   if (st != EM_OK && issuing) {
-    set_failed(s, em_last_error());
+    set_failed(s, em_last_error(), false);
     coll__fail(s->c, em_last_error());
   }
   leave_device(s, prev);
@@ -380,7 +380,13 @@ static void nccl_progress_report(void *state, const coll_req *r, char *buf, size
   nccl_state *s = state;
   (void)r;
   char why[512] = "", oldest[160] = "none";
-  pthread_mutex_lock(&s->lock);
+  /* The report is written when a wait timed out: the thread holding the lock may be the one
+   * stuck (inside an NCCL call that waits for peers to connect), so do not wait for it. */
+  if (pthread_mutex_trylock(&s->lock) != 0) {
+    snprintf(buf, n, "; nccl on rank %d (cuda:%d): another thread is inside an NCCL call",
+             s->c->rank, s->device);
+    return;
+  }
   if (!s->failed[0]) async_error(s, why, sizeof why);
   if (s->head) {
     coll_fingerprint f = coll__fingerprint(s->head);
@@ -402,7 +408,7 @@ static void nccl_abort(void *state) {
     (void)ncclCommAbort(s->comm);
     s->comm = NULL;
   }
-  set_failed(s, "aborted");
+  set_failed(s, "aborted", true);
 #ifdef EMBER_HAVE_MPI
   int up = 0, down = 0;
   if (MPI_Initialized(&up) == MPI_SUCCESS && up && MPI_Finalized(&down) == MPI_SUCCESS && !down)
@@ -424,12 +430,12 @@ static void nccl_destroy(void *state) {
     if (e != cudaErrorNotReady) {
       if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        set_failed(s, cudaGetErrorString(e));
+        set_failed(s, cudaGetErrorString(e), true);
       }
       break;
     }
     if (async_error(s, why, sizeof why)) {
-      set_failed(s, why);
+      set_failed(s, why, true);
       break;
     }
     if (coll__now() - t0 > limit) {
@@ -437,7 +443,7 @@ static void nccl_destroy(void *state) {
                "NCCL communicator destroyed on rank %d with operations still running after "
                "%.0f s",
                s->c->rank, limit);
-      set_failed(s, why);
+      set_failed(s, why, true);
       break;
     }
     struct timespec nap = {0, 100000};
@@ -451,7 +457,7 @@ static void nccl_destroy(void *state) {
   coll_req *ok = NULL, *bad = NULL, *none = NULL;
   collect(s, &ok, &bad);
   if (s->head) { /* the stream drained, so this is only an event that has not caught up */
-    set_failed(s, "NCCL communicator destroyed with operations in flight");
+    set_failed(s, "NCCL communicator destroyed with operations in flight", true);
     collect(s, &none, &bad);
   }
   snprintf(why, sizeof why, "%s", s->failed);
@@ -477,8 +483,7 @@ static void nccl_destroy(void *state) {
   free(s);
 }
 
-/* ---- creation
- * ------------------------------------------------------------------------------------ */
+/* ---- creation -------------------------------------------------------------------------------- */
 coll_backend *coll__nccl_new(coll_comm *c, int cuda_device, void *mpi_comm) {
   em_status st = EM_OK;
   char ctxbuf[160];
@@ -507,21 +512,25 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device, void *mpi_comm) {
     );
     return NULL;
   }
+  /* The table is freed by coll__comm_free, the state by nccl_destroy. */
   nccl_state *s = calloc(1, sizeof *s);
-  if (!s) {
+  coll_backend *b = calloc(1, sizeof *b);
+  if (!s || !b) {
+    free(s);
+    free(b);
     em_set_error(EM_ERR_NOMEM, "%s: out of memory", ctx);
     return NULL;
   }
   pthread_mutex_init(&s->lock, NULL);
   s->c = c;
   s->device = cuda_device;
-  s->be = (coll_backend){.name = "nccl",
-                         .start = nccl_start,
-                         .progress_report = nccl_progress_report,
-                         .poll = nccl_poll,
-                         .abort = nccl_abort,
-                         .destroy = nccl_destroy,
-                         .state = s};
+  *b = (coll_backend){.name = "nccl",
+                      .start = nccl_start,
+                      .progress_report = nccl_progress_report,
+                      .poll = nccl_poll,
+                      .abort = nccl_abort,
+                      .destroy = nccl_destroy,
+                      .state = s};
 
   /* Every rank must enter ncclCommInitRank or none: one that failed to set its device (or rank 0
    * failing to make the id) would leave the others blocked in it. So the ranks first agree. The
@@ -571,7 +580,7 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device, void *mpi_comm) {
   CUDA_CHECK(cudaMalloc((void **)&s->barrier_buf, sizeof *s->barrier_buf));
   CUDA_CHECK(cudaMemsetAsync(s->barrier_buf, 0, sizeof *s->barrier_buf, s->stream));
   (void)lo;
-  return &s->be;
+  return b;
 
 cleanup:
   if (s->comm) (void)ncclCommAbort(s->comm);
@@ -581,6 +590,7 @@ cleanup:
   (void)cudaGetLastError();
   pthread_mutex_destroy(&s->lock);
   free(s);
+  free(b);
   (void)st;
   return NULL;
 }

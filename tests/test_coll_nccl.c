@@ -26,7 +26,7 @@
 static const int64_t sizes[] = {1, 1000, (1 << 20) + 3};
 #define NSIZES ((int)(sizeof sizes / sizeof sizes[0]))
 
-/* ---- the communicator ------------------------------------------------------------------------- */
+/* ---- the communicator ------------------------------------------------------------------------ */
 static coll_comm *open_comm(void) {
   if (em_cuda_device_count() == 0) cr_skip_test("no usable CUDA device");
   coll_comm *c = coll__comm_new(NULL, 0, 1, 0);
@@ -43,7 +43,7 @@ static coll_comm *open_comm(void) {
     cr_assert_eq(e_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));                        \
   } while (0)
 
-/* ---- inputs and the host reference ---------------------------------------------------------------- */
+/* ---- inputs and the host reference ----------------------------------------------------------- */
 /* Rank q's element i: an integer in [-30, 30] ([0, 60] for u8), exact in bf16 and f16 even when
  * summed over up to 8 ranks. */
 static double val(em_dtype dt, int q, int64_t i) {
@@ -103,7 +103,7 @@ static em_tensor *input_of(em_dtype dt, int rank, int64_t base, int64_t n) {
   return host_of(dt, n, input_at, &(input_ctx){rank, base});
 }
 
-/* ---- device buffers ------------------------------------------------------------------------------- */
+/* ---- device buffers -------------------------------------------------------------------------- */
 typedef struct {
   char *d;
   int64_t n; /* usable elements; GUARD more follow */
@@ -165,7 +165,7 @@ static void run_ok(coll_req *r, const char *what) {
   cr_assert_eq(st, EM_OK, "%s: %s (%s)", what, em_status_str(st), em_last_error());
 }
 
-/* ---- allreduce -------------------------------------------------------------------------------------- */
+/* ---- allreduce ------------------------------------------------------------------------------- */
 static void check_allreduce(coll_comm *c, em_dtype dt, coll_redop op, int64_t n, bool in_place) {
   char what[128];
   snprintf(what, sizeof what, "allreduce %s %s x %lld %s", coll_redop_name(op), em_dtype_name(dt),
@@ -212,7 +212,7 @@ Test(coll_nccl, allreduce_dtypes) {
   coll__comm_free(c);
 }
 
-/* ---- broadcast ------------------------------------------------------------------------------------ */
+/* ---- broadcast ------------------------------------------------------------------------------- */
 Test(coll_nccl, broadcast) {
   coll_comm *c = open_comm();
   TU_BEGIN;
@@ -235,8 +235,8 @@ Test(coll_nccl, broadcast) {
   coll__comm_free(c);
 }
 
-/* ---- reduce_scatter --------------------------------------------------------------------------------
- * Rank r's send is val(r, 0 .. W*n); rank r gets op over ranks of block r. In place (send == recv,
+/* ---- reduce_scatter -------------------------------------------------------------------------- */
+/* Rank r's send is val(r, 0 .. W*n); rank r gets op over ranks of block r. In place (send == recv,
  * W*n elements) the result is at recv[0, n), as coll.h says. */
 static void check_reduce_scatter(coll_comm *c, coll_redop op, int64_t n, bool in_place) {
   char what[128];
@@ -270,8 +270,8 @@ Test(coll_nccl, reduce_scatter) {
   coll__comm_free(c);
 }
 
-/* ---- allgather --------------------------------------------------------------------------------------
- * Rank q sends val(q, 0 .. n); recv[q*n + i] = val(q, i). In place: send is recv's block `rank`. */
+/* ---- allgather ------------------------------------------------------------------------------- */
+/* Rank q sends val(q, 0 .. n); recv[q*n + i] = val(q, i). In place: send is recv's block `rank`. */
 static void check_allgather(coll_comm *c, int64_t n, bool in_place) {
   char what[96];
   snprintf(what, sizeof what, "allgather f32 x %lld %s", (long long)n,
@@ -307,7 +307,7 @@ Test(coll_nccl, allgather) {
   coll__comm_free(c);
 }
 
-/* ---- barrier, ordering, detach, reports ---------------------------------------------------------- */
+/* ---- barrier, ordering, detach, reports ------------------------------------------------------ */
 /* coll_barrier goes to the host backend; the NCCL barrier is reached through the table. */
 static coll_req *nccl_barrier(coll_comm *c) {
   coll_req *r = calloc(1, sizeof *r);
@@ -386,7 +386,7 @@ Test(coll_nccl, detached_at_destroy) {
   dev_free(b);
 }
 
-/* ---- bad arguments ------------------------------------------------------------------------------- */
+/* ---- bad arguments --------------------------------------------------------------------------- */
 static void assert_rejected(coll_req *r, em_status want, const char *needle, const char *what) {
   cr_assert_null(r, "%s: accepted", what);
   cr_assert_eq(em_last_status(), want, "%s: status %s, want %s (%s)", what,
@@ -405,8 +405,8 @@ Test(coll_nccl, bad_arguments) {
   dbuf h32 = dev_new(EM_F32, n);
   coll_buf host = coll_host_buf(calloc((size_t)n, 4), n, EM_F32);
   cr_assert(host.ptr);
-  assert_rejected(coll_allreduce(c, cbuf(f), cbuf(g), W * n + 1, COLL_SUM), EM_ERR_INVALID,
-                  "needs", "allreduce count > numel");
+  assert_rejected(coll_allreduce(c, cbuf(f), cbuf(g), W * n + 1, COLL_SUM), EM_ERR_INVALID, "needs",
+                  "allreduce count > numel");
   assert_rejected(coll_allreduce(c, cbuf(f), cbuf(g), -1, COLL_SUM), EM_ERR_INVALID, "negative",
                   "allreduce count < 0");
   assert_rejected(coll_allreduce(c, cbuf(i32), cbuf(i32), n, COLL_AVG), EM_ERR_INVALID, "avg",

@@ -1,2 +1,88 @@
-# Multi-rank tests of the communicator (issue 3): included by tests/mpi/CMakeLists.txt.
-ember_mpi_test(coll_ops_np2 2 test_coll_ops.c)
+# coll_tests.cmake: the multi-rank tests of the communicator (issue 3); included by
+# tests/mpi/CMakeLists.txt. All test names start with coll_ (ctest -R coll).
+#
+#   coll_ops_*          every operation, 1 element to 3 Mi, default chunk and 4 KiB chunks
+#   coll_allreduce_big  64 Mi elements (256 MB a buffer), 2 and 4 ranks
+#   coll_async_*        64 outstanding requests, polling, ordering, detach, explicit timeouts
+#   coll_mismatch_*     ranks disagree: an error naming both sides, non-zero exit, no hang
+#   coll_hang_*         a rank never joins: the job is aborted with a report within seconds
+#   coll_bootstrap_*    ddp_init at 1 rank without mpirun, and at 2-4 ranks
+#
+# EMBER_COLL_TIMEOUT is set short enough that a broken collective fails the test in a minute
+# rather than hanging for the communicator's 300 s default.
+set(EMBER_COLL_TEST_DIR ${CMAKE_CURRENT_SOURCE_DIR})
+
+# ember_coll_expect_fail(NAME NP LIMIT_S SOURCE [EXPECT expect_fail.sh options...]
+#                        [ARGS program args...] [ENV VAR=value...])
+# Runs SOURCE's program on NP ranks through expect_fail.sh: it must exit non-zero within LIMIT_S
+# seconds and its output must satisfy the EXPECT patterns (-e must match, -x must not).
+function(ember_coll_expect_fail name np limit src)
+  cmake_parse_arguments(PARSE_ARGV 4 X "" "" "EXPECT;ARGS;ENV")
+  ember_mpi_program(${src})
+  get_filename_component(prog ${src} NAME_WE)
+  add_test(NAME ${name}
+           COMMAND ${EMBER_COLL_TEST_DIR}/expect_fail.sh -t ${limit} ${X_EXPECT} --
+                   ${EMBER_COLL_TEST_DIR}/mpirun.sh ${np} ${limit} $<TARGET_FILE:${prog}>
+                   ${X_ARGS})
+  math(EXPR ctest_limit "${limit} + 30")
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${ctest_limit} PROCESSORS ${np}
+                                          ENVIRONMENT "${X_ENV}")
+endfunction()
+
+foreach(np 2 3 4)
+  ember_mpi_test(coll_ops_np${np} ${np} test_coll_ops.c)
+  ember_mpi_test(coll_ops_chunk4k_np${np} ${np} test_coll_ops.c --max-count 262145)
+  set_tests_properties(coll_ops_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+  set_tests_properties(coll_ops_chunk4k_np${np} PROPERTIES
+                       ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHUNK_BYTES=4096")
+  ember_mpi_test(coll_bootstrap_np${np} ${np} test_coll_bootstrap.c)
+  set_tests_properties(coll_bootstrap_np${np} PROPERTIES ENVIRONMENT "EMBER_DEVICE=cpu")
+endforeach()
+foreach(np 2 4)
+  ember_mpi_test(coll_allreduce_big_np${np} ${np} test_coll_ops.c --big)
+  set_tests_properties(coll_allreduce_big_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+endforeach()
+foreach(np 2 3)
+  ember_mpi_test(coll_async_np${np} ${np} test_coll_async.c)
+  set_tests_properties(coll_async_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+endforeach()
+
+# Rank 1 disagrees; every rank must print its own message naming both sides, and no self-check
+# of the program may fail (those print "test_coll_mismatch.c:LINE:").
+set(no_self_check_failed -x "test_coll_mismatch[.]c:[0-9]+:")
+ember_coll_expect_fail(coll_mismatch_count_np2 2 30 test_coll_mismatch.c
+  EXPECT -e "^[[]rank 0[]] .*mismatch.*(1000.*999|999.*1000)"
+         -e "^[[]rank 1[]] .*mismatch.*(1000.*999|999.*1000)" ${no_self_check_failed}
+  ARGS --mode count ENV EMBER_COLL_TIMEOUT=20)
+ember_coll_expect_fail(coll_mismatch_count_np3 3 30 test_coll_mismatch.c
+  EXPECT -e "^[[]rank 0[]] .*mismatch.*(1000.*999|999.*1000)"
+         -e "^[[]rank 1[]] .*mismatch.*(1000.*999|999.*1000)"
+         -e "^[[]rank 2[]] .*mismatch.*(1000.*999|999.*1000)" ${no_self_check_failed}
+  ARGS --mode count ENV EMBER_COLL_TIMEOUT=20)
+ember_coll_expect_fail(coll_mismatch_kind_np2 2 30 test_coll_mismatch.c
+  EXPECT -e "^[[]rank 0[]] .*mismatch.*broadcast" -e "^[[]rank 1[]] .*mismatch.*broadcast"
+         ${no_self_check_failed}
+  ARGS --mode kind ENV EMBER_COLL_TIMEOUT=20)
+ember_coll_expect_fail(coll_mismatch_op_np2 2 30 test_coll_mismatch.c
+  EXPECT -e "^[[]rank 0[]] .*mismatch.*max" -e "^[[]rank 1[]] .*mismatch.*max"
+         ${no_self_check_failed}
+  ARGS --mode op ENV EMBER_COLL_TIMEOUT=20)
+
+# Rank 1 sleeps 60 s in front of an allreduce; the 2 s timeout must abort the job with a report
+# naming the timeout, the operation and rank 1 as behind, well before rank 1 would wake.
+ember_coll_expect_fail(coll_hang_np2 2 25 test_coll_hang.c
+  EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind" -x "UNEXPECTED"
+  ENV EMBER_COLL_TIMEOUT=2)
+ember_coll_expect_fail(coll_hang_np3 3 25 test_coll_hang.c
+  EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind" -x "UNEXPECTED" -x "rank 2 is behind"
+  ENV EMBER_COLL_TIMEOUT=2)
+
+# Without a launcher: a world of 1. And device errors: EMBER_DEVICE=cuda without a GPU (skips
+# itself where a GPU is present), and an unknown EMBER_DEVICE value.
+ember_mpi_program(test_coll_bootstrap.c)
+add_test(NAME coll_bootstrap_single COMMAND test_coll_bootstrap --single)
+add_test(NAME coll_bootstrap_cuda_missing COMMAND test_coll_bootstrap --init-error cuda)
+add_test(NAME coll_bootstrap_bad_device COMMAND test_coll_bootstrap --init-error EMBER_DEVICE=tpu)
+set_tests_properties(coll_bootstrap_single PROPERTIES TIMEOUT 60 ENVIRONMENT "EMBER_DEVICE=cpu")
+set_tests_properties(coll_bootstrap_cuda_missing PROPERTIES TIMEOUT 60 ENVIRONMENT "EMBER_DEVICE=cuda")
+set_tests_properties(coll_bootstrap_bad_device PROPERTIES TIMEOUT 60 ENVIRONMENT "EMBER_DEVICE=tpu")
