@@ -429,6 +429,20 @@ static em_status execute(em_node *root, em_tensor *seed, bool retain) {
   return st;
 }
 
+/* Begin observers in registration order; the first failure stops the pass before any gradient
+ * is computed (the end observers still run, with that status). */
+static em_status run_begin_observers(void) {
+  for (int k = 0; k < n_observers; k++) {
+    if (!observers[k].begin) continue;
+    em_status st = observers[k].begin(observers[k].ctx);
+    if (st != EM_OK) {
+      if (em_last_status() == EM_OK) em_set_error(st, "backward: a backward observer failed");
+      return st;
+    }
+  }
+  return EM_OK;
+}
+
 em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opts *opts) {
   if (!root) {
     if (em_last_status() == EM_OK) em_set_error(EM_ERR_INVALID, "backward: tensor is NULL");
@@ -471,18 +485,16 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
     root->bw_pending = 1;
     bw_running = true;
     begun = true;
-    for (int k = 0; k < n_observers; k++)
-      if (observers[k].begin) observers[k].begin(observers[k].ctx);
-    st = leaf_accumulate(root, seed);
+    st = run_begin_observers();
+    if (st == EM_OK) st = leaf_accumulate(root, seed);
   } else {
     st = discover(root->grad_fn, epoch);
     bw_epoch = epoch;
     bw_running = true;
     if (st == EM_OK) {
       begun = true;
-      for (int k = 0; k < n_observers; k++)
-        if (observers[k].begin) observers[k].begin(observers[k].ctx);
-      st = execute(root->grad_fn, seed, retain);
+      st = run_begin_observers();
+      if (st == EM_OK) st = execute(root->grad_fn, seed, retain);
     }
   }
   /* End observers run exactly when begin observers ran, so they always come in pairs. */

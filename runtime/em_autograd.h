@@ -40,7 +40,9 @@ int em_tensor_on_grad_ready(em_tensor *leaf, em_grad_hook_fn fn, void *ctx);
 void em_tensor_remove_hook(em_tensor *leaf, int hook_id);
 
 /* Observer of whole backward passes (see the top of this file). Returns an id > 0. */
-typedef void (*em_backward_begin_fn)(void *ctx);
+/* begin may refuse the pass (a data-parallel reducer that finds its state wrong): it returns an
+ * error status with the message set, no gradient is computed, and em_backward returns it. */
+typedef em_status (*em_backward_begin_fn)(void *ctx);
 typedef void (*em_backward_end_fn)(em_status status, void *ctx);
 int em_autograd_on_backward(em_backward_begin_fn begin, em_backward_end_fn end, void *ctx);
 void em_autograd_remove_observer(int id);

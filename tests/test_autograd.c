@@ -203,7 +203,7 @@ typedef struct {
   bool used_reached, unused_reached, mid_reached, frozen_reached, grads_empty;
 } obs_ctx;
 
-static void on_begin(void *p) {
+static em_status on_begin(void *p) {
   obs_ctx *o = p;
   o->begins++;
   cr_assert(em_backward_running());
@@ -212,6 +212,7 @@ static void on_begin(void *p) {
   o->mid_reached = o->mid && em_backward_reaches(o->mid);
   o->frozen_reached = em_backward_reaches(o->frozen);
   o->grads_empty = o->used->grad == NULL; /* no gradient has been computed yet */
+  return EM_OK;
 }
 
 static void on_end(em_status st, void *p) {
@@ -496,4 +497,29 @@ Test(autograd, intermediates_held_only_by_graph) {
   em_release(loss);
   em_release(x);
   cr_assert_eq(em_live_tensors(), live0);
+}
+
+/* A begin observer that refuses the pass: no gradient is computed, the status and message come
+ * back from em_backward, and the end observer still runs with that status. */
+static em_status refuse_begin(void *p) {
+  (void)p;
+  return em_set_error(EM_ERR_STATE, "reducer: refused for the test");
+}
+static void refuse_end(em_status st, void *p) { *(em_status *)p = st; }
+
+Test(autograd, begin_observer_can_refuse_the_pass) {
+  TU_BEGIN;
+  em_tensor *x = em_full(EM_F32, EM_SHAPE(3), 2.0);
+  em_set_requires_grad(x, true);
+  em_status seen = EM_OK;
+  int id = em_autograd_on_backward(refuse_begin, refuse_end, &seen);
+  cr_assert_eq(em_backward(em_sum(em_mul(x, x), 0, NULL, false)), EM_ERR_STATE);
+  cr_assert(strstr(em_last_error(), "refused for the test"), "%s", em_last_error());
+  cr_assert_null(x->grad, "no gradient computed");
+  cr_assert_eq(seen, EM_ERR_STATE, "end observer gets the status");
+  em_autograd_remove_observer(id);
+  cr_assert_eq(em_backward(em_sum(em_mul(x, x), 0, NULL, false)), EM_OK);
+  cr_assert_float_eq(em_get(x->grad, 0), 4.0, 1e-6);
+  em_clear_error();
+  TU_END;
 }
