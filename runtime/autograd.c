@@ -499,7 +499,10 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
   }
   /* End observers run exactly when begin observers ran, so they always come in pairs. */
   for (int k = 0; begun && k < n_observers; k++)
-    if (observers[k].end) observers[k].end(st, observers[k].ctx);
+    if (observers[k].end) {
+      em_status se = observers[k].end(st, observers[k].ctx);
+      if (st == EM_OK && se != EM_OK) st = se; /* e.g. the gradient all-reduce failed */
+    }
   bw_running = false;
   em_no_grad_end(prev_grad);
   em_scope_end(s);

@@ -43,7 +43,9 @@ void em_tensor_remove_hook(em_tensor *leaf, int hook_id);
 /* begin may refuse the pass (a data-parallel reducer that finds its state wrong): it returns an
  * error status with the message set, no gradient is computed, and em_backward returns it. */
 typedef em_status (*em_backward_begin_fn)(void *ctx);
-typedef void (*em_backward_end_fn)(em_status status, void *ctx);
+/* end gets the pass's status and returns its own: an error there (with the message set) becomes
+ * em_backward's result when the pass itself succeeded. */
+typedef em_status (*em_backward_end_fn)(em_status status, void *ctx);
 int em_autograd_on_backward(em_backward_begin_fn begin, em_backward_end_fn end, void *ctx);
 void em_autograd_remove_observer(int id);
 /* Inside a backward pass (begin hooks, grad hooks): will t get a gradient in this pass? */

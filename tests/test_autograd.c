@@ -215,10 +215,11 @@ static em_status on_begin(void *p) {
   return EM_OK;
 }
 
-static void on_end(em_status st, void *p) {
+static em_status on_end(em_status st, void *p) {
   obs_ctx *o = p;
   o->ends++;
   o->last_status = st;
+  return EM_OK;
 }
 
 Test(autograd, observers_and_reaches) {
@@ -505,7 +506,10 @@ static em_status refuse_begin(void *p) {
   (void)p;
   return em_set_error(EM_ERR_STATE, "reducer: refused for the test");
 }
-static void refuse_end(em_status st, void *p) { *(em_status *)p = st; }
+static em_status refuse_end(em_status st, void *p) {
+  *(em_status *)p = st;
+  return EM_OK;
+}
 
 Test(autograd, begin_observer_can_refuse_the_pass) {
   TU_BEGIN;
@@ -520,6 +524,25 @@ Test(autograd, begin_observer_can_refuse_the_pass) {
   em_autograd_remove_observer(id);
   cr_assert_eq(em_backward(em_sum(em_mul(x, x), 0, NULL, false)), EM_OK);
   cr_assert_float_eq(em_get(x->grad, 0), 4.0, 1e-6);
+  em_clear_error();
+  TU_END;
+}
+
+/* An end observer's error (the reducer's all-reduce failed) becomes em_backward's result. */
+static em_status failing_end(em_status st, void *p) {
+  (void)st;
+  (void)p;
+  return em_set_error(EM_ERR_COMM, "reducer: all-reduce failed (test)");
+}
+
+Test(autograd, end_observer_error_fails_the_pass) {
+  TU_BEGIN;
+  em_tensor *x = em_full(EM_F32, EM_SHAPE(2), 1.0);
+  em_set_requires_grad(x, true);
+  int id = em_autograd_on_backward(NULL, failing_end, NULL);
+  cr_assert_eq(em_backward(em_sum(x, 0, NULL, false)), EM_ERR_COMM);
+  cr_assert(strstr(em_last_error(), "all-reduce failed"), "%s", em_last_error());
+  em_autograd_remove_observer(id);
   em_clear_error();
   TU_END;
 }
