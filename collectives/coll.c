@@ -25,6 +25,8 @@ double coll__now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+double coll_now(void) { return coll__now(); }
+
 coll_buf coll_buf_of(const em_tensor *t) {
   coll_buf b = {0};
   if (!t || !em_is_contiguous(t)) return b;
@@ -296,6 +298,7 @@ void coll__complete(coll_req *r, em_status status, const char *msg) {
   pthread_mutex_lock(&c->lock);
   r->status = status;
   if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
+  r->t_done = coll__now();
   __atomic_store_n(&r->state, REQ_DONE, __ATOMIC_RELEASE);
   if (status == EM_OK) {
     c->stats.ops++;
@@ -338,7 +341,9 @@ static void timeout_report(coll_req *r, double waited, char *buf, size_t n) {
     r->backend->progress_report(r->backend->state, r, buf + k, n - (size_t)k);
 }
 
-em_status coll_wait(coll_req *r, double timeout_s) {
+em_status coll_wait(coll_req *r, double timeout_s) { return coll_wait_ex(r, timeout_s, NULL); }
+
+em_status coll_wait_ex(coll_req *r, double timeout_s, double *t_done) {
   if (!r) {
     if (em_last_status() == EM_OK) em_set_error(EM_ERR_INVALID, "coll_wait: request is NULL");
     return em_last_status();
@@ -381,6 +386,7 @@ em_status coll_wait(coll_req *r, double timeout_s) {
   }
   em_status st = r->status;
   if (st != EM_OK) em_set_error(st, "%s", r->msg);
+  if (t_done) *t_done = r->t_done;
   free(r);
   return st;
 }

@@ -98,6 +98,10 @@ coll_req *coll_barrier(coll_comm *c);
  * to stderr and the communicator aborts the job. Any other return consumes r: it is freed and
  * the operation's status is returned (EM_OK, or an error whose message names the operation). */
 em_status coll_wait(coll_req *r, double timeout_s);
+/* coll_wait that also gives the moment r completed (monotonic seconds, as coll_now()). */
+em_status coll_wait_ex(coll_req *r, double timeout_s, double *t_done);
+/* The monotonic clock the communicator uses (seconds). */
+double coll_now(void);
 /* True once r has completed (coll_wait then returns at once). Does not consume r. */
 bool coll_test(coll_req *r);
 /* Give up ownership of r without waiting: it completes on its own (its buffers must stay valid

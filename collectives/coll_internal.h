@@ -35,7 +35,7 @@ struct coll_req {
   bool detached; /* freed by the completer */
   em_status status;
   char msg[768];
-  double t_issued, t_started; /* monotonic seconds */
+  double t_issued, t_started, t_done; /* monotonic seconds */
   struct coll_req *next;      /* backend queue link */
   void *backend_data;         /* e.g. the NCCL completion event */
 };

@@ -55,8 +55,77 @@ static MPI_Datatype mpi_type(em_dtype dt) {
   case EM_I64: return MPI_INT64_T;
   case EM_I32: return MPI_INT32_T;
   case EM_U8: return MPI_UINT8_T;
+  case EM_BF16:
+  case EM_F16: return MPI_UINT16_T; /* reduced by the user-defined operations below */
   default: return MPI_DATATYPE_NULL;
   }
+}
+
+static MPI_Op mpi_op(coll_redop op);
+
+/* ---- 16-bit floats: MPI has no bf16/f16 type; user-defined operations reduce them in f32 ---- */
+static float bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+static uint16_t f32_to_bf16(float f) { /* round to nearest even; NaN/inf kept */
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits += 0x7fffu + ((bits >> 16) & 1u);
+  return (uint16_t)(bits >> 16);
+}
+static float f16_to_f32(uint16_t h) {
+  _Float16 v;
+  memcpy(&v, &h, sizeof v);
+  return (float)v;
+}
+static uint16_t f32_to_f16(float f) {
+  _Float16 v = (_Float16)f;
+  uint16_t h;
+  memcpy(&h, &v, sizeof h);
+  return h;
+}
+
+#define HALF_OP(name, to32, from32, combine)                                                       \
+  static void name(void *in, void *inout, int *len, MPI_Datatype *dt) {                            \
+    (void)dt;                                                                                      \
+    const uint16_t *a = in;                                                                        \
+    uint16_t *b = inout;                                                                           \
+    for (int i = 0; i < *len; i++) {                                                               \
+      float x = to32(a[i]), y = to32(b[i]);                                                        \
+      b[i] = from32(combine);                                                                      \
+    }                                                                                              \
+  }
+HALF_OP(bf16_sum, bf16_to_f32, f32_to_bf16, x + y)
+HALF_OP(bf16_max, bf16_to_f32, f32_to_bf16, x > y ? x : y)
+HALF_OP(bf16_min, bf16_to_f32, f32_to_bf16, x < y ? x : y)
+HALF_OP(f16_sum, f16_to_f32, f32_to_f16, x + y)
+HALF_OP(f16_max, f16_to_f32, f32_to_f16, x > y ? x : y)
+HALF_OP(f16_min, f16_to_f32, f32_to_f16, x < y ? x : y)
+
+static MPI_Op half_ops[2][3]; /* [bf16, f16][sum, max, min], made once per process */
+static pthread_once_t half_once = PTHREAD_ONCE_INIT;
+static void make_half_ops(void) {
+  MPI_User_function *fn[2][3] = {{bf16_sum, bf16_max, bf16_min}, {f16_sum, f16_max, f16_min}};
+  for (int t = 0; t < 2; t++)
+    for (int o = 0; o < 3; o++) MPI_Op_create(fn[t][o], 1, &half_ops[t][o]);
+}
+
+/* avg for 16-bit floats: divide in f32, round back. */
+static void half_divide(em_dtype dt, void *p, int64_t n, float w) {
+  uint16_t *h = p;
+  for (int64_t i = 0; i < n; i++)
+    h[i] = dt == EM_BF16 ? f32_to_bf16(bf16_to_f32(h[i]) / w) : f32_to_f16(f16_to_f32(h[i]) / w);
+}
+
+static MPI_Op reduce_op(em_dtype dt, coll_redop op) {
+  if (dt == EM_BF16 || dt == EM_F16) {
+    pthread_once(&half_once, make_half_ops);
+    return half_ops[dt == EM_F16][op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : 0];
+  }
+  return mpi_op(op);
 }
 
 static MPI_Op mpi_op(coll_redop op) {
@@ -130,6 +199,16 @@ static em_status check_fingerprint(mpi_state *s, const coll_req *r, char *msg, s
   return EM_ERR_COMM;
 }
 
+/* The sum over ranks divided by the world size, in place (floating dtypes only). */
+static void avg_divide(em_dtype dt, void *p, int64_t n, int world) {
+  if (dt == EM_F32) {
+    float *f = p, w = (float)world;
+    for (int64_t i = 0; i < n; i++) f[i] /= w;
+  } else {
+    half_divide(dt, p, n, (float)world);
+  }
+}
+
 /* Run one operation with MPI; chunked where that is faster. */
 static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   MPI_Datatype t = mpi_type(r->dtype);
@@ -145,12 +224,9 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
     for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
       int len = (int)(r->count - off < chunk ? r->count - off : chunk);
       err = MPI_Allreduce(in_place ? MPI_IN_PLACE : send + off * (int64_t)es,
-                          recv + off * (int64_t)es, len, t, mpi_op(r->op), s->comm);
+                          recv + off * (int64_t)es, len, t, reduce_op(r->dtype, r->op), s->comm);
     }
-    if (err == MPI_SUCCESS && r->op == COLL_AVG) { /* f32 only (checked at issue) */
-      float *p = (float *)recv, w = (float)W;
-      for (int64_t i = 0; i < r->count; i++) p[i] /= w;
-    }
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
     if (err != MPI_SUCCESS) return mpi_error(err, "MPI_Allreduce", r, msg, n);
     return EM_OK;
   }
@@ -162,11 +238,8 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
     return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Bcast", r, msg, n);
   case COLL_REDUCE_SCATTER:
     err = MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv, (int)r->count, t,
-                                   mpi_op(r->op), s->comm);
-    if (err == MPI_SUCCESS && r->op == COLL_AVG) {
-      float *p = (float *)recv, w = (float)W;
-      for (int64_t i = 0; i < r->count; i++) p[i] /= w;
-    }
+                                   reduce_op(r->dtype, r->op), s->comm);
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
     return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Reduce_scatter_block", r, msg, n);
   case COLL_ALLGATHER: {
     bool in_place = send == recv + (int64_t)s->c->rank * r->count * (int64_t)es;

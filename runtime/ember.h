@@ -10,5 +10,6 @@
 
 #include "coll.h"
 #include "ddp_init.h"
+#include "ddp.h"
 
 #endif

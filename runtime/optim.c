@@ -6,6 +6,7 @@
  * construction, so the loops only see floats. Gradients are checked for every parameter before
  * any parameter changes, so a failed em_step leaves the model untouched. */
 #include "em_internal.h"
+#include "em_timeline.h"
 #include "em_optim.h"
 
 #include <math.h>
@@ -313,7 +314,18 @@ static em_status check_grads(const em_optim *o) {
   return EM_OK;
 }
 
+static em_status step_impl(em_optim *o);
+
+/* The step, recorded on the reducer's timeline when there is one. */
 em_status em_step(em_optim *o) {
+  em_timeline *tl = em_timeline_current();
+  double t0 = tl ? em_timeline_now() : 0;
+  em_status st = step_impl(o);
+  if (tl) em_timeline_span(tl, "optimizer step", "optim", 0, t0, em_timeline_now());
+  return st;
+}
+
+static em_status step_impl(em_optim *o) {
   if (!o) return em_set_error(EM_ERR_INVALID, "step: optimizer is NULL");
   em_status st = check_grads(o);
   if (st != EM_OK) return st;

@@ -1,0 +1,102 @@
+/* ddp.h: ddp_wrap, the one call that makes a model data-parallel.
+ *
+ *   ddp_init(&argc, &argv);
+ *   em_module *model = em_mlp(784, (int[]){1024, 1024}, 2, 10);
+ *   ddp_model *ddp = ddp_wrap(model, NULL);     // remove this line: a single-process program
+ *   ... em_forward, em_backward(loss), em_step, em_zero_grad as before ...
+ *   ddp_free(ddp);
+ *
+ * At wrap time every rank must hold the same parameters (names, shapes, dtypes: checked, the
+ * error names the first difference and the rank); rank 0's parameters and buffers are broadcast
+ * to all, and a checksum confirms it.
+ *
+ * Buckets. Parameters, in reverse registration order (the order backward produces gradients),
+ * are grouped into buckets of at most bucket_cap_mb. Gradients live in one flat buffer from the
+ * start: each parameter's .grad is a view into its bucket, so there is no copy in or out.
+ *
+ *   grads: | bucket 0: fc3.bias fc3.weight | bucket 1: fc2.bias fc2.weight | bucket 2: ... |
+ *            ^ launched first                ^ launched when its last gradient is final
+ *
+ * Overlap. When the last gradient of a bucket is final (the engine's grad-ready hook), the bucket's
+ * all-reduce starts at once, in bucket order on every rank, while backward goes on; at the end of
+ * backward the reducer waits for every bucket. Gradients end averaged over the world: the
+ * communicator's AVG (sum, then divide by the world size, in f32).
+ *
+ * Unused parameters: the engine says before backward runs which parameters this pass will reach;
+ * the others are marked ready at once (their gradient region holds what .grad held, normally zero
+ * after em_zero_grad), so a step never stalls. A parameter unused on every rank keeps its gradient
+ * untouched, as in PyTorch (a small all-reduce of the used-flags finds them).
+ *
+ * Buffers (batch-norm running statistics) are broadcast from rank 0 at the end of every synced
+ * backward, so that all ranks evaluate with the same statistics (PyTorch broadcasts them before
+ * each forward; Ember sees no forward, and the end of backward is the same point in the step).
+ */
+#ifndef EMBER_DDP_H
+#define EMBER_DDP_H
+
+#include "coll.h"
+#include "em_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ddp_model ddp_model;
+
+typedef enum {
+  DDP_COMPRESS_NONE = 0,
+  DDP_COMPRESS_BF16 = 1, /* cast to bf16 (after dividing by the world size), sum, cast back */
+  DDP_COMPRESS_FP16 = 2, /* the same with IEEE half */
+} ddp_compression;
+
+/* A bucket as a communication hook sees it: reduce data[0, count) in place across ranks. */
+typedef struct {
+  int index;   /* launch order, 0 first */
+  float *data; /* the bucket's gradients (f32) */
+  int64_t count;
+  coll_comm *comm;
+} ddp_bucket_view;
+/* Start the reduction of b and return its request (the reducer waits for it at the end of
+ * backward), or NULL with the error set. The default is coll_allreduce(..., COLL_AVG). */
+typedef coll_req *(*ddp_comm_hook)(const ddp_bucket_view *b, void *ctx);
+
+/* Zero fields take the environment, then the default:
+ *   bucket_cap_mb  EMBER_DDP_BUCKET_MB   4 (docs/ddp.md: measured on this machine)
+ *   timeline       EMBER_TIMELINE        none: a Chrome trace file per rank ("%r" -> rank)  */
+typedef struct {
+  double bucket_cap_mb;
+  ddp_compression compression;
+  ddp_comm_hook hook; /* overrides compression */
+  void *hook_ctx;
+  bool no_broadcast_buffers;
+  const char *timeline;
+} ddp_options;
+
+/* Wrap model (not owned; it must outlive the result). NULL opts = defaults. Needs ddp_init.
+ * Returns NULL with the error set: not initialised, wrapped already, models differ across ranks,
+ * plans differ across ranks. Collective: every rank calls it. */
+ddp_model *ddp_wrap(em_module *model, const ddp_options *opts);
+/* Unhook and free (NULL ok). The parameters keep their values; their .grad stay valid tensors. */
+void ddp_free(ddp_model *d);
+
+/* Gradient accumulation: while on, backward passes do not communicate; the next synced backward
+ * reduces everything accumulated since the last one. */
+em_status ddp_no_sync(ddp_model *d, bool on);
+
+typedef struct {
+  int64_t steps;         /* synced backward passes */
+  double forward_s;      /* last step: from the end of the previous backward to this one's start */
+  double backward_s;     /* last step: backward, including the wait for the buckets */
+  double comm_s;         /* last step: sum over buckets of launch -> completion */
+  double comm_exposed_s; /* last step: time backward's end waited for communication */
+  double comm_overlapped_s; /* comm_s - comm_exposed_s (>= 0) */
+  int n_buckets;
+} ddp_stats;
+ddp_stats ddp_get_stats(const ddp_model *d);
+/* Bucket i: element count (padding included) and number of parameters. -1 if i is out of range. */
+int64_t ddp_bucket_numel(const ddp_model *d, int i, int *n_params);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
