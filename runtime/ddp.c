@@ -324,6 +324,14 @@ static em_status on_begin(void *ctx) {
                           "gradient must stay in the bucket buffer; zero it with em_zero_grad)",
                           d->names[i]);
   }
+  /* A backward that reaches none of this model's parameters belongs to another model: not ours
+   * to reduce (every rank must run a backward that reaches the model, as with PyTorch). */
+  bool reached = false;
+  for (int i = 0; i < d->n_params && !reached; i++) reached = em_backward_reaches(d->params[i]);
+  if (!reached) {
+    d->in_sync_pass = false;
+    return EM_OK;
+  }
   d->in_sync_pass = !d->no_sync;
   if (!d->in_sync_pass) {
     for (int i = 0; i < d->n_params; i++)
@@ -515,7 +523,8 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
     if (bb.dtype != EM_F32 && bb.dtype != EM_I64) continue;
     if ((st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0))) != EM_OK) goto fail;
   }
-  if ((st = plan_buckets(d)) != EM_OK || (st = bind_grads(d)) != EM_OK) goto fail;
+  if ((st = plan_buckets(d)) != EM_OK) goto fail; /* collective: all ranks agree already */
+  if ((st = bind_grads(d)) != EM_OK) goto local_fail;
   d->used = calloc((size_t)d->n_params + 1, 1);
   d->used_all = calloc((size_t)d->n_params + 1, 1);
   d->saved = calloc((size_t)em_numel(d->grads), sizeof *d->saved);
@@ -534,27 +543,47 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   for (int i = 0; i < d->n_params; i++)
     if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i]))) {
       st = em_last_status();
-      goto fail;
+      goto local_fail;
     }
   if (!(d->observer = em_autograd_on_backward(on_begin, on_end, d))) {
     st = em_last_status();
-    goto fail;
+    goto local_fail;
   }
   const char *tl = d->opts.timeline ? d->opts.timeline : getenv("EMBER_TIMELINE");
   if (tl && *tl) {
     if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) {
       st = em_last_status();
-      goto fail;
+      goto local_fail;
     }
     em_timeline_set_current(d->tl);
   }
   d->stats.n_buckets = d->n_buckets;
+  st = EM_OK;
+local_fail:
+  /* The steps since the last collective were local: make sure every rank got through them, or
+   * all fail together (else the others' next backward would wait for this rank forever). */
+  {
+    int64_t ok[2] = {st == EM_OK ? 1 : 0, st == EM_OK ? -1 : -(int64_t)coll_rank(d->comm) - 2};
+    char why[600];
+    snprintf(why, sizeof why, "%s", st == EM_OK ? "" : em_last_error());
+    em_status cs = run_i64(d->comm, ok, 2, COLL_MIN);
+    if (cs != EM_OK) {
+      st = cs;
+    } else if (ok[0] == 0) {
+      if (st == EM_OK)
+        st = em_set_error(EM_ERR_STATE, "ddp_wrap: failed on rank %lld (see its message)",
+                          (long long)(-ok[1] - 2));
+      else
+        em_set_error(st, "%s", why);
+    }
+  }
+  if (st != EM_OK) goto fail;
   wrapped[slot] = d;
   return d;
 nomem:
   st = em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  goto local_fail;
 fail:
-  (void)st;
   ddp_free(d);
   return NULL;
 }

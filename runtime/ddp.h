@@ -27,6 +27,9 @@
  * after em_zero_grad), so a step never stalls. A parameter unused on every rank keeps its gradient
  * untouched, as in PyTorch (a small all-reduce of the used-flags finds them).
  *
+ * A backward pass that reaches none of the model's parameters (another model's) is not reduced;
+ * every rank must run each backward that reaches the model, as with PyTorch.
+ *
  * Buffers (batch-norm running statistics) are broadcast from rank 0 at the end of every synced
  * backward, so that all ranks evaluate with the same statistics (PyTorch broadcasts them before
  * each forward; Ember sees no forward, and the end of backward is the same point in the step).

@@ -1,0 +1,103 @@
+/* test_ddp_misc.c: determinism, the timeline file, statistics and bucket layout of ddp_wrap.
+ *
+ *   mpirun.sh NP LIMIT test_ddp_misc TIMELINE_PATTERN      (e.g. /tmp/x/ddp_tl_%r.json)
+ *
+ *   determinism  the same run twice in one program (re-seed, rebuild, rewrap after ddp_free):
+ *                bit-identical parameters, on every rank
+ *   timeline     ddp_options.timeline with "%r": after 3 steps the file is valid JSON once "]"
+ *                is appended, and after ddp_free as it is (python3's json module); it holds
+ *                "backward", "all-reduce bucket 0" and "optimizer step" events
+ *   stats        after a step: steps, n_buckets (= what ddp_bucket_numel reports), comm_s > 0,
+ *                backward_s > 0; the buckets cover every parameter once, bucket 0 holds the last
+ *                registered one, and every .grad is a view into one shared buffer */
+#include "ddp_util.h"
+
+enum { STEPS = 3 };
+
+/* Trains the MLP for STEPS steps on this rank's share; returns its arena snapshot. */
+static float *run(const char *timeline, bool check_stats, int64_t *n) {
+  em_manual_seed(21);
+  em_module *m = em_mlp(20, (int[]){64, 64}, 2, DU_CLASSES);
+  ddp_model *d = ddp_wrap(m, &(ddp_options){.bucket_cap_mb = 0.01, .timeline = timeline});
+  CHECK(d != NULL, "ddp_wrap: %s", em_last_error());
+  em_optim *opt = em_sgd(em_parameters(m), .lr = 0.1, .momentum = 0.9);
+  int off, len;
+  du_share(DU_GLOBAL_BATCH, ddp_world_size(), ddp_rank(), &off, &len);
+  for (int s = 0; s < STEPS && d && opt; s++) {
+    em_scope sc = em_scope_begin();
+    em_tensor *x = du_inputs(2, s, 2, (int64_t[]){DU_GLOBAL_BATCH, 20});
+    em_tensor *y = du_labels(2, s, DU_GLOBAL_BATCH, DU_CLASSES);
+    CHECK_OK(em_backward(
+        em_cross_entropy(em_forward(m, em_narrow(x, 0, off, len)), em_narrow(y, 0, off, len))));
+    CHECK_OK(em_step(opt));
+    CHECK_OK(em_zero_grad(opt));
+    em_scope_end(sc);
+  }
+  if (check_stats && d) {
+    ddp_stats st = ddp_get_stats(d);
+    CHECK(st.steps == STEPS, "stats.steps %lld, want %d", (long long)st.steps, STEPS);
+    CHECK(st.comm_s > 0 && st.backward_s > 0, "comm_s %g, backward_s %g", st.comm_s, st.backward_s);
+    CHECK(st.comm_exposed_s >= 0 && st.comm_overlapped_s >= 0, "exposed %g, overlapped %g",
+          st.comm_exposed_s, st.comm_overlapped_s);
+    em_params p = em_parameters(m);
+    int nb = 0, np = 0, k;
+    int64_t total = 0;
+    for (k = 0; ddp_bucket_numel(d, k, &np) >= 0; k++)
+      total += ddp_bucket_numel(d, k, NULL), nb += np;
+    CHECK(k == st.n_buckets && k > 1, "%d buckets listed, stats say %d", k, st.n_buckets);
+    CHECK(nb == p.n && total == p.arena_numel, "buckets hold %d params, %lld floats; want %d, %lld",
+          nb, (long long)total, p.n, (long long)p.arena_numel);
+    int first = 0;
+    ddp_bucket_numel(d, 0, &first);
+    CHECK(first >= 1 && ddp_bucket_numel(d, 0, NULL) >= em_arena_align(p.numel[p.n - 1]),
+          "bucket 0 must start with the last parameter");
+    for (int i = 1; i < p.n; i++)
+      CHECK(p.t[i]->grad && em_shares_storage(p.t[0]->grad, p.t[i]->grad),
+            "'%s'.grad is not in the bucket buffer", p.names[i]);
+  }
+  float *snap = du_snapshot(m, n);
+  if (timeline && d) { /* before ddp_free: valid once "]" is appended */
+    char path[4096], cmd[8400];
+    snprintf(path, sizeof path, "%s", timeline);
+    char *r = strstr(path, "%r");
+    if (r) {
+      char rest[4096];
+      snprintf(rest, sizeof rest, "%s", r + 2);
+      snprintf(r, sizeof path - (size_t)(r - path), "%d%s", ddp_rank(), rest);
+    }
+    const char *py = "import json,sys; ev=json.loads(open(sys.argv[1]).read()+sys.argv[2]); "
+                     "names={e.get('name') for e in ev}; "
+                     "need={'backward','all-reduce bucket 0','optimizer step'}; "
+                     "sys.exit(0 if need <= names else 3)";
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"%s\" '%s' ']'", py, path);
+    int rc = system(cmd);
+    CHECK(rc == 0, "timeline %s before ddp_free + ']': python3 says %d", path, rc);
+    ddp_free(d);
+    d = NULL;
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"%s\" '%s' ''", py, path);
+    rc = system(cmd);
+    CHECK(rc == 0, "timeline %s after ddp_free: python3 says %d", path, rc);
+  }
+  em_optim_free(opt);
+  ddp_free(d);
+  em_module_free(m);
+  return snap;
+}
+
+int main(int argc, char **argv) {
+  CHECK_OK(du_init(&argc, &argv));
+  const char *tl = argc > 1 ? argv[1] : NULL;
+  CHECK(tl != NULL, "usage: test_ddp_misc TIMELINE_PATTERN");
+  int64_t n1 = 0, n2 = 0;
+  float *a = run(NULL, true, &n1);
+  float *b = run(NULL, false, &n2);
+  CHECK(a && b && n1 == n2, "snapshots");
+  if (a && b && n1 == n2) {
+    CHECK_SAME(b, a, n1, EM_F32, "determinism: second run against the first");
+    CHECK(du_same_on_all_ranks(a, n1), "determinism: parameters differ across ranks");
+  }
+  free(a);
+  free(b);
+  if (tl) free(run(tl, false, &n1));
+  return chk_finish("test_ddp_misc");
+}
