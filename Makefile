@@ -39,6 +39,7 @@ test: test-release test-asan
 bench: build
 	./cluster/bench/train_bench.sh $(BUILD)
 	./collectives/bench/run.sh $(BUILD)
+	./cluster/bench/ddp_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

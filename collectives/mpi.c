@@ -20,6 +20,7 @@
  * its node are behind, or in a different operation. */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
+#include "em_half.h"
 
 #include <mpi.h>
 #include <sched.h>
@@ -46,6 +47,7 @@ typedef struct {
   pthread_mutex_t qlock;
   pthread_cond_t qcond;
   coll_req *head, *tail;
+  coll_req *current; /* the request the comm thread is running (for shutdown reports) */
   bool stop;
 } mpi_state;
 
@@ -64,29 +66,10 @@ static MPI_Datatype mpi_type(em_dtype dt) {
 static MPI_Op mpi_op(coll_redop op);
 
 /* ---- 16-bit floats: MPI has no bf16/f16 type; user-defined operations reduce them in f32 ---- */
-static float bf16_to_f32(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
-}
-static uint16_t f32_to_bf16(float f) { /* round to nearest even; NaN/inf kept */
-  uint32_t bits;
-  memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7f800000u) != 0x7f800000u) bits += 0x7fffu + ((bits >> 16) & 1u);
-  return (uint16_t)(bits >> 16);
-}
-static float f16_to_f32(uint16_t h) {
-  _Float16 v;
-  memcpy(&v, &h, sizeof v);
-  return (float)v;
-}
-static uint16_t f32_to_f16(float f) {
-  _Float16 v = (_Float16)f;
-  uint16_t h;
-  memcpy(&h, &v, sizeof h);
-  return h;
-}
+#define bf16_to_f32 em_bf16_to_f32
+#define f32_to_bf16 em_f32_to_bf16
+#define f16_to_f32 em_f16_to_f32
+#define f32_to_f16 em_f32_to_f16
 
 #define HALF_OP(name, to32, from32, combine)                                                       \
   static void name(void *in, void *inout, int *len, MPI_Datatype *dt) {                            \
@@ -315,7 +298,9 @@ static void *comm_thread(void *arg) {
     }
     pthread_mutex_unlock(&s->qlock);
     if (!r) break; /* stop requested and the queue is empty */
+    __atomic_store_n(&s->current, r, __ATOMIC_RELEASE);
     run(s, r);
+    __atomic_store_n(&s->current, NULL, __ATOMIC_RELEASE);
   }
   return NULL;
 }
@@ -351,7 +336,13 @@ static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_
     ADD("; progress of other ranks unknown (no node-shared memory)");
     return;
   }
-  coll_fingerprint mine = coll__fingerprint(r);
+  /* Compare with what this rank's comm thread is inside now: r may be queued behind it. */
+  coll_req *cur = __atomic_load_n(&s->current, __ATOMIC_ACQUIRE);
+  coll_fingerprint mine = coll__fingerprint(cur && cur != r ? cur : r);
+  if (cur && cur != r) {
+    char d[160];
+    ADD("; this rank is inside %s", coll__describe(&mine, d, sizeof d));
+  }
   int behind = 0;
   for (int i = 0; i < s->node_size; i++) {
     if (i == s->node_rank) continue;
@@ -402,10 +393,18 @@ static void mpi_destroy(void *state) {
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += (time_t)s->c->opts.timeout_s + 1;
     if (pthread_timedjoin_np(s->thread, NULL, &ts) != 0) {
+      char what[1536] = "";
+      coll_req *r = __atomic_load_n(&s->current, __ATOMIC_ACQUIRE);
+      if (r) { /* still valid: the comm thread is inside it */
+        coll_fingerprint f = coll__fingerprint(r);
+        char d[160];
+        int k = snprintf(what, sizeof what, ": stuck in %s", coll__describe(&f, d, sizeof d));
+        mpi_progress_report(s, r, what + k, sizeof what - (size_t)k);
+      }
       fprintf(stderr,
               "[rank %d] ember: aborting the job: shutting down the communicator: queued "
-              "operations did not finish within %.0f s (a rank is missing or behind)\n",
-              s->c->rank, s->c->opts.timeout_s);
+              "operations did not finish within %.0f s (a rank is missing or behind)%s\n",
+              s->c->rank, s->c->opts.timeout_s, what);
       fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 70);
     }

@@ -9,6 +9,7 @@
  *                            parameters no rank used, broadcast buffers, record statistics */
 #include "ddp.h"
 #include "ddp_init.h"
+#include "em_half.h"
 #include "em_internal.h"
 #include "em_timeline.h"
 
@@ -240,30 +241,8 @@ static em_status bind_grads(ddp_model *d) {
 
 /* ---- launching
  * ----------------------------------------------------------------------------------- */
-static uint16_t to_half(float f, bool bf) {
-  if (bf) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7f800000u) != 0x7f800000u) bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-  }
-  _Float16 h = (_Float16)f;
-  uint16_t u;
-  memcpy(&u, &h, sizeof u);
-  return u;
-}
-
-static float from_half(uint16_t u, bool bf) {
-  if (bf) {
-    uint32_t bits = (uint32_t)u << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-  }
-  _Float16 h;
-  memcpy(&h, &u, sizeof h);
-  return (float)h;
-}
+static uint16_t to_half(float f, bool bf) { return bf ? em_f32_to_bf16(f) : em_f32_to_f16(f); }
+static float from_half(uint16_t u, bool bf) { return bf ? em_bf16_to_f32(u) : em_f16_to_f32(u); }
 
 static void launch(ddp_model *d, int k) {
   bucket *b = &d->buckets[k];
@@ -332,7 +311,8 @@ static em_status on_begin(void *ctx) {
     d->in_sync_pass = false;
     return EM_OK;
   }
-  d->in_sync_pass = !d->no_sync;
+  /* A world of one has nothing to reduce: its gradients are the average already. */
+  d->in_sync_pass = !d->no_sync && coll_size(d->comm) > 1;
   if (!d->in_sync_pass) {
     for (int i = 0; i < d->n_params; i++)
       if (em_backward_reaches(d->params[i])) d->used[i] = 1; /* hooks may not fire for all */
@@ -368,7 +348,7 @@ static em_status on_end(em_status pass, void *ctx) {
   /* Launch what is left (a failed pass may stop early): every rank must issue every bucket. */
   for (int k = d->next_launch; k < d->n_buckets; k++) launch(d, k);
   d->next_launch = d->n_buckets;
-  double t_wait = em_timeline_now(), comm = 0;
+  double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
   em_status st = coll_run(d->used_req);
   d->used_req = NULL;
   char msg[768] = "";
@@ -387,7 +367,10 @@ static em_status on_end(em_status pass, void *ctx) {
       float *data = em_data_f32(d->grads) + b->off;
       for (int64_t i = 0; i < b->len; i++) data[i] = from_half(b->half[i], bf);
     }
-    comm += b->t_done - b->t_launch;
+    /* Buckets queue behind each other on the comm thread: count the union of their spans. */
+    double from = b->t_launch > comm_end ? b->t_launch : comm_end;
+    if (b->t_done > from) comm += b->t_done - from;
+    if (b->t_done > comm_end) comm_end = b->t_done;
     if (d->tl) {
       char name[64];
       snprintf(name, sizeof name, "all-reduce bucket %d", k);

@@ -27,6 +27,8 @@
  * after em_zero_grad), so a step never stalls. A parameter unused on every rank keeps its gradient
  * untouched, as in PyTorch (a small all-reduce of the used-flags finds them).
  *
+ * In a world of one rank the reducer does nothing (the gradients are the average already).
+ *
  * A backward pass that reaches none of the model's parameters (another model's) is not reduced;
  * every rank must run each backward that reaches the model, as with PyTorch.
  *

@@ -3,6 +3,7 @@
  * Ownership: a storage is shared by every view of it and freed with the last one. A tensor holds
  * one storage reference, its grad, its grad_fn node and its hooks. Scopes keep a per-thread stack
  * of tensor references; em_scope_end releases everything pushed since em_scope_begin. */
+#include "em_half.h"
 #include "em_internal.h"
 
 #include <math.h>
@@ -356,13 +357,8 @@ double em_get(const em_tensor *t, int64_t flat_index) {
   case EM_I64: return (double)((const int64_t *)base)[o];
   case EM_I32: return ((const int32_t *)base)[o];
   case EM_U8: return ((const uint8_t *)base)[o];
-  case EM_BF16: { /* the high half of an f32 */
-    uint32_t bits = (uint32_t)((const uint16_t *)base)[o] << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-  }
-  case EM_F16: return (double)((const _Float16 *)base)[o];
+  case EM_BF16: return em_bf16_to_f32(((const uint16_t *)base)[o]);
+  case EM_F16: return em_f16_to_f32(((const uint16_t *)base)[o]);
   default: return 0;
   }
 }
@@ -375,15 +371,8 @@ void em_set(em_tensor *t, int64_t flat_index, double v) {
   case EM_I64: ((int64_t *)base)[o] = (int64_t)v; break;
   case EM_I32: ((int32_t *)base)[o] = (int32_t)v; break;
   case EM_U8: ((uint8_t *)base)[o] = (uint8_t)v; break;
-  case EM_BF16: { /* round to nearest even on the dropped 16 bits */
-    float f = (float)v;
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7f800000u) != 0x7f800000u) bits += 0x7fffu + ((bits >> 16) & 1u);
-    ((uint16_t *)base)[o] = (uint16_t)(bits >> 16);
-    break;
-  }
-  case EM_F16: ((_Float16 *)base)[o] = (_Float16)v; break;
+  case EM_BF16: ((uint16_t *)base)[o] = em_f32_to_bf16((float)v); break;
+  case EM_F16: ((uint16_t *)base)[o] = em_f32_to_f16((float)v); break;
   default: break;
   }
 }

@@ -1,0 +1,154 @@
+/* ddp_bench.c: data-parallel training throughput on Fashion-MNIST, one compute thread per rank.
+ *
+ * The loop of train_bench.c with ddp_init and ddp_wrap added; cluster/bench/ddp_peer.py is the
+ * PyTorch DDP (gloo) peer. Every rank shuffles the training set with the same seed and takes its
+ * own shard of the batches:
+ *
+ *   batches of the permutation:  b0 b1 b2 b3 b4 b5 ...
+ *   rank 0 (W = 2):              b0    b2    b4    ...   step s: batch s * W + r
+ *   rank 1:                         b1    b3    b5 ...
+ *
+ * --warmup untimed steps, a barrier, --steps timed steps, a barrier: global samples/s is
+ * W * batch * steps over that time (rank 0 prints it). The reducer's statistics (ddp_get_stats,
+ * last step only) are summed over the timed steps on rank 0 and reported as per-step averages.
+ *
+ * usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] [--bucket-mb X]
+ *                        [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]
+ * --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
+#include "dl_idx.h"
+#include "ember.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage(const char *msg) {
+  ddp_eprint(
+      "ember-ddp-bench: %s\nusage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] "
+      "[--threads N] [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]\n",
+      msg);
+  ddp_finalize();
+  return 2;
+}
+
+static int fail(const char *what) {
+  ddp_eprint("ember-ddp-bench: %s: %s\n", what, em_last_error());
+  coll_abort(ddp_comm(), "ember-ddp-bench failed");
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (ddp_init(&argc, &argv) != EM_OK) {
+    fprintf(stderr, "ember-ddp-bench: %s\n", em_last_error());
+    return 1;
+  }
+  int steps = 200, warmup = 10, batch = 64, threads = 1;
+  ddp_options dopts = {0};
+  const char *compress = "none", *tag = "main";
+  for (int i = 1; i < argc; i++) {
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(argv[i], "--steps") && v)
+      steps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--warmup") && v)
+      warmup = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--batch") && v)
+      batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && v)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--bucket-mb") && v)
+      dopts.bucket_cap_mb = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--compress") && v)
+      compress = argv[++i];
+    else if (!strcmp(argv[i], "--timeline") && v)
+      dopts.timeline = argv[++i];
+    else if (!strcmp(argv[i], "--tag") && v)
+      tag = argv[++i];
+    else
+      return usage("unknown or incomplete option");
+  }
+  if (steps < 1 || warmup < 0 || batch < 1 || threads < 1 || dopts.bucket_cap_mb < 0)
+    return usage("--steps, --batch and --threads must be positive, --bucket-mb not negative");
+  if (!strcmp(compress, "bf16"))
+    dopts.compression = DDP_COMPRESS_BF16;
+  else if (!strcmp(compress, "fp16"))
+    dopts.compression = DDP_COMPRESS_FP16;
+  else if (strcmp(compress, "none"))
+    return usage("--compress must be none, bf16 or fp16");
+  em_set_num_threads(threads);
+  int W = ddp_world_size(), r = ddp_rank();
+
+  em_tensor *images, *labels;
+  if (dl_fmnist_load(dl_fmnist_dir(), "train", &images, &labels) != EM_OK)
+    return fail("loading Fashion-MNIST");
+  em_manual_seed(0);
+  em_module *model = em_mlp(784, (int[]){1024, 1024}, 2, 10);
+  if (!model) return fail("model");
+  ddp_model *ddp = ddp_wrap(model, &dopts);
+  if (!ddp) return fail("ddp_wrap");
+  em_optim *opt = em_sgd(em_parameters(model), .lr = 0.01, .momentum = 0.9);
+  if (!opt) return fail("optimizer");
+  int64_t n = images->shape[0], n_batches = n / batch;
+  int64_t *perm = malloc((size_t)n * sizeof *perm);
+  if (!perm) return fail("out of memory");
+  em_rng rng = em_rng_new(0); /* same permutation on every rank */
+  for (int64_t i = 0; i < n; i++) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; i--) {
+    int64_t j = (int64_t)(em_rng_next_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  double t0 = 0, last_loss = 0, comm = 0, exposed = 0, overlapped = 0, fwd = 0, bwd = 0;
+  for (int s = 0; s < warmup + steps; s++) {
+    if (s == warmup) {
+      if (coll_run(coll_barrier(ddp_comm())) != EM_OK) return fail("barrier");
+      t0 = coll_now();
+    }
+    em_scope sc = em_scope_begin();
+    int64_t b = ((int64_t)s * W + r) % n_batches;
+    em_tensor *idx = em_from_data(EM_I64, EM_SHAPE(batch), perm + b * batch);
+    em_tensor *x = em_index_select(images, 0, idx), *y = em_index_select(labels, 0, idx);
+    em_zero_grad(opt);
+    em_tensor *loss = em_cross_entropy(em_forward(model, x), y);
+    if (!loss || em_backward(loss) != EM_OK || em_step(opt) != EM_OK) {
+      ddp_eprint("ember-ddp-bench: step %d: %s\n", s, em_last_error());
+      coll_abort(ddp_comm(), "ember-ddp-bench: training step failed");
+      return 1;
+    }
+    last_loss = em_get(loss, 0);
+    em_scope_end(sc);
+    if (s >= warmup) {
+      ddp_stats st = ddp_get_stats(ddp);
+      comm += st.comm_s;
+      exposed += st.comm_exposed_s;
+      overlapped += st.comm_overlapped_s;
+      fwd += st.forward_s;
+      bwd += st.backward_s;
+    }
+  }
+  if (coll_run(coll_barrier(ddp_comm())) != EM_OK) return fail("barrier");
+  double dt = coll_now() - t0;
+  ddp_stats st = ddp_get_stats(ddp);
+  double sps = (double)steps * batch * W / dt, ms = 1000.0 / steps;
+  ddp_print0("ember mlp: %d ranks, %d steps of batch %d per rank in %.3f s, final loss %.4f "
+             "(rank 0), %d buckets, compression %s\n",
+             W, steps, batch, dt, last_loss, st.n_buckets, compress);
+  ddp_print0("  per step (rank 0): forward+step %.3f ms, backward %.3f ms, all-reduce %.3f ms "
+             "(exposed %.3f, overlapped %.3f: %.1f%%)\n",
+             fwd * ms, bwd * ms, comm * ms, exposed * ms, overlapped * ms,
+             comm > 0 ? 100 * overlapped / comm : 0.0);
+  double cap = dopts.bucket_cap_mb; /* as ddp.h resolves it: option, environment, default */
+  const char *env_cap = getenv("EMBER_DDP_BUCKET_MB");
+  if (cap <= 0) cap = env_cap && atof(env_cap) > 0 ? atof(env_cap) : 4.0;
+  ddp_print0("BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
+             "compress=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
+             "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
+             W, threads, batch, cap, compress, st.n_buckets, sps, 1000 * dt / steps, comm * ms,
+             exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
+  free(perm);
+  em_optim_free(opt);
+  ddp_free(ddp);
+  em_module_free(model);
+  em_release(images);
+  em_release(labels);
+  return ddp_finalize() == EM_OK ? 0 : 1;
+}

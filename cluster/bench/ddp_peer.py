@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""PyTorch DDP peer for Ember's data-parallel training benchmark (cluster/bench/ddp_bench.c).
+
+Same model (MLP 784-1024-1024-10), data (Fashion-MNIST training set, one permutation with seed 0
+shared by all ranks, rank r takes batches r, r+W, ...), batch per rank, optimizer (SGD lr 0.01,
+momentum 0.9) and one compute thread per rank as the C program, with torch.nn.parallel.
+DistributedDataParallel over gloo, initialised via env:// on 127.0.0.1 and a free port.
+
+  OPENBLAS_CORETYPE=SkylakeX ddp_peer.py --nproc 2 [--steps N] [--warmup N] [--batch N]
+                                         [--threads N] [--bucket-mb X]
+
+The script starts its ranks itself with torch.multiprocessing: Debian's torchrun (PyTorch 1.13
+under Python 3.11) fails before starting any worker ("'NoneType' object has no attribute 'get'"
+in torch/distributed/elastic/multiprocessing/api.py). Under a launcher that sets RANK, WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT (torchrun where it works) it runs as that one rank instead.
+Time is measured between two barriers; rank 0 prints the global samples/s and one BENCH line.
+"""
+import argparse
+import gzip
+import os
+import socket
+import sys
+import time
+
+# Thread counts must be fixed before torch (and OpenBLAS, which ignores torch.set_num_threads)
+# load: pass --threads N and nothing else decides.
+_threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads
+os.environ["MKL_NUM_THREADS"] = _threads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+
+def load(dirname, prefix):
+    with gzip.open(os.path.join(dirname, f"{prefix}-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784).astype(np.float32) / 255.0
+    with gzip.open(os.path.join(dirname, f"{prefix}-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bucket-mb", type=float, default=25.0)  # PyTorch's default
+    ap.add_argument("--nproc", type=int, default=1)
+    ap.add_argument("--data", default=os.environ.get("EMBER_FMNIST_DIR",
+                                                     "/usr/share/datasets/fashion-mnist"))
+    a = ap.parse_args()
+    if "RANK" in os.environ:  # started by a launcher
+        worker(int(os.environ["RANK"]), a)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(a.nproc))
+    if a.nproc == 1:
+        worker(0, a)
+    else:
+        torch.multiprocessing.spawn(worker, args=(a,), nprocs=a.nproc)
+
+
+def worker(rank, a):
+    os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(a.threads)
+    dist.init_process_group("gloo", init_method="env://")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    x, y = load(a.data, "train")
+    model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                          nn.Linear(1024, 10))
+    ddp = DDP(model, bucket_cap_mb=a.bucket_mb)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)  # the same permutation on every rank
+    perm = torch.randperm(x.shape[0], generator=g)
+    n_batches = x.shape[0] // a.batch
+
+    def step(s):
+        b = (s * world + rank) % n_batches
+        idx = perm[b * a.batch:(b + 1) * a.batch]
+        opt.zero_grad(set_to_none=False)
+        loss = nn.functional.cross_entropy(ddp(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        return loss
+
+    for s in range(a.warmup):
+        step(s)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for s in range(a.steps):
+        loss = step(a.warmup + s)
+    dist.barrier()
+    dt = time.perf_counter() - t0
+    if rank == 0:
+        sps = a.steps * a.batch * world / dt
+        print(f"pytorch mlp: {world} ranks, {a.steps} steps of batch {a.batch} per rank in "
+              f"{dt:.3f} s, final loss {loss.item():.4f} (rank 0)", flush=True)
+        print(f"BENCH suite=train case=mlp impl=pytorch ranks={world} threads={a.threads} "
+              f"batch={a.batch} bucket_mb={a.bucket_mb:g} samples_per_s={sps:.1f} "
+              f"step_ms={1000 * dt / a.steps:.3f}", flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
