@@ -10,11 +10,12 @@
  *   round k      ember barrier; 1 ember op (untimed); t0; iters x (issue; coll_wait); t1
  *   (k = 1..R)   ember barrier; 1 MPI op (untimed);   t0; iters x MPI_<op> from this thread; t1
  *
- * A round's time per operation is (t1 - t0) / iters on the slowest rank; the table shows the
- * median over the R rounds. Raw MPI runs on the main thread while Ember's comm thread is idle
- * (every Ember request has been waited for; MPI is initialised with MPI_THREAD_MULTIPLE). The
- * untimed op after each barrier keeps the comm thread's post-barrier spin (mpi.c, SPIN_S) out of
- * the peer's timed window, and the barrier's skew out of both.
+ * (which of the two goes first alternates from round to round). A round's time per operation is
+ * (t1 - t0) / iters on the slowest rank; the table shows the median over the R rounds. Raw MPI runs
+ * on the main thread while Ember's comm thread is idle (every Ember request has been waited for;
+ * MPI is initialised with MPI_THREAD_MULTIPLE). The untimed op after each barrier keeps the comm
+ * thread's post-barrier spin (mpi.c, SPIN_S) out of the peer's timed window, and the barrier's skew
+ * out of both.
  *
  * Sizes as in nccl-tests: size is the largest buffer of the operation (the send buffer of
  * reduce_scatter, the receive buffer of allgather), count = size / 4 elements, algbw = size /
@@ -33,13 +34,14 @@
  * Two more sections, each a sequence of ddp_init_ex / ddp_finalize sessions inside the one
  * MPI_Init_thread made here (ddp_finalize leaves MPI running when it did not start it):
  *   check cost   allreduce with check_every = 1 and -1 (off), sessions alternating per round, at a
- *                few sizes; also coll_get_stats' check_s / checks (mean seconds per check)
+ *                few sizes; also coll_get_stats' check_s / checks over each round (per check)
  *   chunk sweep  a 64 MiB allreduce with chunk_bytes = 64 KiB .. 16 MiB, one session each, with
  *                raw MPI_Allreduce of the same size in every round
  *
  * Output ends with one BENCH line per measurement (DESIGN.md, "Performance rules"). */
 #include <ember.h>
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +49,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_SIZES 64
 #define MAX_RESULTS 512
-#define ROUND_BYTES ((int64_t)1 << 30) /* large sizes: fewer iterations, <= 1 GiB per round */
-#define NKINDS 4                       /* allreduce .. allgather */
+#define NKINDS 4 /* allreduce .. allgather */
 
 typedef enum { IMPL_EMBER = 0, IMPL_MPI = 1 } impl;
 
 typedef struct {
-  int64_t min_bytes, max_bytes, sweep_bytes;
+  int64_t min_bytes, max_bytes, sweep_bytes, round_bytes;
   int factor, iters, warmup, rounds;
   bool ops[NKINDS];
   bool check, mpi, table, check_cost, sweep;
@@ -69,18 +69,17 @@ typedef struct {
   int iters, check_every;
   double t[2];        /* median seconds per op: ember, mpi (mpi < 0: not measured) */
   long long wrong[2]; /* -1: not checked */
-  double check_us;    /* mean fingerprint check (check cost section), < 0: not measured */
+  double check_us;    /* seconds per fingerprint check x 1e6 (median), < 0: not measured */
 } result;
 
 static int rank, world;
 static coll_comm *comm;
 static coll_options session_opts; /* in effect in the current or last session */
-static float *buf_a, *buf_b;      /* max_bytes each: send and receive */
+static float *buf_a, *buf_b;      /* the largest size of any section, each */
 static result results[MAX_RESULTS];
 static int nresults;
 
-/* ---- small helpers ----------------------------------------------------------------------------
- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -131,13 +130,12 @@ static int64_t op_bytes(coll_kind k, int64_t count) {
 }
 
 static int iters_for(const bench_args *a, int64_t bytes) {
-  int64_t n = ROUND_BYTES / (bytes > 0 ? bytes : 1);
+  int64_t n = a->round_bytes / (bytes > 0 ? bytes : 1);
   if (n < 3) n = 3;
   return n < a->iters ? (int)n : a->iters;
 }
 
-/* ---- sessions: one communicator each ------------------------------------------------------------
- */
+/* ---- sessions: one communicator each --------------------------------------------------------- */
 static void session_open(const coll_options *o) {
   if (ddp_init_ex(NULL, NULL, o) != EM_OK) die("ddp_init_ex");
   comm = ddp_comm();
@@ -153,10 +151,9 @@ static void ember_barrier(void) {
   if (coll_wait(coll_barrier(comm), COLL_TIMEOUT_DEFAULT) != EM_OK) die("barrier");
 }
 
-/* ---- the operations
- * ------------------------------------------------------------------------------ Buffers: allreduce
- * a -> b; reduce_scatter a (world * count) -> b (count); allgather a (count) -> b (world * count);
- * broadcast b. */
+/* ---- the operations -------------------------------------------------------------------------- */
+/* Buffers: allreduce a -> b; reduce_scatter a (world * count) -> b (count); allgather
+ * a (count) -> b (world * count); broadcast b. */
 static void run_ember(coll_kind k, int64_t count) {
   coll_buf a = coll_host_buf(buf_a, op_bytes(k, count) / 4, EM_F32);
   coll_buf b = coll_host_buf(buf_b, op_bytes(k, count) / 4, EM_F32);
@@ -213,8 +210,7 @@ static double time_round(impl im, coll_kind k, int64_t count, int iters, coll_st
   return t;
 }
 
-/* ---- inputs and the check ----------------------------------------------------------------------
- */
+/* ---- inputs and the check -------------------------------------------------------------------- */
 static float v_sum(int r, int64_t j) { return (float)((r + 1) * ((j * 7 + 3) % 13)); }
 static float v_gather(int r, int64_t j) { return (float)(16 * (r + 1) + (j * 7 + 3) % 13); }
 static float sum_over_ranks(int64_t j) {
@@ -261,8 +257,7 @@ static long long check_op(impl im, coll_kind k, int64_t count) {
   return wrong;
 }
 
-/* ---- one measurement: ember (and mpi) for one op and size
- * ---------------------------------------- */
+/* ---- one measurement: ember (and mpi) for one op and size ------------------------------------ */
 static result *new_result(const char *section, coll_kind k, int64_t count, int iters) {
   if (nresults == MAX_RESULTS) {
     fprintf(stderr, "ember-collbench: more than %d results\n", MAX_RESULTS);
@@ -275,13 +270,14 @@ static result *new_result(const char *section, coll_kind k, int64_t count, int i
                 .bytes = op_bytes(k, count),
                 .iters = iters,
                 .t = {-1, -1},
-                .wrong = {-1, -1}};
+                .wrong = {-1, -1},
+                .check_us = -1};
   r->chunk_bytes = session_opts.chunk_bytes;
   r->check_every = session_opts.check_every;
   return r;
 }
 
-/* Medians over rounds of ember (and mpi) alternating; times are the slowest rank's. */
+/* Rounds of ember and mpi alternating; medians over rounds of the slowest rank's times. */
 static void measure(const bench_args *a, result *res, bool with_mpi) {
   int R = a->rounds, nimpl = with_mpi ? 2 : 1, w = a->warmup < res->iters ? a->warmup : res->iters;
   double *t = calloc((size_t)(2 * R), sizeof *t);
@@ -289,8 +285,10 @@ static void measure(const bench_args *a, result *res, bool with_mpi) {
   for (int im = 0; im < nimpl; im++)
     for (int i = 0; i < w; i++) run_op((impl)im, res->kind, res->count);
   for (int k = 0; k < R; k++)
-    for (int im = 0; im < nimpl; im++)
+    for (int j = 0; j < nimpl; j++) {
+      int im = (j + k) % nimpl; /* ember first in even rounds, mpi first in odd ones */
       t[im * R + k] = time_round((impl)im, res->kind, res->count, res->iters, NULL);
+    }
   max_over_ranks(t, 2 * R);
   for (int im = 0; im < nimpl; im++) res->t[im] = median(t + im * R, R);
   if (a->check)
@@ -298,8 +296,7 @@ static void measure(const bench_args *a, result *res, bool with_mpi) {
   free(t);
 }
 
-/* ---- printing
- * ------------------------------------------------------------------------------------ */
+/* ---- printing -------------------------------------------------------------------------------- */
 static double gbs(int64_t bytes, double s) { return s > 0 ? (double)bytes / s * 1e-9 : 0; }
 
 static void print_wrong(long long w) {
@@ -363,8 +360,7 @@ static void print_bench_lines(void) {
   }
 }
 
-/* ---- the three sections
- * ---------------------------------------------------------------------------- */
+/* ---- the three sections ---------------------------------------------------------------------- */
 static void run_table(const bench_args *a) {
   session_open(&a->coll);
   coll_options o = coll_get_options(comm);
@@ -372,7 +368,7 @@ static void run_table(const bench_args *a) {
     printf("# table: chunk_bytes %lld, check_every %d, timeout %g s; warm-up %d, iters %d "
            "(fewer above %lld MiB per round, at least 3), rounds %d\n",
            (long long)o.chunk_bytes, o.check_every, o.timeout_s, a->warmup, a->iters,
-           (long long)(ROUND_BYTES >> 20), a->rounds);
+           (long long)(a->round_bytes >> 20), a->rounds);
   for (int k = 0; k < NKINDS; k++) {
     if (!a->ops[k]) continue;
     fill_inputs((coll_kind)k, a->max_bytes / 4);
@@ -396,8 +392,8 @@ enum { NS = sizeof check_sizes / sizeof check_sizes[0] };
 static void run_check_cost(const bench_args *a) {
   const int64_t *sizes = check_sizes;
   int R = a->rounds;
-  /* t[(on * NS + s) * R + k]; cs[s] = {check seconds, checks} in the timed windows */
-  double *t = calloc((size_t)(2 * NS * R), sizeof *t), cs[NS][2] = {{0}};
+  /* t[(on * NS + s) * R + k]: seconds per op; t[(2 * NS + s) * R + k]: seconds per check */
+  double *t = calloc((size_t)(3 * NS * R), sizeof *t);
   int iters[NS];
   if (!t) MPI_Abort(MPI_COMM_WORLD, 1);
   for (int s = 0; s < NS; s++) iters[s] = iters_for(a, sizes[s]);
@@ -413,20 +409,16 @@ static void run_check_cost(const bench_args *a) {
         coll_stats d;
         for (int i = 0; i < a->warmup; i++) run_ember(COLL_ALLREDUCE, n);
         t[(on * NS + s) * R + k] = time_round(IMPL_EMBER, COLL_ALLREDUCE, n, iters[s], &d);
-        cs[s][0] += d.check_s;
-        cs[s][1] += (double)d.checks;
+        if (on) t[(2 * NS + s) * R + k] = d.checks ? d.check_s / (double)d.checks : 0;
       }
       session_close();
     }
-  max_over_ranks(t, 2 * NS * R);
-  double per_check[NS];
-  for (int s = 0; s < NS; s++) per_check[s] = cs[s][1] > 0 ? cs[s][0] / cs[s][1] : 0;
-  max_over_ranks(per_check, NS);
+  max_over_ranks(t, 3 * NS * R);
   if (rank == 0) {
     printf("\n# fingerprint check cost: allreduce (float, sum), check_every 1 against -1 (off); "
            "sessions alternate, median of %d rounds;\n# per check = coll_get_stats check_s / "
-           "checks over the timed operations (mean, slowest rank; it includes waiting for the\n"
-           "# other ranks to reach the check)\n",
+           "checks over a round's timed operations (slowest rank; includes waiting for the\n"
+           "# other ranks to reach the check), median of the rounds\n",
            R);
     printf("# %10s %6s %10s %10s %10s %8s %10s %10s %10s\n", "size", "iters", "time on", "time off",
            "on - off", "on/off", "busbw on", "busbw off", "per check");
@@ -440,7 +432,7 @@ static void run_check_cost(const bench_args *a) {
     off->t[0] = median(t + s * R, R);
     on->check_every = 1;
     off->check_every = -1;
-    on->check_us = per_check[s] * 1e6;
+    on->check_us = median(t + (2 * NS + s) * R, R) * 1e6;
     double f = bus_factor(COLL_ALLREDUCE);
     if (rank == 0)
       printf("  %10lld %6d %10.1f %10.1f %10.1f %8.2f %10.3f %10.3f %10.1f\n", (long long)sizes[s],
@@ -499,8 +491,7 @@ static void run_sweep(const bench_args *a) {
   free(t);
 }
 
-/* ---- arguments
- * ------------------------------------------------------------------------------------ */
+/* ---- arguments ------------------------------------------------------------------------------- */
 static void usage(FILE *f) {
   fprintf(f,
           "usage: mpirun -np N ember-collbench [options]\n"
@@ -508,7 +499,8 @@ static void usage(FILE *f) {
           "  -e, --max-bytes SIZE   largest size (default 256M)\n"
           "  -f, --factor F         size multiplier between rows (default 2)\n"
           "  -n, --iters N          operations per timed round (default 50; fewer for large\n"
-          "                         sizes: at most 1 GiB per round, at least 3)\n"
+          "                         sizes: at most --round-bytes per round, at least 3)\n"
+          "      --round-bytes SIZE bytes per timed round for large sizes (default 256M)\n"
           "  -w, --warmup N         untimed operations per size and implementation (default 5)\n"
           "  -r, --rounds N         timed rounds per size; the median is shown (default 7)\n"
           "  -o, --ops LIST         allreduce,broadcast,reduce_scatter,allgather or all\n"
@@ -563,6 +555,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
   *a = (bench_args){.min_bytes = 4 << 10,
                     .max_bytes = 256 << 20,
                     .sweep_bytes = 64 << 20,
+                    .round_bytes = 256 << 20,
                     .factor = 2,
                     .iters = 50,
                     .warmup = 5,
@@ -573,60 +566,64 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                     .table = true,
                     .check_cost = true,
                     .sweep = true};
+  int check_every = INT_MIN; /* not given */
+  const struct {
+    const char *name;
+    bool *flag;
+    bool value;
+  } flags[] = {{"--check", &a->check, true},
+               {"--no-check", &a->check, false},
+               {"--no-mpi", &a->mpi, false},
+               {"--no-table", &a->table, false},
+               {"--no-check-cost", &a->check_cost, false},
+               {"--no-sweep", &a->sweep, false}};
+  const struct {
+    const char *short_name, *name;
+    int64_t *size; /* a size, or */
+    int *num;      /* an int >= min */
+    int min;
+  } values[] = {{"-b", "--min-bytes", &a->min_bytes, NULL, 0},
+                {"-e", "--max-bytes", &a->max_bytes, NULL, 0},
+                {"", "--sweep-bytes", &a->sweep_bytes, NULL, 0},
+                {"", "--round-bytes", &a->round_bytes, NULL, 0},
+                {"", "--chunk-bytes", &a->coll.chunk_bytes, NULL, 0},
+                {"-f", "--factor", NULL, &a->factor, 2},
+                {"-n", "--iters", NULL, &a->iters, 1},
+                {"-w", "--warmup", NULL, &a->warmup, 0},
+                {"-r", "--rounds", NULL, &a->rounds, 1},
+                {"", "--check-every", NULL, &check_every, -1}};
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    bool ok = true, takes = true;
-    int ce = 0;
+    bool ok = false, known = false;
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
       if (rank == 0) usage(stdout);
       return 1;
-    } else if (!strcmp(o, "--check"))
-      a->check = true, takes = false;
-    else if (!strcmp(o, "--no-check"))
-      a->check = false, takes = false;
-    else if (!strcmp(o, "--no-mpi"))
-      a->mpi = false, takes = false;
-    else if (!strcmp(o, "--no-table"))
-      a->table = false, takes = false;
-    else if (!strcmp(o, "--no-check-cost"))
-      a->check_cost = false, takes = false;
-    else if (!strcmp(o, "--no-sweep"))
-      a->sweep = false, takes = false;
-    else if (!v)
-      ok = false;
-    else if (!strcmp(o, "-b") || !strcmp(o, "--min-bytes"))
-      ok = parse_size(v, &a->min_bytes);
-    else if (!strcmp(o, "-e") || !strcmp(o, "--max-bytes"))
-      ok = parse_size(v, &a->max_bytes);
-    else if (!strcmp(o, "--sweep-bytes"))
-      ok = parse_size(v, &a->sweep_bytes);
-    else if (!strcmp(o, "-f") || !strcmp(o, "--factor"))
-      ok = parse_int(v, 2, &a->factor);
-    else if (!strcmp(o, "-n") || !strcmp(o, "--iters"))
-      ok = parse_int(v, 1, &a->iters);
-    else if (!strcmp(o, "-w") || !strcmp(o, "--warmup"))
-      ok = parse_int(v, 0, &a->warmup);
-    else if (!strcmp(o, "-r") || !strcmp(o, "--rounds"))
-      ok = parse_int(v, 1, &a->rounds);
-    else if (!strcmp(o, "-o") || !strcmp(o, "--ops"))
-      ok = parse_ops(argv[i + 1], a->ops);
-    else if (!strcmp(o, "--chunk-bytes"))
-      ok = parse_size(v, &a->coll.chunk_bytes);
-    else if (!strcmp(o, "--check-every")) {
-      ok = parse_int(v, -1, &ce) && ce != 0;
-      a->coll.check_every = ce;
-    } else
-      ok = false;
-    if (!ok) {
+    }
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !known; k++)
+      if (!strcmp(o, flags[k].name)) *flags[k].flag = flags[k].value, known = ok = true;
+    for (size_t k = 0; k < sizeof values / sizeof values[0] && !known; k++) {
+      if (strcmp(o, values[k].name) && strcmp(o, values[k].short_name)) continue;
+      known = true;
+      if (v && values[k].size)
+        ok = parse_size(v, values[k].size);
+      else if (v)
+        ok = parse_int(v, values[k].min, values[k].num);
+      i++;
+    }
+    if (!known && (!strcmp(o, "-o") || !strcmp(o, "--ops"))) {
+      known = true;
+      ok = v && parse_ops(argv[++i], a->ops);
+    }
+    if (!ok || check_every == 0) {
       if (rank == 0) {
-        fprintf(stderr, "ember-collbench: bad option or value: %s%s%s\n", o, takes && v ? " " : "",
-                takes && v ? v : "");
+        fprintf(stderr, "ember-collbench: %s: %s%s%s\n", known ? "bad value" : "unknown option", o,
+                known && v ? " " : "", known && v ? v : "");
         usage(stderr);
       }
       return 2;
     }
-    i += takes;
   }
+  if (check_every != INT_MIN) a->coll.check_every = check_every;
   if (a->min_bytes > a->max_bytes) {
     if (rank == 0) fprintf(stderr, "ember-collbench: --min-bytes is above --max-bytes\n");
     return 2;

@@ -26,7 +26,9 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 problems=()
 [ "$rc" -eq 0 ] && problems+=("the command exited 0; a failure was expected")
 [ "$max" != 0 ] && [ "$ms" -gt $((max * 1000)) ] && problems+=("it took ${ms} ms, limit ${max} s")
-for p in "${musts[@]}"; do grep -Eq -- "$p" "$out" || problems+=("no output line matches /$p/"); done
+for p in "${musts[@]}"; do
+  grep -Eq -- "$p" "$out" || problems+=("no output line matches /$p/")
+done
 for p in "${nots[@]}"; do grep -Eq -- "$p" "$out" && problems+=("an output line matches /$p/"); done
 if [ ${#problems[@]} -gt 0 ]; then
   printf 'expect_fail: FAILED: %s\n' "${problems[@]}"

@@ -65,14 +65,14 @@ static inline bool chk_report(bool ok, const char *file, int line, const char *e
 #define CHECK(cond, ...) chk_report((cond) ? true : false, __FILE__, __LINE__, #cond, __VA_ARGS__)
 
 /* CHECK_OK(status expression): EM_OK, else the status and em_last_error(). */
-#define CHECK_OK(expr)                                                                           \
-  do {                                                                                           \
-    em_status chk_s_ = (expr);                                                                   \
-    CHECK(chk_s_ == EM_OK, "%s: %s", em_status_str(chk_s_), em_last_error());                    \
+#define CHECK_OK(expr)                                                                             \
+  do {                                                                                             \
+    em_status chk_s_ = (expr);                                                                     \
+    CHECK(chk_s_ == EM_OK, "%s: %s", em_status_str(chk_s_), em_last_error());                      \
   } while (0)
 
 /* CHECK_STR(haystack, needle): the message names something. */
-#define CHECK_STR(hay, needle)                                                                   \
+#define CHECK_STR(hay, needle)                                                                     \
   CHECK(strstr((hay), (needle)) != NULL, "\"%s\" not in message: %s", (needle), (hay))
 
 static inline double chk_now(void) {
@@ -81,7 +81,7 @@ static inline double chk_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* One f32/i32/i64/u8 element as text, for mismatch reports. */
+/* One element as text, for mismatch reports (16-bit floats as their bits). */
 static inline void chk_elem_str(const void *p, int64_t i, em_dtype dt, char *buf, size_t n) {
   switch (dt) {
   case EM_F32: {
@@ -95,6 +95,8 @@ static inline void chk_elem_str(const void *p, int64_t i, em_dtype dt, char *buf
   case EM_I32: snprintf(buf, n, "%" PRId32, ((const int32_t *)p)[i]); break;
   case EM_I64: snprintf(buf, n, "%" PRId64, ((const int64_t *)p)[i]); break;
   case EM_U8: snprintf(buf, n, "%u", (unsigned)((const uint8_t *)p)[i]); break;
+  case EM_BF16:
+  case EM_F16: snprintf(buf, n, "0x%04x", (unsigned)((const uint16_t *)p)[i]); break;
   default: snprintf(buf, n, "?"); break;
   }
 }

@@ -58,7 +58,8 @@ static void check_prints(int rank, int world) {
     if (rank == 0)
       CHECK(!strcmp(out, want) && n == (int)strlen(want), "rank 0 printed \"%s\" (returned %d)",
             out, n);
-    else CHECK(out[0] == '\0' && n == 0, "rank %d printed \"%s\" (returned %d)", rank, out, n);
+    else
+      CHECK(out[0] == '\0' && n == 0, "rank %d printed \"%s\" (returned %d)", rank, out, n);
   }
   free(out);
   out = capture(2, say_eprint, &n);
@@ -99,8 +100,8 @@ static void check_world_of_one(coll_comm *c) {
   CHECK_SAME(recv, send, N, EM_F32, "world of 1: allgather");
   CHECK_GUARD(recv + N, sizeof recv - N * sizeof(float), 0xA5, "world of 1: allgather");
   int32_t is[5] = {-3, 7, 1 << 30, 0, 5}, ir[5] = {0};
-  CHECK_OK(coll_run(coll_allreduce(c, coll_host_buf(is, 5, EM_I32), coll_host_buf(ir, 5, EM_I32),
-                                   5, COLL_MAX)));
+  CHECK_OK(coll_run(
+      coll_allreduce(c, coll_host_buf(is, 5, EM_I32), coll_host_buf(ir, 5, EM_I32), 5, COLL_MAX)));
   CHECK_SAME(ir, is, 5, EM_I32, "world of 1: allreduce i32 max");
   CHECK_OK(coll_run(coll_barrier(c)));
   CHECK(coll_broadcast(c, coll_host_buf(recv, N, EM_F32), N, 1) == NULL,
@@ -125,7 +126,8 @@ static int run_single(void) {
         "world of 1: rank %d world %d local %d of %d", ddp_rank(), ddp_world_size(),
         ddp_local_rank(), ddp_local_world_size());
   CHECK(c && coll_rank(c) == 0 && coll_size(c) == 1, "communicator of a world of 1");
-  if (em_cuda_device_count() == 0 || (getenv("EMBER_DEVICE") && !strcmp(getenv("EMBER_DEVICE"), "cpu")))
+  if (em_cuda_device_count() == 0 ||
+      (getenv("EMBER_DEVICE") && !strcmp(getenv("EMBER_DEVICE"), "cpu")))
     CHECK(ddp_device().kind == EM_CPU, "device kind %d, want the CPU", ddp_device().kind);
   coll_options o = coll_get_options(c);
   CHECK(o.timeout_s == 7 && o.chunk_bytes == 8192 && o.check_every == 1,
@@ -144,7 +146,8 @@ static int run_single(void) {
         ddp_initialized(), (void *)ddp_comm());
   s = ddp_finalize();
   CHECK(s != EM_OK, "a second ddp_finalize returned EM_OK");
-  if (chk_failed) fprintf(stderr, "[rank 0] test_coll_bootstrap --single: checks after finalize failed\n");
+  if (chk_failed)
+    fprintf(stderr, "[rank 0] test_coll_bootstrap --single: checks after finalize failed\n");
   return rc || chk_failed ? 1 : 0;
 }
 
@@ -173,7 +176,8 @@ static int run_multi(void) {
   }
   int rank = ddp_rank(), world = ddp_world_size();
   int erank = env_int("OMPI_COMM_WORLD_RANK"), eworld = env_int("OMPI_COMM_WORLD_SIZE");
-  int elocal = env_int("OMPI_COMM_WORLD_LOCAL_RANK"), elworld = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
+  int elocal = env_int("OMPI_COMM_WORLD_LOCAL_RANK"),
+      elworld = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
   CHECK(erank >= 0 && eworld >= 2, "not under mpirun with 2+ ranks (OMPI_COMM_WORLD_SIZE %d)",
         eworld);
   CHECK(rank == erank && world == eworld, "rank %d of %d, Open MPI says %d of %d", rank, world,

@@ -32,9 +32,12 @@ int main(int argc, char **argv) {
   bool odd = rank == 1;
   double timeout = coll_get_options(c).timeout_s, t0 = chk_now();
   coll_req *r = NULL;
-  if (!strcmp(mode, "count")) r = coll_allreduce(c, b, b, odd ? 999 : 1000, COLL_SUM);
-  else if (!strcmp(mode, "kind") && odd) r = coll_broadcast(c, b, 1000, 0);
-  else r = coll_allreduce(c, b, b, 1000, odd && !strcmp(mode, "op") ? COLL_MAX : COLL_SUM);
+  if (!strcmp(mode, "count"))
+    r = coll_allreduce(c, b, b, odd ? 999 : 1000, COLL_SUM);
+  else if (!strcmp(mode, "kind") && odd)
+    r = coll_broadcast(c, b, 1000, 0);
+  else
+    r = coll_allreduce(c, b, b, 1000, odd && !strcmp(mode, "op") ? COLL_MAX : COLL_SUM);
   CHECK(r != NULL, "not issued: %s", em_last_error());
   s = r ? coll_wait(r, COLL_TIMEOUT_DEFAULT) : EM_OK;
   double took = chk_now() - t0;

@@ -1,0 +1,36 @@
+# coll_single.cmake: the communicator's world-of-1 tests: test_coll_bootstrap run directly,
+# without mpirun. They need no MPI (the "self" backend serves a build without it), so
+# tests/mpi/CMakeLists.txt may include this file before its "no MPI: return" guard; with MPI it is
+# also reached through coll_tests.cmake, and the guard below keeps it to one inclusion.
+include_guard(GLOBAL)
+
+# Without a launcher: a world of 1. And start-up errors: EMBER_DEVICE=cuda without a GPU (skips
+# itself where a GPU is present), an unknown EMBER_DEVICE value, a malformed EMBER_COLL_TIMEOUT.
+# These run the program directly, so they take mpirun.sh's sanitizer settings here (Open MPI's
+# singleton keeps allocations until exit: tests/lsan.supp).
+set(lsan_supp ${CMAKE_SOURCE_DIR}/tests/lsan.supp)
+set(single_env "OMPI_MCA_mca_base_component_disable_dlclose=1"
+               "LSAN_OPTIONS=suppressions=${lsan_supp}:print_suppressions=0"
+               "ASAN_OPTIONS=fast_unwind_on_malloc=0")
+if(NOT TARGET test_coll_bootstrap)
+  add_executable(test_coll_bootstrap ${CMAKE_CURRENT_LIST_DIR}/test_coll_bootstrap.c)
+  target_link_libraries(test_coll_bootstrap PRIVATE ember)
+  target_include_directories(test_coll_bootstrap PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+endif()
+foreach(t single:--single:cpu cuda_missing:cuda:cuda bad_device:EMBER_DEVICE=tpu:tpu
+          bad_timeout:EMBER_COLL_TIMEOUT:cpu)
+  string(REPLACE ":" ";" t ${t})
+  list(GET t 0 name)
+  list(GET t 1 arg)
+  list(GET t 2 device)
+  set(env ${single_env} EMBER_DEVICE=${device})
+  if(arg STREQUAL "--single")
+    add_test(NAME coll_bootstrap_${name} COMMAND test_coll_bootstrap --single)
+  else()
+    add_test(NAME coll_bootstrap_${name} COMMAND test_coll_bootstrap --init-error ${arg})
+  endif()
+  if(name STREQUAL "bad_timeout")
+    list(APPEND env EMBER_COLL_TIMEOUT=soon)
+  endif()
+  set_tests_properties(coll_bootstrap_${name} PROPERTIES TIMEOUT 60 ENVIRONMENT "${env}")
+endforeach()
