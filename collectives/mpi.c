@@ -47,7 +47,6 @@ typedef struct {
   pthread_mutex_t qlock;
   pthread_cond_t qcond;
   coll_req *head, *tail;
-  coll_req *current; /* the request the comm thread is running (for shutdown reports) */
   bool stop;
 } mpi_state;
 
@@ -298,9 +297,7 @@ static void *comm_thread(void *arg) {
     }
     pthread_mutex_unlock(&s->qlock);
     if (!r) break; /* stop requested and the queue is empty */
-    __atomic_store_n(&s->current, r, __ATOMIC_RELEASE);
     run(s, r);
-    __atomic_store_n(&s->current, NULL, __ATOMIC_RELEASE);
   }
   return NULL;
 }
@@ -325,6 +322,19 @@ static em_status mpi_start(void *state, coll_req *r) {
   return EM_OK;
 }
 
+/* The operation node rank i has started and not finished, from its slot: true if there is one. */
+static bool slot_running(const mpi_state *s, int i, coll_fingerprint *f) {
+  int64_t started = slot_load(s, i, SLOT_STARTED);
+  if (started <= slot_load(s, i, SLOT_DONE)) return false;
+  *f = (coll_fingerprint){started,
+                          slot_load(s, i, SLOT_KIND),
+                          slot_load(s, i, SLOT_DTYPE),
+                          slot_load(s, i, SLOT_COUNT),
+                          slot_load(s, i, SLOT_ROOT),
+                          slot_load(s, i, SLOT_OP)};
+  return true;
+}
+
 static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_t n) {
   mpi_state *s = state;
   size_t k = 0;
@@ -336,10 +346,10 @@ static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_
     ADD("; progress of other ranks unknown (no node-shared memory)");
     return;
   }
-  /* Compare with what this rank's comm thread is inside now: r may be queued behind it. */
-  coll_req *cur = __atomic_load_n(&s->current, __ATOMIC_ACQUIRE);
-  coll_fingerprint mine = coll__fingerprint(cur && cur != r ? cur : r);
-  if (cur && cur != r) {
+  /* Compare with what this rank's comm thread is inside now (r may be queued behind it), read
+   * from this rank's own progress slot: the request itself may be freed at any moment. */
+  coll_fingerprint mine = coll__fingerprint(r);
+  if (slot_running(s, s->node_rank, &mine) && mine.seq != (int64_t)r->seq) {
     char d[160];
     ADD("; this rank is inside %s", coll__describe(&mine, d, sizeof d));
   }
@@ -394,12 +404,18 @@ static void mpi_destroy(void *state) {
     ts.tv_sec += (time_t)s->c->opts.timeout_s + 1;
     if (pthread_timedjoin_np(s->thread, NULL, &ts) != 0) {
       char what[1536] = "";
-      coll_req *r = __atomic_load_n(&s->current, __ATOMIC_ACQUIRE);
-      if (r) { /* still valid: the comm thread is inside it */
-        coll_fingerprint f = coll__fingerprint(r);
+      coll_fingerprint f;
+      if (s->slots && slot_running(s, s->node_rank, &f)) { /* from the slot: no request pointer */
         char d[160];
+        coll_req probe = {.comm = s->c,
+                          .seq = (uint64_t)f.seq,
+                          .kind = (coll_kind)f.kind,
+                          .dtype = (em_dtype)f.dtype,
+                          .count = f.count,
+                          .root = (int)f.root,
+                          .op = (coll_redop)f.op};
         int k = snprintf(what, sizeof what, ": stuck in %s", coll__describe(&f, d, sizeof d));
-        mpi_progress_report(s, r, what + k, sizeof what - (size_t)k);
+        mpi_progress_report(s, &probe, what + k, sizeof what - (size_t)k);
       }
       fprintf(stderr,
               "[rank %d] ember: aborting the job: shutting down the communicator: queued "
