@@ -9,7 +9,9 @@
  *                "backward", "all-reduce bucket 0" and "optimizer step" events
  *   stats        after a step: steps, n_buckets (= what ddp_bucket_numel reports), comm_s > 0,
  *                backward_s > 0; the buckets cover every parameter once, bucket 0 holds the last
- *                registered one, and every .grad is a view into one shared buffer */
+ *                registered one, and every .grad is a view into one shared buffer
+ *   comm hook    a user hook (all-reduce SUM instead of the default average) is called once per
+ *                bucket in bucket order, and its result is the gradient: W times the default's */
 #include "ddp_util.h"
 
 enum { STEPS = 3 };
@@ -84,6 +86,64 @@ static float *run(const char *timeline, bool check_stats, int64_t *n) {
   return snap;
 }
 
+typedef struct {
+  int calls, last_index;
+  bool in_order;
+} hook_log;
+
+static coll_req *sum_hook(const ddp_bucket_view *b, void *ctx) {
+  hook_log *h = ctx;
+  h->in_order = h->in_order && b->index == h->last_index + 1;
+  h->last_index = b->index;
+  h->calls++;
+  coll_buf buf = coll_host_buf(b->data, b->count, EM_F32);
+  return coll_allreduce(b->comm, buf, buf, b->count, COLL_SUM);
+}
+
+/* One backward of the MLP on this rank's data, wrapped with opts; returns the gradients. */
+static float *grads_with(const ddp_options *opts, int64_t *n) {
+  em_manual_seed(11);
+  em_module *m = em_mlp(20, (int[]){32, 16}, 2, 5);
+  ddp_model *d = ddp_wrap(m, opts);
+  CHECK(d != NULL, "ddp_wrap: %s", em_last_error());
+  float *g = NULL;
+  if (d) {
+    em_scope s = em_scope_begin();
+    int r = ddp_rank();
+    em_tensor *x = du_inputs(100 + (uint64_t)r, 0, 2, (int64_t[]){8, 20});
+    em_tensor *y = du_labels(200 + (uint64_t)r, 0, 8, 5);
+    CHECK_OK(em_backward(em_cross_entropy(em_forward(m, x), y)));
+    em_scope_end(s);
+    g = du_grads(m);
+    em_params p = em_parameters(m);
+    *n = p.arena_numel;
+  }
+  ddp_free(d);
+  em_module_free(m);
+  return g;
+}
+
+static void check_comm_hook(void) {
+  hook_log h = {0, -1, true};
+  int64_t n1 = 0, n2 = 0;
+  float *avg = grads_with(NULL, &n1);
+  float *sum =
+      grads_with(&(ddp_options){.hook = sum_hook, .hook_ctx = &h, .bucket_cap_mb = 0.001}, &n2);
+  CHECK(h.calls > 1 && h.in_order, "hook: %d calls, in bucket order: %d", h.calls, h.in_order);
+  if (avg && sum && n1 == n2) {
+    float W = (float)ddp_world_size();
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n1; i++) {
+      num += (sum[i] - W * avg[i]) * (double)(sum[i] - W * avg[i]);
+      den += (double)sum[i] * sum[i];
+    }
+    CHECK(den > 0 && sqrt(num / den) < 1e-6, "hook SUM against W x AVG: relative %g",
+          den > 0 ? sqrt(num / den) : -1.0);
+  }
+  free(avg);
+  free(sum);
+}
+
 int main(int argc, char **argv) {
   CHECK_OK(du_init(&argc, &argv));
   const char *tl = argc > 1 ? argv[1] : NULL;
@@ -99,5 +159,6 @@ int main(int argc, char **argv) {
   free(a);
   free(b);
   if (tl) free(run(tl, false, &n1));
+  check_comm_hook();
   return chk_finish("test_ddp_misc");
 }
