@@ -103,8 +103,7 @@ int main(int argc, char **argv) {
   if (d) {
     em_params p = em_parameters(m);
     em_tensor *view = p.t[1]->grad; /* 0.bias; the reducer holds its own reference */
-    em_tensor *other = em_zeros(EM_F32, 1, (int64_t[]){64});
-    em_retain(other);
+    em_tensor *other = em_zeros(EM_F32, 1, (int64_t[]){64}); /* outside scopes: ours */
     CHECK_OK(em_set_grad(p.t[1], other));
     st = one_pass(m);
     snprintf(msg, sizeof msg, "%s", em_last_error());
