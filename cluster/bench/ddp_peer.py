@@ -16,7 +16,6 @@ MASTER_ADDR and MASTER_PORT (torchrun where it works) it runs as that one rank i
 Time is measured between two barriers; rank 0 prints the global samples/s and one BENCH line.
 """
 import argparse
-import gzip
 import os
 import socket
 import sys
@@ -28,19 +27,14 @@ _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv 
 os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads
 os.environ["MKL_NUM_THREADS"] = _threads
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 
-def load(dirname, prefix):
-    with gzip.open(os.path.join(dirname, f"{prefix}-images-idx3-ubyte.gz")) as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784).astype(np.float32) / 255.0
-    with gzip.open(os.path.join(dirname, f"{prefix}-labels-idx1-ubyte.gz")) as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_peer import load, model_for  # noqa: E402  (the same data and models)
 
 
 def main():
@@ -74,8 +68,7 @@ def worker(rank, a):
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     x, y = load(a.data, "train")
-    model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-                          nn.Linear(1024, 10))
+    model = model_for("mlp")
     ddp = DDP(model, bucket_cap_mb=a.bucket_mb)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)  # the same permutation on every rank
