@@ -1,6 +1,6 @@
 # Thin wrapper over scripts/install-deps.sh, CMake and ctest. The build lives in build/
 # (Release, -Werror) and build-asan/ (AddressSanitizer + UBSan + LeakSanitizer).
-#   make run    install, build, train Fashion-MNIST (examples/fmnist_mlp)
+#   make run    install, build, train Fashion-MNIST on 2 ranks (examples/fmnist_mlp, mpirun)
 #   make test   install, build both flavours, run the whole suite under ctest in each
 #   make bench  install, build, run the benchmarks (training against PyTorch, collectives
 #               against raw MPI_Allreduce)
@@ -23,7 +23,7 @@ build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
 run: build
-	./$(BUILD)/examples/fmnist_mlp
+	./tests/mpi/mpirun.sh 2 900 ./$(BUILD)/examples/fmnist_mlp
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
