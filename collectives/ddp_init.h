@@ -30,7 +30,8 @@ extern "C" {
  * without ddp_finalize in between, or if MPI cannot give the thread level needed. */
 em_status ddp_init(int *argc, char ***argv);
 em_status ddp_init_ex(int *argc, char ***argv, const coll_options *opts);
-/* Stops the communicator and MPI. After it MPI cannot be started again in this process. */
+/* Stops the communicator, and MPI if ddp_init started it (a program that called MPI_Init itself
+ * finalizes MPI itself). After MPI_Finalize, MPI cannot be started again in this process. */
 em_status ddp_finalize(void);
 bool ddp_initialized(void);
 

@@ -460,7 +460,7 @@ static void run_sweep(const bench_args *a) {
       session_open(&opts);
       for (int i = 0; i < w; i++) run_ember(COLL_ALLREDUCE, n);
       t[c * R + k] = time_round(IMPL_EMBER, COLL_ALLREDUCE, n, iters, NULL);
-      if (j == NC - 1) { /* the peer, in the last session of the round */
+      if (a->mpi && j == NC - 1) { /* the peer, in the last session of the round */
         for (int i = 0; i < w; i++) run_mpi(COLL_ALLREDUCE, n);
         t[NC * R + k] = time_round(IMPL_MPI, COLL_ALLREDUCE, n, iters, NULL);
       }
@@ -468,26 +468,34 @@ static void run_sweep(const bench_args *a) {
     }
   }
   max_over_ranks(t, (NC + 1) * R);
-  double t_mpi = median(t + NC * R, R), f = bus_factor(COLL_ALLREDUCE);
+  double t_mpi = a->mpi ? median(t + NC * R, R) : -1, f = bus_factor(COLL_ALLREDUCE);
   if (rank == 0) {
     printf("\n# chunk sweep: allreduce of %lld bytes (float, sum), one session per chunk_bytes, "
-           "%d iters, median of %d rounds; raw MPI_Allreduce (one call): %.1f us, busbw %.3f "
-           "GB/s\n",
-           (long long)bytes, iters, R, t_mpi * 1e6, gbs(bytes, t_mpi) * f);
-    printf("# %11s %9s %8s %9s\n", "chunk_bytes", "time", "busbw", "ember/mpi");
-    printf("# %11s %9s %8s %9s\n", "(B)", "(us)", "(GB/s)", "");
+           "%d iters, median of %d rounds",
+           (long long)bytes, iters, R);
+    if (a->mpi)
+      printf("; raw MPI_Allreduce (one call): %.1f us, busbw %.3f GB/s", t_mpi * 1e6,
+             gbs(bytes, t_mpi) * f);
+    printf("\n");
+    printf("# %11s %9s %8s %9s\n", "chunk_bytes", "time", "busbw", a->mpi ? "ember/mpi" : "");
+    printf("# %11s %9s %8s\n", "(B)", "(us)", "(GB/s)");
   }
   for (int c = 0; c < NC; c++) {
     result *r = new_result("allreduce_chunk", COLL_ALLREDUCE, n, iters);
     r->chunk_bytes = (int64_t)65536 << c;
     r->t[0] = median(t + c * R, R);
-    if (rank == 0)
-      printf("  %11lld %9.1f %8.3f %8.2fx\n", (long long)r->chunk_bytes, r->t[0] * 1e6,
-             gbs(bytes, r->t[0]) * f, t_mpi / r->t[0]);
+    if (rank == 0) {
+      printf("  %11lld %9.1f %8.3f", (long long)r->chunk_bytes, r->t[0] * 1e6,
+             gbs(bytes, r->t[0]) * f);
+      if (a->mpi) printf(" %8.2fx", t_mpi / r->t[0]);
+      printf("\n");
+    }
   }
-  result *m = new_result("allreduce_chunk", COLL_ALLREDUCE, n, iters);
-  m->t[0] = -1;
-  m->t[1] = t_mpi;
+  if (a->mpi) {
+    result *m = new_result("allreduce_chunk", COLL_ALLREDUCE, n, iters);
+    m->t[0] = -1;
+    m->t[1] = t_mpi;
+  }
   free(t);
 }
 
