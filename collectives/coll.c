@@ -130,7 +130,12 @@ coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda
   }
   c->opts = o;
   pthread_mutex_init(&c->lock, NULL);
-  pthread_cond_init(&c->done, NULL);
+  /* Waits time out on the monotonic clock: a wall-clock step must not stretch or cut them. */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->done, &ca);
+  pthread_condattr_destroy(&ca);
   return c;
 }
 
@@ -390,7 +395,7 @@ em_status coll_wait_ex(coll_req *r, double timeout_s, double *t_done) {
     }
     double slice = left < 0.5 ? left : 0.5;
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + slice;
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
