@@ -93,12 +93,7 @@ int main(int argc, char **argv) {
   em_rng rng = em_rng_new(42);
   double t_start = now_s(), loss_sum = 0, acc = 0;
   for (int ep = 0; ep < epochs; ep++) {
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-      int64_t j = (int64_t)(em_rng_next_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
-      perm[i] = perm[j];
-      perm[j] = t;
-    }
+    em_rng_permutation(&rng, perm, n);
     double t0 = now_s();
     loss_sum = 0;
     for (int64_t s = 0; s < steps; s++) {

@@ -119,6 +119,8 @@ em_rng em_rng_new(uint64_t seed);
 uint64_t em_rng_next_u64(em_rng *r);
 float em_rng_uniform(em_rng *r); /* [0, 1) */
 float em_rng_normal(em_rng *r);  /* N(0, 1) */
+/* perm[0, n) = a uniformly random permutation of 0..n-1 (Fisher-Yates), advancing r. */
+void em_rng_permutation(em_rng *r, int64_t *perm, int64_t n);
 em_tensor *em_rand_uniform(int ndim, const int64_t *shape, float lo, float hi, em_rng *r);
 em_tensor *em_rand_normal(int ndim, const int64_t *shape, float mean, float std, em_rng *r);
 

@@ -503,6 +503,15 @@ float em_rng_normal(em_rng *r) {
   return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+void em_rng_permutation(em_rng *r, int64_t *perm, int64_t n) {
+  for (int64_t i = 0; i < n; i++) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; i--) {
+    int64_t j = (int64_t)(em_rng_next_u64(r) % (uint64_t)(i + 1)), t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+}
+
 em_tensor *em_rand_uniform(int ndim, const int64_t *shape, float lo, float hi, em_rng *r) {
   em_tensor *t = em_empty(EM_F32, ndim, shape);
   if (!t) return NULL;

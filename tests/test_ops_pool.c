@@ -11,14 +11,10 @@
 static em_tensor *distinct(em_rng *r, int64_t N, int64_t C, int64_t H, int64_t W, bool grad) {
   int64_t n = N * C * H * W;
   float *v = malloc((size_t)n * sizeof *v);
-  for (int64_t i = 0; i < n; i++) v[i] = (float)i;
-  for (int64_t i = n - 1; i > 0; i--) {
-    int64_t j = (int64_t)(em_rng_next_u64(r) % (uint64_t)(i + 1));
-    float t = v[i];
-    v[i] = v[j];
-    v[j] = t;
-  }
-  for (int64_t i = 0; i < n; i++) v[i] = v[i] * 4.0f / (float)n - 2.0f;
+  int64_t *perm = malloc((size_t)n * sizeof *perm);
+  em_rng_permutation(r, perm, n);
+  for (int64_t i = 0; i < n; i++) v[i] = (float)perm[i] * 4.0f / (float)n - 2.0f;
+  free(perm);
   em_tensor *t = em_from_data(EM_F32, EM_SHAPE(N, C, H, W), v);
   free(v);
   if (grad) em_set_requires_grad(t, true);

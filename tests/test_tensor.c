@@ -448,3 +448,23 @@ Test(tensor, devices_and_threads) {
   em_set_num_threads(prev);
   cr_assert_eq(em_num_threads(), prev);
 }
+
+/* em_rng_permutation: every index exactly once, reproducible from the seed, and not the
+ * identity (a shuffle that did nothing would pass the first check alone). */
+Test(tensor, rng_permutation) {
+  enum { N = 1000 };
+  int64_t a[N], b[N];
+  int seen[N] = {0};
+  em_rng r1 = em_rng_new(9), r2 = em_rng_new(9);
+  em_rng_permutation(&r1, a, N);
+  em_rng_permutation(&r2, b, N);
+  int fixed = 0;
+  for (int i = 0; i < N; i++) {
+    cr_assert(a[i] >= 0 && a[i] < N);
+    seen[a[i]]++;
+    cr_assert_eq(a[i], b[i], "same seed, same permutation");
+    fixed += a[i] == i;
+  }
+  for (int i = 0; i < N; i++) cr_assert_eq(seen[i], 1, "index %d appears %d times", i, seen[i]);
+  cr_assert_lt(fixed, 20, "%d fixed points: not shuffled", fixed);
+}

@@ -91,12 +91,7 @@ int main(int argc, char **argv) {
   int64_t *perm = malloc((size_t)n * sizeof *perm);
   if (!perm) return fail("out of memory");
   em_rng rng = em_rng_new(0); /* same permutation on every rank */
-  for (int64_t i = 0; i < n; i++) perm[i] = i;
-  for (int64_t i = n - 1; i > 0; i--) {
-    int64_t j = (int64_t)(em_rng_next_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
-    perm[i] = perm[j];
-    perm[j] = t;
-  }
+  em_rng_permutation(&rng, perm, n);
   double t0 = 0, last_loss = 0, comm = 0, exposed = 0, overlapped = 0, fwd = 0, bwd = 0;
   for (int s = 0; s < warmup + steps; s++) {
     if (s == warmup) {
