@@ -2,12 +2,13 @@
  * ranks it was started with (one without a launcher), and report test accuracy after every epoch.
  * `make run` runs it on 2 ranks under mpirun (ddprun and the YAML-driven ember-train come later).
  *
- * Every rank shuffles the training set with the same seed and takes every W-th batch of 64
- * (batch per rank); ddp_wrap averages the gradients. The learning rate defaults to 0.01 per rank
- * (linear scaling with the global batch).
+ * The data loader gives each rank its shard of every epoch's shuffled order, batches of 64 per rank
+ * built by a worker thread ahead of the step; ddp_wrap averages the gradients. The learning rate
+ * defaults to 0.01 per rank (linear scaling with the global batch). Test accuracy comes from an
+ * exact-evaluation loader (every test image on exactly one rank), summed over the ranks.
  *
- * usage: [mpirun -np W] fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] [--data DIR] */
-#include "dl_idx.h"
+ * usage: [mpirun -np W] fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] [--data DIR]
+ *                                  [--workers N] */
 #include "ember.h"
 
 #include <stdio.h>
@@ -26,26 +27,31 @@ static int fail(const char *what) {
   return 1;
 }
 
-/* Fraction of test samples whose argmax logit equals the label. */
-static double accuracy(em_module *model, em_tensor *x, em_tensor *y) {
+/* Fraction of test samples whose argmax logit equals the label: each rank counts its exact shard,
+ * and the counts are summed over the ranks. Returns -1 on error. */
+static double accuracy(em_module *model, dl_loader *test) {
   bool prev = em_no_grad_begin();
   em_module_eval(model);
-  int64_t n = x->shape[0], correct = 0;
-  for (int64_t b = 0; b < n; b += 1000) {
+  int64_t counts[2] = {0, 0}; /* correct, seen */
+  for (dl_batch b; dl_next(test, &b);) {
     em_scope s = em_scope_begin();
-    int64_t len = n - b < 1000 ? n - b : 1000;
-    em_tensor *pred = em_argmax(em_forward(model, em_narrow(x, 0, b, len)), 1, false);
-    em_tensor *lab = em_narrow(y, 0, b, len);
-    for (int64_t i = 0; pred && i < len; i++) correct += em_get(pred, i) == em_get(lab, i);
+    em_tensor *pred = em_argmax(em_forward(model, b.x), 1, false);
+    for (int64_t i = 0; pred && i < b.real; i++) counts[0] += em_get(pred, i) == em_get(b.y, i);
+    counts[1] += b.real;
     em_scope_end(s);
   }
   em_module_train(model, true);
   em_no_grad_end(prev);
-  return (double)correct / (double)n;
+  if (dl_status(test) != EM_OK) return -1;
+  if (ddp_world_size() > 1) {
+    coll_buf cb = coll_host_buf(counts, 2, EM_I64);
+    if (coll_wait(coll_allreduce(ddp_comm(), cb, cb, 2, COLL_SUM), 0) != EM_OK) return -1;
+  }
+  return (double)counts[0] / (double)counts[1];
 }
 
 int main(int argc, char **argv) {
-  int epochs = 10, batch = 64, threads = 1;
+  int epochs = 10, batch = 64, threads = 1, workers = 1;
   double lr = 0;
   const char *dir = dl_fmnist_dir();
   for (int i = 1; i < argc; i++) {
@@ -60,27 +66,36 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--data") && v)
       dir = argv[++i];
+    else if (!strcmp(argv[i], "--workers") && v)
+      workers = atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] "
-                      "[--data DIR]\n");
+                      "[--data DIR] [--workers N]\n");
       return 2;
     }
   }
-  if (epochs < 1 || batch < 1 || threads < 1 || lr < 0) {
-    fprintf(stderr, "fmnist_mlp: --epochs, --batch, --threads and --lr must be positive\n");
+  if (epochs < 1 || batch < 1 || threads < 1 || lr < 0 || workers < 0) {
+    fprintf(stderr, "fmnist_mlp: --epochs, --batch, --threads and --lr must be positive, "
+                    "--workers >= 0\n");
     return 2;
   }
   if (ddp_init(&argc, &argv) != EM_OK) return fail("ddp_init");
-  int W = ddp_world_size(), rank = ddp_rank();
+  int W = ddp_world_size();
   if (lr == 0) lr = 0.01 * W;
   em_set_num_threads(threads);
-  em_tensor *xtr, *ytr, *xte, *yte;
-  if (dl_fmnist_load(dir, "train", &xtr, &ytr) != EM_OK) return fail("training set");
-  if (dl_fmnist_load(dir, "t10k", &xte, &yte) != EM_OK) return fail("test set");
+  dl_dataset *train = dl_fmnist_open(dir, "train", NULL);
+  if (!train) return fail("training set");
+  dl_dataset *test = dl_fmnist_open(dir, "t10k", NULL);
+  if (!test) return fail("test set");
+  dl_loader *loader = dl_loader_new(
+      train, &(dl_options){.batch = batch, .shuffle = true, .workers = workers, .seed = 42});
+  dl_loader *test_loader = dl_loader_new(
+      test, &(dl_options){.batch = 1000, .exact = true, .workers = workers});
+  if (!loader || !test_loader) return fail("data loader");
   ddp_print0("Fashion-MNIST: %lld training, %lld test images from %s; %d rank%s, batch %d per "
-             "rank, lr %g\n",
-             (long long)xtr->shape[0], (long long)xte->shape[0], dir, W, W > 1 ? "s" : "", batch,
-             lr);
+             "rank, lr %g, %d loader worker%s\n",
+             (long long)dl_dataset_len(train), (long long)dl_dataset_len(test), dir, W,
+             W > 1 ? "s" : "", batch, lr, workers, workers == 1 ? "" : "s");
 
   em_manual_seed(0);
   em_module *model = em_mlp(784, (int[]){256, 128}, 2, 10);
@@ -88,41 +103,39 @@ int main(int argc, char **argv) {
   em_optim *opt = ddp ? em_sgd(em_parameters(model), .lr = lr, .momentum = 0.9) : NULL;
   if (!opt) return fail("model");
 
-  int64_t n = xtr->shape[0], steps = n / ((int64_t)batch * W); /* steps per rank per epoch */
-  int64_t *perm = malloc((size_t)n * sizeof *perm);
-  em_rng rng = em_rng_new(42);
   double t_start = now_s(), loss_sum = 0, acc = 0;
+  int64_t steps = 0, samples = 0;
   for (int ep = 0; ep < epochs; ep++) {
-    em_rng_permutation(&rng, perm, n);
     double t0 = now_s();
     loss_sum = 0;
-    for (int64_t s = 0; s < steps; s++) {
+    steps = 0;
+    for (dl_batch b; dl_next(loader, &b);) { /* the loader moves to the next epoch by itself */
       em_scope sc = em_scope_begin();
-      em_tensor *idx = em_from_data(EM_I64, EM_SHAPE(batch), perm + (s * W + rank) * batch);
-      em_tensor *loss = em_cross_entropy(em_forward(model, em_index_select(xtr, 0, idx)),
-                                         em_index_select(ytr, 0, idx));
+      em_tensor *loss = em_cross_entropy(em_forward(model, b.x), b.y);
       if (!loss || em_zero_grad(opt) != EM_OK || em_backward(loss) != EM_OK ||
           em_step(opt) != EM_OK)
         return fail("training step");
       loss_sum += em_get(loss, 0);
+      steps++;
+      samples += b.size * W;
       em_scope_end(sc);
     }
-    acc = accuracy(model, xte, yte);
+    if (dl_status(loader) != EM_OK) return fail("training data");
+    if ((acc = accuracy(model, test_loader)) < 0) return fail("evaluation");
     double dt = now_s() - t0;
     ddp_print0("epoch %d/%d  train_loss %.4f (rank 0)  test_acc %.4f  %.0f samples/s  %.1f s\n",
                ep + 1, epochs, loss_sum / (double)steps, acc, (double)(steps * batch * W) / dt, dt);
   }
   double total = now_s() - t_start;
   ddp_print0("RESULT test_acc=%.4f train_loss=%.4f samples_per_s=%.1f time_s=%.1f ranks=%d\n", acc,
-             loss_sum / (double)steps, (double)(epochs * steps * batch * W) / total, total, W);
-  free(perm);
+             loss_sum / (double)steps, (double)samples / total, total, W);
   em_optim_free(opt);
   ddp_free(ddp);
   em_module_free(model);
-  em_release(xtr);
-  em_release(ytr);
-  em_release(xte);
-  em_release(yte);
+  dl_loader_free(loader);
+  dl_loader_free(test_loader);
+  dl_dataset_close(train);
+  dl_dataset_close(test);
   ddp_finalize();
   return 0;
 }

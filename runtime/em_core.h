@@ -107,6 +107,10 @@ struct em_tensor {
 em_tensor *em_empty(em_dtype dt, int ndim, const int64_t *shape);
 em_tensor *em_zeros(em_dtype dt, int ndim, const int64_t *shape);
 em_tensor *em_full(em_dtype dt, int ndim, const int64_t *shape, double value);
+/* em_empty in page-locked host memory when a CUDA device is present (fast, asynchronous copies
+ * to the device), else ordinary memory; em_is_pinned says which it got. */
+em_tensor *em_empty_pinned(em_dtype dt, int ndim, const int64_t *shape);
+bool em_is_pinned(const em_tensor *t);
 /* Copies n = numel elements from data (host memory, of dtype dt). */
 em_tensor *em_from_data(em_dtype dt, int ndim, const int64_t *shape, const void *data);
 /* Scalar f32 tensor of shape () (ndim 0). */

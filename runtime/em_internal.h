@@ -66,8 +66,24 @@ struct em_storage {
   size_t nbytes;
   em_device device;
   int refcount;
-  bool owns; /* free data when the last reference goes */
+  bool owns;   /* free data when the last reference goes */
+  bool pinned; /* data is page-locked host memory from em__host_alloc_pinned */
 };
+
+/* Page-locked host memory (cudaHostAlloc) when a CUDA device is present; NULL otherwise, or when
+ * the allocation fails (callers fall back to ordinary memory). */
+void *em__host_alloc_pinned(size_t nbytes);
+void em__host_free_pinned(void *p);
+
+/* Hide the calling thread's scopes, so that tensors created until em__scope_resume belong to the
+ * caller (the data loader builds batches on the user's thread this way when it has no workers). */
+typedef struct {
+  em_tensor **stack;
+  size_t len, cap;
+  int depth;
+} em__scope_saved;
+em__scope_saved em__scope_suspend(void);
+void em__scope_resume(em__scope_saved s);
 
 struct em_hook {
   int id;

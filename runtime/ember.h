@@ -11,5 +11,7 @@
 #include "coll.h"
 #include "ddp_init.h"
 #include "ddp.h"
+#include "dl.h"
+#include "dl_idx.h"
 
 #endif

@@ -63,6 +63,22 @@ em_tensor *em__scope_adopt(em_tensor *t) {
   return t;
 }
 
+em__scope_saved em__scope_suspend(void) {
+  em__scope_saved s = {scope_stack, scope_len, scope_cap, scope_depth};
+  scope_stack = NULL;
+  scope_len = scope_cap = 0;
+  scope_depth = 0;
+  return s;
+}
+
+void em__scope_resume(em__scope_saved s) {
+  free(scope_stack); /* anything a hidden scope left (only if it was not closed) */
+  scope_stack = s.stack;
+  scope_len = s.len;
+  scope_cap = s.cap;
+  scope_depth = s.depth;
+}
+
 em_tensor *em__op_end(em_scope s, em_tensor *out) {
   em_retain(out);
   em_scope_end(s);
@@ -170,7 +186,10 @@ static em_storage *storage_new(size_t nbytes, bool zero) {
 
 static void storage_release(em_storage *s) {
   if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
-  if (s->owns) block_free(s->data, padded_size(s->nbytes));
+  if (s->pinned)
+    em__host_free_pinned(s->data);
+  else if (s->owns)
+    block_free(s->data, padded_size(s->nbytes));
   free(s);
 }
 
@@ -245,6 +264,27 @@ nomem:
 em_tensor *em_empty(em_dtype dt, int ndim, const int64_t *shape) {
   return em__scope_adopt(em__alloc_noscope(dt, ndim, shape, false));
 }
+
+em_tensor *em_empty_pinned(em_dtype dt, int ndim, const int64_t *shape) {
+  if (!check_shape("empty_pinned", dt, ndim, shape)) return NULL;
+  size_t nbytes = (size_t)em__shape_numel(ndim, shape) * em_dtype_size(dt);
+  void *p = em__host_alloc_pinned(nbytes ? nbytes : 1);
+  if (!p) return em_empty(dt, ndim, shape);
+  em_tensor *t = tensor_shell(dt, ndim, shape);
+  em_storage *s = t ? calloc(1, sizeof *s) : NULL;
+  if (!s) {
+    em__host_free_pinned(p);
+    em_release(t);
+    em_set_error(EM_ERR_NOMEM, "out of memory allocating a pinned tensor");
+    return NULL;
+  }
+  *s = (em_storage){.data = p, .nbytes = nbytes, .device = EM_DEVICE_CPU, .refcount = 1,
+                    .owns = true, .pinned = true};
+  t->storage = s;
+  return em__scope_adopt(t);
+}
+
+bool em_is_pinned(const em_tensor *t) { return t && t->storage && t->storage->pinned; }
 
 em_tensor *em_zeros(em_dtype dt, int ndim, const int64_t *shape) {
   return em__scope_adopt(em__alloc_noscope(dt, ndim, shape, true));

@@ -1,7 +1,7 @@
 /* device.c (CUDA): device discovery through the CUDA runtime. Without a driver,
  * cudaGetDeviceCount returns an error (cudaErrorInsufficientDriver) rather than zero: every error
  * means "no device", so the same binary runs on machines with and without GPUs. */
-#include "em_core.h"
+#include "em_internal.h"
 
 #include <cuda_runtime_api.h>
 
@@ -15,3 +15,17 @@ int em_cuda_device_count(void) {
 }
 
 bool em_built_with_cuda(void) { return true; }
+
+void *em__host_alloc_pinned(size_t nbytes) {
+  if (em_cuda_device_count() == 0) return NULL;
+  void *p = NULL;
+  if (cudaHostAlloc(&p, nbytes, cudaHostAllocDefault) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return NULL;
+  }
+  return p;
+}
+
+void em__host_free_pinned(void *p) {
+  if (p) cudaFreeHost(p);
+}
