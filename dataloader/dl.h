@@ -129,7 +129,8 @@ typedef struct {
   int64_t batch;  /* samples per batch on each rank (required, >= 1) */
   bool shuffle;   /* a new permutation every epoch, seeded by seed + epoch */
   bool drop_last; /* floor instead of ceil per rank, and no short last batch */
-  bool exact;     /* evaluation: each sample on exactly one rank, no padding */
+  bool exact;     /* evaluation: each sample on exactly one rank, no padding (not with drop_last;
+                   * ranks may end at different batches, so save state from training loaders) */
   int workers;    /* worker threads; 0 loads on the caller's thread inside dl_next */
   int prefetch;   /* batches in flight ahead of the consumer; 0: 2 per worker (at least 2) */
   uint64_t seed;
@@ -159,8 +160,8 @@ em_status dl_status(const dl_loader *l);
 int64_t dl_epoch(const dl_loader *l);
 /* Start epoch `epoch` from its beginning (drops batches in flight). */
 em_status dl_set_epoch(dl_loader *l, int64_t epoch);
-/* Batches and samples this rank gets in the current epoch (from the current start position),
- * and real (non-padding) samples among them. */
+/* Batches and samples this rank yields in the current epoch (from the current start position;
+ * with drop_last, what the kept batches hold), and real (non-padding) samples among them. */
 int64_t dl_len(const dl_loader *l);
 int64_t dl_samples(const dl_loader *l);
 int64_t dl_real_samples(const dl_loader *l);

@@ -115,7 +115,7 @@ static void plan_build(dl_loader *l, int64_t epoch, int64_t start) {
   if (o->exact)
     per = r < m ? (m - r + w - 1) / w : 0;
   else if (o->drop_last)
-    per = m / w;
+    per = m / w / o->batch * o->batch; /* the short last batch is dropped too */
   else
     per = (m + w - 1) / w;
   l->count = per;
@@ -126,7 +126,7 @@ static void plan_build(dl_loader *l, int64_t epoch, int64_t start) {
     l->real += p < m;
   }
   int64_t b = o->batch;
-  l->nbatches = o->drop_last && !o->exact ? per / b : (per + b - 1) / b;
+  l->nbatches = (per + b - 1) / b;
   l->next = 0;
   l->claim = 0;
 }
@@ -196,16 +196,22 @@ static em_status fill(dl_loader *l, slot *s, int64_t j, int64_t size, int64_t re
       em_rng r = em_rng_new(dl_sample_seed(l->opt.seed, epoch, s->indices[i]));
       st = l->opt.transform(l->opt.transform_ctx, out, dl_dataset_field(d, 0), nf, &r,
                             s->indices[i]);
-      if (st != EM_OK)
+      if (st != EM_OK) {
+        char why[900]; /* em_set_error writes the buffer em_last_error returns: copy first */
+        snprintf(why, sizeof why, "%s", em_last_error());
         return em_set_error(st, "data loader: transform failed on sample %lld: %s",
-                            (long long)s->indices[i], em_last_error());
+                            (long long)s->indices[i], why);
+      }
     }
   }
   if (l->opt.collate) {
     em_status st = l->opt.collate(l->opt.collate_ctx, b);
-    if (st != EM_OK)
+    if (st != EM_OK) {
+      char why[900];
+      snprintf(why, sizeof why, "%s", em_last_error());
       return em_set_error(st, "data loader: collate failed on batch %lld of epoch %lld: %s",
-                          (long long)j, (long long)epoch, em_last_error());
+                          (long long)j, (long long)epoch, why);
+    }
     if (b->nfields < 0 || b->nfields > DL_MAX_FIELDS)
       return em_set_error(EM_ERR_INVALID, "data loader: collate set nfields to %d (0..%d)",
                           b->nfields, DL_MAX_FIELDS);
