@@ -40,6 +40,7 @@ bench: build
 	./cluster/bench/train_bench.sh $(BUILD)
 	./collectives/bench/run.sh $(BUILD)
 	./cluster/bench/ddp_bench.sh $(BUILD)
+	./dataloader/bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

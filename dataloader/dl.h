@@ -132,7 +132,7 @@ typedef struct {
   bool exact;     /* evaluation: each sample on exactly one rank, no padding (not with drop_last;
                    * ranks may end at different batches, so save state from training loaders) */
   int workers;    /* worker threads; 0 loads on the caller's thread inside dl_next */
-  int prefetch;   /* batches in flight ahead of the consumer; 0: 2 per worker (at least 2) */
+  int prefetch;   /* batches in flight ahead of the consumer; 0: 2 per worker, at least 8 */
   uint64_t seed;
   bool pin_memory;    /* page-locked host batches when a CUDA device is present */
   em_device device;   /* where batches go; only the CPU until CUDA tensors exist */

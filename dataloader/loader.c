@@ -150,12 +150,16 @@ static em_status plan_quiesce(dl_loader *l) {
   return EM_OK;
 }
 
-/* Replaces the plan (end of epoch, set_epoch, restore) and wakes the workers. */
-static em_status plan_switch(dl_loader *l, int64_t epoch, int64_t start) {
+/* Replaces the plan (end of epoch, set_epoch, restore) and wakes the workers. The seed changes
+ * only here, with no fill in progress (fills read it for the transform's rng). */
+static em_status plan_switch(dl_loader *l, uint64_t seed, int64_t epoch, int64_t start) {
   batch_release(&l->held);
   pthread_mutex_lock(&l->mu);
   em_status st = plan_quiesce(l);
-  if (st == EM_OK) plan_build(l, epoch, start);
+  if (st == EM_OK) {
+    l->opt.seed = seed;
+    plan_build(l, epoch, start);
+  }
   pthread_cond_broadcast(&l->work_cv);
   pthread_mutex_unlock(&l->mu);
   return st;
@@ -316,7 +320,7 @@ dl_loader *dl_loader_new(dl_dataset *d, const dl_options *opt) {
   l->world = world;
   l->n = dl_dataset_len(d);
   if (l->opt.timeout_s == 0) l->opt.timeout_s = default_timeout();
-  l->prefetch = opt->prefetch ? opt->prefetch : (opt->workers > 1 ? 2 * opt->workers : 2);
+  l->prefetch = opt->prefetch ? opt->prefetch : (opt->workers > 4 ? 2 * opt->workers : 8);
   l->pinned = opt->pin_memory && em_cuda_device_count() > 0;
   l->order = malloc((size_t)l->n * sizeof *l->order);
   l->my = malloc((size_t)(l->n / world + 1) * sizeof *l->my);
@@ -441,7 +445,7 @@ bool dl_next(dl_loader *l, dl_batch *out) {
   }
   batch_release(&l->held);
   if (l->next >= l->nbatches) { /* end of the epoch: the next call starts the next one */
-    em_status st = plan_switch(l, l->epoch + 1, 0);
+    em_status st = plan_switch(l, l->opt.seed, l->epoch + 1, 0);
     if (st != EM_OK) fail_with(l, st, em_last_error());
     return false;
   }
@@ -483,7 +487,7 @@ em_status dl_set_epoch(dl_loader *l, int64_t epoch) {
   if (!l) return em_set_error(EM_ERR_INVALID, "dl_set_epoch: loader is NULL");
   if (epoch < 0)
     return em_set_error(EM_ERR_INVALID, "dl_set_epoch: epoch %lld is negative", (long long)epoch);
-  return plan_switch(l, epoch, 0);
+  return plan_switch(l, l->opt.seed, epoch, 0);
 }
 
 dl_state dl_state_save(const dl_loader *l) {
@@ -513,7 +517,6 @@ em_status dl_state_restore(dl_loader *l, const dl_state *s) {
     return em_set_error(EM_ERR_INVALID,
                         "dl_state_restore: epoch %lld position %lld out of range (0..%lld)",
                         (long long)s->epoch, (long long)s->position, (long long)l->n);
-  l->opt.seed = s->seed;
-  if (s->position == l->n) return plan_switch(l, s->epoch + 1, 0);
-  return plan_switch(l, s->epoch, s->position);
+  if (s->position == l->n) return plan_switch(l, s->seed, s->epoch + 1, 0);
+  return plan_switch(l, s->seed, s->epoch, s->position);
 }
