@@ -3,6 +3,7 @@
 #define EMBER_H
 
 #include "em_autograd.h"
+#include "em_checkpoint.h"
 #include "em_core.h"
 #include "em_nn.h"
 #include "em_ops.h"
