@@ -23,7 +23,7 @@ build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
 run: build
-	./tests/mpi/mpirun.sh 2 900 ./$(BUILD)/examples/fmnist_mlp
+	./$(BUILD)/launcher/ddprun --config examples/configs/fmnist_mlp.yaml
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

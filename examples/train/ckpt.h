@@ -1,0 +1,32 @@
+/* ckpt.h: ember-train's checkpoints: the model, the optimizer (state, step count, lr) and the
+ * job's own state, in one safetensors file per save (runtime/em_checkpoint.h) under
+ * checkpoint.dir, so that a killed job resumes exactly where the checkpoint left it.
+ *
+ *   tensors   model.<name> (every parameter and buffer), optim.<state name>
+ *   metadata  optim.step, optim.lr, optim.name (em_ckpt_add_optim), step, epoch,
+ *             loader.{seed,epoch,position,dataset_len,shuffle} (dl_state),
+ *             rng.{seed,counter} (rank 0's default generator: dropout masks; every rank draws
+ *             the same count, see main.c), config_hash, world_size */
+#ifndef EMBER_TRAIN_CKPT_H
+#define EMBER_TRAIN_CKPT_H
+
+#include "ember.h"
+
+typedef struct {
+  int64_t step;  /* optimizer steps completed */
+  int64_t epoch; /* epoch of the last step (from 1) */
+  dl_state loader;
+  em_rng rng;
+  uint64_t config_hash;
+  int64_t world_size;
+} train_state;
+
+/* Writes dir/ckpt-<step>.safetensors (atomically, then dir/latest; keeps keep_last). */
+em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_optim *opt,
+                          const train_state *s);
+/* Loads dir's latest checkpoint into model, opt and *s. *path = its path (malloc'd) or NULL
+ * when there is none (EM_OK then, nothing changed). Errors name the file and what differs. */
+em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
+                          char **path);
+
+#endif

@@ -1,0 +1,154 @@
+/* model.c: ember-train's models, data loaders, augmentation and evaluation (model.h).
+ *
+ * Augmentation runs in the loader's worker threads as a per-sample transform, with the RNG the
+ * loader seeds from (seed, epoch, sample index): the same image gets the same flip and crop
+ * whatever the number of workers or ranks, and a resumed job sees exactly what an uninterrupted
+ * one would. Crop with padding p: the image is shifted by (dy, dx), each uniform in [-p, p], and
+ * the uncovered border is zero, which is torchvision's RandomCrop(28, padding=p) on a zero pad. */
+#include "model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- dropout on the default generator ------------------------------------------------------ */
+
+typedef struct {
+  float p;
+} dropout_ctx;
+
+static em_tensor *dropout_forward(em_module *m, em_tensor *x) {
+  const dropout_ctx *c = em_module_ctx(m);
+  return em_dropout(x, c->p, em_module_is_training(m), em_default_rng());
+}
+
+/* torch.nn.Dropout(p), drawing from the default generator instead of a generator of its own (as
+ * em_dropout_new does): the job checkpoints the default generator, so masks resume exactly. */
+static em_module *dropout_new(float p) {
+  dropout_ctx *c = malloc(sizeof *c);
+  if (!c) {
+    em_set_error(EM_ERR_NOMEM, "dropout: out of memory");
+    return NULL;
+  }
+  c->p = p;
+  return em_module_new("Dropout", dropout_forward, c, free);
+}
+
+em_module *train_model_new(const train_opts *o) {
+  if (o->model == MODEL_CNN) return em_small_cnn(1, 28, 28, 10);
+  int hidden[TRAIN_MAX_HIDDEN];
+  for (int i = 0; i < o->hidden.n; i++) hidden[i] = (int)o->hidden.v[i];
+  if (o->dropout == 0) return em_mlp(784, hidden, o->hidden.n, 10);
+  /* em_mlp's layers, built one statement at a time (a fixed order of draws), with dropout */
+  em_module *seq = em_sequential_new(0, NULL);
+  int in = 784;
+  for (int i = 0; seq && i <= o->hidden.n; i++) {
+    int out = i < o->hidden.n ? hidden[i] : 10;
+    em_status st = em_sequential_append(seq, em_linear_new(in, out, true));
+    if (st == EM_OK && i < o->hidden.n) st = em_sequential_append(seq, em_relu_new());
+    if (st == EM_OK && i < o->hidden.n)
+      st = em_sequential_append(seq, dropout_new((float)o->dropout));
+    if (st != EM_OK) {
+      em_module_free(seq);
+      return NULL;
+    }
+    in = out;
+  }
+  return seq;
+}
+
+/* ---- data ------------------------------------------------------------------------------------ */
+
+/* Flip and crop one f32 image (H, W) in place. */
+static em_status augment(void *ctx, void *const fields[], const dl_field *spec, int nfields,
+                         em_rng *rng, int64_t index) {
+  const train_data *d = ctx;
+  const int64_t H = d->height, W = d->width, p = d->crop_pad;
+  float *img = fields[0], tmp[64 * 64];
+  (void)spec;
+  (void)nfields;
+  (void)index;
+  if (d->flip && em_rng_uniform(rng) < 0.5f)
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W / 2; x++) {
+        float t = img[y * W + x];
+        img[y * W + x] = img[y * W + W - 1 - x];
+        img[y * W + W - 1 - x] = t;
+      }
+  if (p > 0) {
+    int64_t dy = (int64_t)(em_rng_next_u64(rng) % (uint64_t)(2 * p + 1)) - p;
+    int64_t dx = (int64_t)(em_rng_next_u64(rng) % (uint64_t)(2 * p + 1)) - p;
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W; x++) {
+        int64_t sy = y + dy, sx = x + dx;
+        tmp[y * W + x] = sy >= 0 && sy < H && sx >= 0 && sx < W ? img[sy * W + sx] : 0.0f;
+      }
+    memcpy(img, tmp, (size_t)(H * W) * sizeof *img);
+  }
+  return EM_OK;
+}
+
+em_status train_data_open(train_data *d, const train_opts *o) {
+  memset(d, 0, sizeof *d);
+  dl_idx_options io = {.keep_dims = o->model == MODEL_CNN};
+  d->train_set = dl_fmnist_open(o->data_dir, "train", &io);
+  d->test_set = d->train_set ? dl_fmnist_open(o->data_dir, "t10k", &io) : NULL;
+  if (!d->test_set) return em_last_status();
+  const dl_field *x = dl_dataset_field(d->train_set, 0);
+  d->height = x->ndim == 3 ? x->shape[1] : 28;
+  d->width = x->ndim == 3 ? x->shape[2] : 28;
+  if (x->dtype != EM_F32 || d->height * d->width != (int64_t)(dl_field_bytes(x) / sizeof(float)) ||
+      d->height > 64 || d->width > 64)
+    return em_set_error(EM_ERR_FORMAT, "%s: images are not 28x28 f32", o->data_dir);
+  d->flip = o->flip;
+  d->crop_pad = o->crop_pad;
+  bool aug = o->flip || o->crop_pad > 0;
+  d->train = dl_loader_new(d->train_set, &(dl_options){.batch = o->batch,
+                                                       .shuffle = true,
+                                                       .workers = (int)o->workers,
+                                                       .seed = (uint64_t)o->seed,
+                                                       .transform = aug ? augment : NULL,
+                                                       .transform_ctx = d});
+  d->test = d->train ? dl_loader_new(d->test_set, &(dl_options){.batch = o->eval_batch,
+                                                                .exact = true,
+                                                                .workers = (int)o->workers})
+                     : NULL;
+  return d->test ? EM_OK : em_last_status();
+}
+
+void train_data_close(train_data *d) {
+  dl_loader_free(d->train);
+  dl_loader_free(d->test);
+  dl_dataset_close(d->train_set);
+  dl_dataset_close(d->test_set);
+  memset(d, 0, sizeof *d);
+}
+
+double train_accuracy(em_module *model, train_data *d) {
+  bool prev = em_no_grad_begin();
+  bool training = em_module_is_training(model);
+  em_module_eval(model);
+  int64_t counts[2] = {0, 0}; /* correct, seen */
+  bool failed = false;
+  for (dl_batch b; !failed && dl_next(d->test, &b);) {
+    em_scope s = em_scope_begin();
+    em_tensor *pred = em_argmax(em_forward(model, b.x), 1, false);
+    for (int64_t i = 0; pred && i < b.real; i++) counts[0] += em_get(pred, i) == em_get(b.y, i);
+    counts[1] += b.real;
+    em_scope_end(s);
+    failed = !pred;
+  }
+  em_module_train(model, training);
+  em_no_grad_end(prev);
+  failed = failed || dl_status(d->test) != EM_OK;
+  /* every rank joins the sum, also after a local error, so that none waits for the others */
+  int64_t buf[3] = {counts[0], counts[1], failed};
+  if (ddp_world_size() > 1) {
+    coll_buf cb = coll_host_buf(buf, 3, EM_I64);
+    if (coll_wait(coll_allreduce(ddp_comm(), cb, cb, 3, COLL_SUM), 0) != EM_OK) return -1;
+  }
+  if (buf[2]) {
+    if (!failed) em_set_error(EM_ERR_COMM, "evaluation failed on another rank");
+    return -1;
+  }
+  return buf[1] ? (double)buf[0] / (double)buf[1] : 0;
+}
