@@ -32,6 +32,11 @@ em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_o
   if (st == EM_OK) st = em_ckpt_set_meta_u64(c, "rng.counter", s->rng.counter);
   if (st == EM_OK) st = em_ckpt_set_meta_u64(c, "config_hash", s->config_hash);
   if (st == EM_OK) st = em_ckpt_set_meta(c, "writer", "ember-train");
+  if (st == EM_OK) st = em_ckpt_set_meta_i64(c, "loss.epoch", s->loss_epoch);
+  if (st == EM_OK) st = em_ckpt_set_meta_i64(c, "loss.n", s->loss_n);
+  char sum[64];
+  snprintf(sum, sizeof sum, "%a", s->loss_sum); /* hex: the double round-trips exactly */
+  if (st == EM_OK) st = em_ckpt_set_meta(c, "loss.sum", sum);
   if (st == EM_OK) st = em_ckpt_save_dir(c, dir, s->step, keep_last);
   em_ckpt_free(c);
   return st;
@@ -65,6 +70,11 @@ em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, trai
   if (st == EM_OK) st = em_ckpt_meta_u64(c, "rng.counter", &t.rng.counter);
   if (st == EM_OK) st = em_ckpt_meta_u64(c, "config_hash", &t.config_hash);
   t.loader.shuffle = shuffle != 0;
+  if (st == EM_OK && em_ckpt_meta(c, "loss.sum")) { /* optional: older checkpoints lack it */
+    st = em_ckpt_meta_i64(c, "loss.epoch", &t.loss_epoch);
+    if (st == EM_OK) st = em_ckpt_meta_i64(c, "loss.n", &t.loss_n);
+    t.loss_sum = strtod(em_ckpt_meta(c, "loss.sum"), NULL);
+  }
   /* model and optimizer last: each checks everything before it changes anything */
   if (st == EM_OK) st = em_ckpt_load_module(c, "model.", model);
   if (st == EM_OK) st = em_ckpt_load_optim(c, "optim.", opt);

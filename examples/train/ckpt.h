@@ -6,7 +6,9 @@
  *   metadata  optim.step, optim.lr, optim.name (em_ckpt_add_optim), step, epoch,
  *             loader.{seed,epoch,position,dataset_len,shuffle} (dl_state),
  *             rng.{seed,counter} (rank 0's default generator: dropout masks; every rank draws
- *             the same count, see main.c), config_hash, world_size */
+ *             the same count, see main.c), config_hash, world_size, and the running mean of
+ *             the epoch's loss (loss.epoch, loss.n, loss.sum as a hex float: exact), so that a
+ *             run resumed mid-epoch, or at its end, reports the same train_loss */
 #ifndef EMBER_TRAIN_CKPT_H
 #define EMBER_TRAIN_CKPT_H
 
@@ -19,6 +21,8 @@ typedef struct {
   em_rng rng;
   uint64_t config_hash;
   int64_t world_size;
+  int64_t loss_epoch, loss_n; /* the epoch-loss accumulator (absent in a checkpoint: zeros) */
+  double loss_sum;
 } train_state;
 
 /* Writes dir/ckpt-<step>.safetensors (atomically, then dir/latest; keeps keep_last). */

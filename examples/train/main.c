@@ -268,7 +268,10 @@ static void save_checkpoint(job *j) {
                      .loader = dl_state_save(j->data.train),
                      .rng = *em_default_rng(),
                      .config_hash = em_config_hash(j->cfg),
-                     .world_size = j->world};
+                     .world_size = j->world,
+                     .loss_epoch = j->loss_epoch,
+                     .loss_n = j->loss_n,
+                     .loss_sum = j->loss_sum};
     st = train_ckpt_save(j->o.ckpt_dir, (int)j->o.keep_last, j->model, j->opt, &s);
     if (st != EM_OK) fprintf(stderr, "ember-train: checkpoint: %s\n", em_last_error());
   }
@@ -455,6 +458,9 @@ static int setup(job *j, bool *resumed) {
       *em_default_rng() = g;
       j->step = j->last_ckpt_step = s.step;
       j->epoch = s.epoch;
+      j->loss_epoch = s.loss_epoch;
+      j->loss_n = s.loss_n;
+      j->loss_sum = s.loss_sum;
       *resumed = true;
       if (j->rank == 0) {
         printf("resumed from %s at step %lld (epoch %lld)\n", path, (long long)s.step,
