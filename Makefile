@@ -1,8 +1,10 @@
 # Thin wrapper over scripts/install-deps.sh, CMake and ctest. The build lives in build/
 # (Release, -Werror) and build-asan/ (AddressSanitizer + UBSan + LeakSanitizer).
-#   make run    install, build, train Fashion-MNIST on 2 ranks (examples/fmnist_mlp, mpirun)
+#   make run    install, build, train Fashion-MNIST on 2 ranks (ddprun + ember-train,
+#               examples/configs/fmnist_mlp.yaml)
 #   make test   install, build both flavours, run the whole suite under ctest in each
-#   make bench  install, build, run the benchmarks (training against PyTorch, collectives
+#   make bench  install, build, run the benchmarks (training and data loading against PyTorch,
+#               collectives
 #               against raw MPI_Allreduce)
 JOBS ?= $(shell nproc)
 BUILD ?= build
