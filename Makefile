@@ -4,8 +4,7 @@
 #               examples/configs/fmnist_mlp.yaml)
 #   make test   install, build both flavours, run the whole suite under ctest in each
 #   make bench  install, build, run the benchmarks (training and data loading against PyTorch,
-#               collectives
-#               against raw MPI_Allreduce)
+#               collectives against raw MPI_Allreduce)
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
