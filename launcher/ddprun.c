@@ -28,7 +28,7 @@ static const char *const HELP =
     "\n"
     "Starts one process (rank) per GPU or CPU slot with mpirun, or with srun inside a Slurm\n"
     "allocation. Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,\n"
-    "EMBER_RESTART_COUNT, OMP_NUM_THREADS / EMBER_NUM_THREADS / EMBER_THREADS and, with\n"
+    "EMBER_RESTART_COUNT, OMP_NUM_THREADS / EMBER_THREADS and, with\n"
     "--timeout, EMBER_COLL_TIMEOUT. When a rank fails, every rank is stopped and ddprun says\n"
     "which rank failed first, how, and the end of its log.\n"
     "\n"

@@ -5,7 +5,7 @@
  *
  *   mpirun -np WORLD [-H h1:N,h2:N] [--oversubscribe] [--allow-run-as-root]
  *          --bind-to core|numa|none [--map-by slot:PE=T] --mca btl_vader_single_copy_mechanism none
- *          -x EMBER_RESTART_COUNT=A -x OMP_NUM_THREADS=T -x EMBER_NUM_THREADS=T -x EMBER_THREADS=T
+ *          -x EMBER_RESTART_COUNT=A -x OMP_NUM_THREADS=T -x EMBER_THREADS=T
  *          [-x EMBER_COLL_TIMEOUT=S] [-x EMBER_*...] [--mpi-args words]
  *          /abs/ddprun --agent A LOGDIR tag|quiet -- program args
  *
@@ -125,8 +125,8 @@ dr_host *dr_parse_hostfile(const char *path, int *nhosts) {
 /* EMBER_* variables of our environment that ranks on other hosts would not otherwise see; the
  * ones ddprun sets itself are left out. */
 static bool ours(const char *name, size_t len) {
-  static const char *const set[] = {"EMBER_RESTART_COUNT", "EMBER_NUM_THREADS", "EMBER_THREADS",
-                                    "EMBER_COLL_TIMEOUT", NULL};
+  static const char *const set[] = {"EMBER_RESTART_COUNT", "EMBER_THREADS", "EMBER_COLL_TIMEOUT",
+                                    NULL};
   for (int i = 0; set[i]; i++)
     if (strlen(set[i]) == len && !strncmp(set[i], name, len)) return true;
   return false;
@@ -136,7 +136,6 @@ static bool ours(const char *name, size_t len) {
 static void rank_env(const dr_plan *p, int attempt, dr_strv *env) {
   dr_strv_pushf(env, "EMBER_RESTART_COUNT=%d", attempt);
   dr_strv_pushf(env, "OMP_NUM_THREADS=%d", p->threads);
-  dr_strv_pushf(env, "EMBER_NUM_THREADS=%d", p->threads);
   dr_strv_pushf(env, "EMBER_THREADS=%d", p->threads); /* what libember's dnnl.c reads */
   if (p->timeout_s > 0) dr_strv_pushf(env, "EMBER_COLL_TIMEOUT=%g", p->timeout_s);
 }

@@ -137,9 +137,11 @@ static void print_others(const rank_status *st, int world, const rank_status *ro
   free(done);
 }
 
-static void print_tail(const char *dir, int rank, int attempt) {
+/* Prints the last lines of rank's log; false if there was nothing to show. */
+static bool print_tail(const char *dir, int rank, int attempt) {
   char *log = dr_rank_file(dir, rank, attempt, "log");
   char *tail = dr_tail_file(log, DR_TAIL_LINES);
+  bool shown = tail && *tail;
   if (!tail)
     fprintf(stderr, "ddprun: (no log at %s)\n", log);
   else if (!*tail)
@@ -154,6 +156,25 @@ static void print_tail(const char *dir, int rank, int attempt) {
   }
   free(tail);
   free(log);
+  return shown;
+}
+
+/* A rank whose log is not empty, among those that failed (not stopped) within a second of root:
+ * when every rank fails at once (a configuration error that only rank 0 reports, say), the
+ * explanation may be in another rank's log. NULL if none. */
+static const rank_status *explaining_rank(const dr_plan *p, int attempt, const rank_status *st,
+                                          const rank_status *root) {
+  for (int r = 0; r < p->world; r++) {
+    if (r == root->rank || !failed(&st[r]) || st[r].stopped) continue;
+    if (st[r].time_ns - root->time_ns > 1000000000LL) continue;
+    char *log = dr_rank_file(p->log_dir, r, attempt, "log");
+    char *tail = dr_tail_file(log, 1);
+    bool text = tail && *tail;
+    free(tail);
+    free(log);
+    if (text) return &st[r];
+  }
+  return NULL;
 }
 
 typedef enum { OUT_OK, OUT_FAILED, OUT_INTERRUPTED } outcome;
@@ -178,7 +199,13 @@ static int summarise(const dr_plan *p, int attempt, const rank_status *st, int l
             "ddprun: first failure: rank %d (host %s, local rank %d, pid %d) %s at %s.%03d\n",
             root->rank, root->host, root->local_rank, root->pid, end, when,
             (int)(root->time_ns / 1000000 % 1000));
-    print_tail(p->log_dir, root->rank, attempt);
+    const rank_status *other;
+    if (!print_tail(p->log_dir, root->rank, attempt) &&
+        (other = explaining_rank(p, attempt, st, root))) {
+      fprintf(stderr, "ddprun: rank %d failed %.1f s later and says why:\n", other->rank,
+              1e-9 * (double)(other->time_ns - root->time_ns));
+      print_tail(p->log_dir, other->rank, attempt);
+    }
     rc = root->signal ? 128 + root->signal : root->exit_code;
   } else if (interrupt) {
     fprintf(stderr, "ddprun: interrupted by %s: every rank was told to stop\n",

@@ -43,10 +43,10 @@ int main(int argc, char **argv) {
   const char *mode = argv[1];
   if (!strcmp(mode, "env")) {
     printf("probe rank=%s local_rank=%s world=%s local_world=%s restart=%s omp=%s "
-           "ember_threads=%s ember_num_threads=%s coll_timeout=%s\n",
+           "ember_threads=%s coll_timeout=%s\n",
            env("RANK"), env("LOCAL_RANK"), env("WORLD_SIZE"), env("LOCAL_WORLD_SIZE"),
            env("EMBER_RESTART_COUNT"), env("OMP_NUM_THREADS"), env("EMBER_THREADS"),
-           env("EMBER_NUM_THREADS"), env("EMBER_COLL_TIMEOUT"));
+           env("EMBER_COLL_TIMEOUT"));
     fprintf(stderr, "probe rank=%s to stderr\n", env("RANK"));
     return 0;
   }

@@ -54,7 +54,7 @@ none_left() {
 }
 
 TMPL="'\${TMPDIR:-/tmp}/ddprun.<pid>.XXXXXX'"
-ENV1="-x EMBER_RESTART_COUNT=0 -x OMP_NUM_THREADS=1 -x EMBER_NUM_THREADS=1 -x EMBER_THREADS=1"
+ENV1="-x EMBER_RESTART_COUNT=0 -x OMP_NUM_THREADS=1 -x EMBER_THREADS=1"
 MCA="--mca btl_vader_single_copy_mechanism none"
 
 case $case_name in
@@ -90,10 +90,10 @@ dryrun)
   # Threads per rank, binding with several cores per rank.
   run -d -n 1 prog
   has " --bind-to core --map-by slot:PE=2 $MCA -x EMBER_RESTART_COUNT=0 -x OMP_NUM_THREADS=2 "
-  has " -x EMBER_NUM_THREADS=2 -x EMBER_THREADS=2 $DDPRUN --agent 0 "
+  has " -x EMBER_THREADS=2 $DDPRUN --agent 0 "
   run -d -n 2 --threads-per-proc 2 prog
   has "--bind-to none"
-  has "-x OMP_NUM_THREADS=2 -x EMBER_NUM_THREADS=2"
+  has "-x OMP_NUM_THREADS=2 -x EMBER_THREADS=2"
   run -d -n 2 -t 2 --bind core prog
   has "--bind-to core:overload-allowed --map-by slot:PE=2"
   has "ranks will share cores"
@@ -123,7 +123,7 @@ dryrun)
   want_rc 0
   SRUN="srun --mpi=pmix --nodes=2 --ntasks-per-node=2 --ntasks=4 --cpus-per-task=2"
   SRUN+=" --cpu-bind=cores --kill-on-bad-exit=1 --export=ALL,EMBER_RESTART_COUNT=0"
-  SRUN+=",OMP_NUM_THREADS=2,EMBER_NUM_THREADS=2,EMBER_THREADS=2"
+  SRUN+=",OMP_NUM_THREADS=2,EMBER_THREADS=2"
   same "$SRUN $AGENT prog"
   SLURM_JOB_ID=42 SLURM_JOB_NUM_NODES=3 SLURM_CPUS_ON_NODE=2 run -d -n 1 --timeout 9 prog
   has "srun --mpi=pmix --nodes=3 --ntasks-per-node=1 --ntasks=3 --cpus-per-task=2 "
@@ -248,7 +248,7 @@ run_ok)
   for r in 0 1; do
     f=$T/logs/rank-$r.attempt-0.log
     file_has "$f" "probe rank=$r local_rank=$r world=2 local_world=2 restart=0 omp=1"
-    file_has "$f" " omp=1 ember_threads=1 ember_num_threads=1 coll_timeout=17"
+    file_has "$f" " omp=1 ember_threads=1 coll_timeout=17"
     file_has "$f" "probe rank=$r to stderr"
     file_has "$T/logs/rank-$r.attempt-0.status" "exit=0"
     file_has "$T/logs/rank-$r.attempt-0.status" "rank=$r"
