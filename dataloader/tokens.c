@@ -19,6 +19,7 @@
  * A shard truncated or replaced while it is mapped would fault on access: shards are meant to be
  * written once (dl_tokens_write renames a complete file into place) and then only read. */
 #include "dl.h"
+#include "em_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -299,6 +300,10 @@ em_status dl_tokens_write(const char *path, const uint16_t *tokens, int64_t n) {
     goto fail;
   }
   free(tmp);
+  int de = em__fsync_parent_dir(path); /* the rename itself survives a crash */
+  if (de != 0)
+    return em_set_error(EM_ERR_IO, "%s: written, but cannot fsync its directory: %s", path,
+                        strerror(de));
   return EM_OK;
 fail:;
   int e = errno;

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,8 +336,7 @@ static bool write_all(int fd, const void *p, size_t n, int64_t *off) {
   return true;
 }
 
-/* fsync the directory that holds path (so that a rename or a new entry is durable). */
-static int fsync_parent_dir(const char *path) {
+int em__fsync_parent_dir(const char *path) {
   const char *slash = strrchr(path, '/');
   char *dir = slash == path ? dup_str("/")
               : slash       ? strndup(path, (size_t)(slash - path))
@@ -392,7 +392,7 @@ static em_status write_atomic(const char *path, const chunk *ch, int n_chunks) {
     goto cleanup;
   }
   tmp_exists = false;
-  int err = fsync_parent_dir(path);
+  int err = em__fsync_parent_dir(path);
   if (err)
     st = em_set_error(EM_ERR_IO, "%s: written and renamed, but fsync of its directory failed: %s",
                       path, strerror(err));
@@ -517,7 +517,7 @@ static em_status make_dirs(const char *dir) {
     char saved = p[i];
     p[i] = '\0';
     if (mkdir(p, 0755) == 0) {
-      fsync_parent_dir(p); /* best effort: the checkpoint's own fsyncs follow */
+      em__fsync_parent_dir(p); /* best effort: the checkpoint's own fsyncs follow */
     } else if (errno != EEXIST) {
       st = em_set_error(EM_ERR_IO, "%s: cannot create directory %s: %s", dir, p, strerror(errno));
       goto cleanup;
@@ -558,6 +558,21 @@ static int step_desc(const void *a, const void *b) {
 
 /* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
  * for step itself is the keep_last-th). Files of later steps are left alone. */
+/* A save killed before its rename leaves "<name>.tmp.<pid>" behind (possibly hundreds of MB).
+ * Removes such a file in dir when process pid no longer exists on this host: best effort. */
+static void remove_stale_temporary(const char *dir, const char *name) {
+  const char *t = strstr(name, ".tmp.");
+  if (!t || strncmp(name, "ckpt-", 5) != 0) return;
+  char *end;
+  errno = 0;
+  long pid = strtol(t + 5, &end, 10);
+  if (errno || *end || pid <= 0 || pid == (long)getpid()) return;
+  if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return; /* alive, or not ours to judge */
+  char *path = path_join(dir, name);
+  if (path) unlink(path);
+  free(path);
+}
+
 static em_status prune(const char *dir, int64_t step, int keep_last) {
   em_status st = EM_OK;
   int64_t *steps = NULL;
@@ -565,6 +580,7 @@ static em_status prune(const char *dir, int64_t step, int keep_last) {
   DIR *d = opendir(dir);
   if (!d) return em_set_error(EM_ERR_IO, "%s: cannot list the directory: %s", dir, strerror(errno));
   for (struct dirent *e; (e = readdir(d));) {
+    remove_stale_temporary(dir, e->d_name);
     int64_t s = ckpt_file_step(e->d_name);
     if (s < 0 || s >= step) continue;
     if (n == cap) {

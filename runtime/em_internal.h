@@ -75,6 +75,10 @@ struct em_storage {
 void *em__host_alloc_pinned(size_t nbytes);
 void em__host_free_pinned(void *p);
 
+/* fsync the directory that holds path, so that a rename into it (or a new entry) is durable.
+ * Returns 0 or an errno value. (checkpoint.c) */
+int em__fsync_parent_dir(const char *path);
+
 /* Hide the calling thread's scopes, so that tensors created until em__scope_resume belong to the
  * caller (the data loader builds batches on the user's thread this way when it has no workers). */
 typedef struct {

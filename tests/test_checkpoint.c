@@ -780,6 +780,29 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   TU_END;
 }
 
+Test(checkpoint, save_dir_removes_temporaries_of_dead_processes) {
+  TU_BEGIN;
+  char *dir = make_tmpdir(), buf[512], name[128], listing[1024];
+  pid_t dead = fork(); /* a pid that existed and is gone (reaped) */
+  cr_assert_geq(dead, 0);
+  if (dead == 0) _exit(0);
+  cr_assert_eq(waitpid(dead, NULL, 0), dead);
+  save(dir, 1, 5);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)dead);
+  write_raw(at(buf, dir, name), "partial", 7);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)getppid());
+  write_raw(at(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
+  write_raw(at(buf, dir, "notes.tmp.1"), "x", 1); /* not a checkpoint's: kept */
+  save(dir, 3, 5);
+  list_dir(dir, listing, sizeof listing);
+  char expect[1024];
+  snprintf(expect, sizeof expect,
+           "ckpt-00000001.safetensors %s ckpt-00000003.safetensors latest notes.tmp.1", name);
+  cr_assert_str_eq(listing, expect);
+  rm_rf(dir);
+  TU_END;
+}
+
 /* ---- unwritable destinations and a full disk ------------------------------------------------ */
 /* True if a file can be created in dir (root ignores permission bits). */
 static bool can_create_in(const char *dir) {
