@@ -12,8 +12,8 @@
  * A mapping's value carries its key's line (messages about "optim.lr" point at the key); sequence
  * items carry their own. Anchors and aliases are refused: a config is a plain tree, so that every
  * value has one place, one line, one "used" flag. Nesting is limited to MAX_DEPTH levels so that
- * no input can exhaust the stack. */
-#include "em_config.h"
+ * no input can exhaust the stack. The unused-key check and the hash: config_check.c. */
+#include "config_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -23,33 +23,6 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
-
-#define MAX_DEPTH 64
-#define MAX_PATH 512
-
-typedef enum { NODE_MAP, NODE_SEQ, NODE_SCALAR } node_kind;
-
-typedef struct node node;
-struct node {
-  node_kind kind;
-  int line;           /* 1-based; for a mapping's value, its key's line */
-  const char *origin; /* the override that made it (owned by the config); NULL: the file */
-  bool used;
-  char *text; /* scalar: the value as written */
-  bool null;  /* scalar: plain and empty, "~" or "null" */
-  int n, cap;
-  char **keys; /* mapping: n keys, in file order */
-  node **kids; /* mapping: the n values; sequence: the n items */
-};
-
-struct em_config {
-  char *name;
-  node *root;
-  char **overrides; /* every assignment given to em_config_override (node origins point here) */
-  int n_over;
-  char **asked; /* every path a getter or em_config_ignore asked for (for "did you mean") */
-  int n_asked, cap_asked;
-};
 
 /* ---- nodes ----------------------------------------------------------------------------------- */
 
@@ -129,7 +102,7 @@ static const char *kind_name(const node *n) {
 }
 
 /* "job.yaml:7" or "override 'optim.lr=abc'". */
-static const char *where(const em_config *c, const node *n, char *buf, size_t cap) {
+const char *em__config_where(const em_config *c, const node *n, char *buf, size_t cap) {
   if (n->origin)
     snprintf(buf, cap, "override '%s'", n->origin);
   else
@@ -167,12 +140,6 @@ static em_status next_event(reader *r, yaml_event_t *ev) {
 }
 
 /* Appends ".key" (or "key" at the top) to path for messages; returns the old length. */
-static size_t path_push(char *path, const char *key) {
-  size_t len = strlen(path);
-  snprintf(path + len, MAX_PATH - len, "%s%s", len ? "." : "", key);
-  return len;
-}
-
 static em_status build(reader *r, yaml_event_t *ev, int depth, char *path, node **out);
 
 /* Builds a mapping's entries up to its end event. */
@@ -439,7 +406,7 @@ static void remember(em_config *c, const char *path) {
 
 /* *out = the node at path, or NULL when absent. A component that goes through a sequence or a
  * scalar is an error. mark: mark the mappings walked through as used. */
-static em_status lookup(const em_config *c, const char *path, bool mark, node **out) {
+em_status em__config_lookup(const em_config *c, const char *path, bool mark, node **out) {
   *out = NULL;
   if (!c) return em_set_error(EM_ERR_INVALID, "config: NULL config");
   if (!path_ok(path)) return em_set_error(EM_ERR_INVALID, "config: bad key path '%s'", path);
@@ -451,7 +418,7 @@ static em_status lookup(const em_config *c, const char *path, bool mark, node **
     if (cur->kind != NODE_MAP) {
       char at[600];
       return em_set_error(EM_ERR_FORMAT, "%s: %.*s: expected a mapping holding '%s', got %s",
-                          where(c, cur, at, sizeof at), (int)(s - 1 - path), path, path,
+                          em__config_where(c, cur, at, sizeof at), (int)(s - 1 - path), path, path,
                           kind_name(cur));
     }
     if (mark) cur->used = true;
@@ -467,14 +434,14 @@ static em_status lookup(const em_config *c, const char *path, bool mark, node **
 
 /* The scalar at path for a getter: *n NULL when absent; an error when it is not a scalar. */
 static em_status get_scalar(em_config *c, const char *path, const char *expected, node **n) {
-  em_status st = lookup(c, path, true, n);
+  em_status st = em__config_lookup(c, path, true, n);
   if (st != EM_OK) return st;
   remember(c, path);
   if (!*n) return EM_OK;
   (*n)->used = true;
   if ((*n)->kind != NODE_SCALAR) {
     char at[600];
-    return em_set_error(EM_ERR_FORMAT, "%s: %s: expected %s, got %s", where(c, *n, at, sizeof at),
+    return em_set_error(EM_ERR_FORMAT, "%s: %s: expected %s, got %s", em__config_where(c, *n, at, sizeof at),
                         path, expected, kind_name(*n));
   }
   return EM_OK;
@@ -482,14 +449,14 @@ static em_status get_scalar(em_config *c, const char *path, const char *expected
 
 bool em_config_has(const em_config *c, const char *path) {
   node *n = NULL;
-  em_status st = lookup(c, path, false, &n);
+  em_status st = em__config_lookup(c, path, false, &n);
   if (st != EM_OK) em_clear_error();
   return n != NULL;
 }
 
 void em_config_ignore(em_config *c, const char *path) {
   node *n = NULL;
-  if (lookup(c, path, true, &n) != EM_OK) {
+  if (em__config_lookup(c, path, true, &n) != EM_OK) {
     em_clear_error();
     return;
   }
@@ -524,11 +491,11 @@ static em_status int_value(em_config *c, const node *n, const char *path, int64_
   int64_t v;
   if (n->null || !parse_int(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected an integer, got %s%s%s",
-                        where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
+                        em__config_where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
                         n->null ? "" : n->text, n->null ? "" : "'");
   if (v < lo || v > hi)
     return em_set_error(EM_ERR_FORMAT, "%s: %s: %lld is out of range [%lld, %lld]",
-                        where(c, n, at, sizeof at), path, (long long)v, (long long)lo,
+                        em__config_where(c, n, at, sizeof at), path, (long long)v, (long long)lo,
                         (long long)hi);
   *out = v;
   return EM_OK;
@@ -559,11 +526,11 @@ em_status em_config_num(em_config *c, const char *path, double def, double lo, d
   double v;
   if (n->null || !parse_num(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected a (finite) number, got %s%s%s",
-                        where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
+                        em__config_where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
                         n->null ? "" : n->text, n->null ? "" : "'");
   if (!(v >= lo && v <= hi))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: %g is out of range [%g, %g]",
-                        where(c, n, at, sizeof at), path, v, lo, hi);
+                        em__config_where(c, n, at, sizeof at), path, v, lo, hi);
   *out = v;
   return EM_OK;
 }
@@ -589,7 +556,7 @@ em_status em_config_bool(em_config *c, const char *path, bool def, bool *out) {
   }
   char at[600];
   return em_set_error(EM_ERR_FORMAT, "%s: %s: expected true/false (yes/no, on/off), got '%s'",
-                      where(c, n, at, sizeof at), path, n->text);
+                      em__config_where(c, n, at, sizeof at), path, n->text);
 }
 
 em_status em_config_str(em_config *c, const char *path, const char *def, const char **out) {
@@ -617,19 +584,19 @@ em_status em_config_enum(em_config *c, const char *path, const char *def,
     snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", choices[i]);
   }
   node *n = NULL;
-  (void)lookup(c, path, false, &n);
+  (void)em__config_lookup(c, path, false, &n);
   if (!n)
     return em_set_error(EM_ERR_INVALID, "em_config_enum: %s: default '%s' is not one of %s", path,
                         def ? def : "(null)", list);
   char at[600];
-  return em_set_error(EM_ERR_FORMAT, "%s: %s: '%s' is not one of %s", where(c, n, at, sizeof at),
+  return em_set_error(EM_ERR_FORMAT, "%s: %s: '%s' is not one of %s", em__config_where(c, n, at, sizeof at),
                       path, v, list);
 }
 
 em_status em_config_int_list(em_config *c, const char *path, const int64_t *def, int ndef,
                              int64_t lo, int64_t hi, int64_t *out, int max, int *n) {
   node *s = NULL;
-  em_status st = lookup(c, path, true, &s);
+  em_status st = em__config_lookup(c, path, true, &s);
   if (st != EM_OK) return st;
   remember(c, path);
   char at[600];
@@ -645,20 +612,20 @@ em_status em_config_int_list(em_config *c, const char *path, const int64_t *def,
   if (s->kind != NODE_SEQ)
     return em_set_error(EM_ERR_FORMAT,
                         "%s: %s: expected a list of integers ([a, b, ...]), got %s%s%s%s",
-                        where(c, s, at, sizeof at), path, kind_name(s),
+                        em__config_where(c, s, at, sizeof at), path, kind_name(s),
                         s->kind == NODE_SCALAR && !s->null ? " '" : "",
                         s->kind == NODE_SCALAR && !s->null ? s->text : "",
                         s->kind == NODE_SCALAR && !s->null ? "'" : "");
   if (s->n > max)
     return em_set_error(EM_ERR_FORMAT, "%s: %s: %d items, at most %d allowed",
-                        where(c, s, at, sizeof at), path, s->n, max);
+                        em__config_where(c, s, at, sizeof at), path, s->n, max);
   for (int i = 0; i < s->n; i++) {
     node *it = s->kids[i];
     char item[MAX_PATH + 16];
     snprintf(item, sizeof item, "%s[%d]", path, i);
     if (it->kind != NODE_SCALAR)
       return em_set_error(EM_ERR_FORMAT, "%s: %s: expected an integer, got %s",
-                          where(c, it, at, sizeof at), item, kind_name(it));
+                          em__config_where(c, it, at, sizeof at), item, kind_name(it));
     if ((st = int_value(c, it, item, lo, hi, &out[i])) != EM_OK) return st;
   }
   *n = s->n;
@@ -725,7 +692,7 @@ em_status em_config_override(em_config *c, const char *assignment) {
     node *next = cur->kids[i];
     if (next->kind != NODE_MAP) {
       char at[600];
-      where(c, next, at, sizeof at);
+      em__config_where(c, next, at, sizeof at);
       node_free(v);
       return em_set_error(EM_ERR_FORMAT, "override '%s': '%s' is %s (%s), not a mapping", a, key,
                           kind_name(next), at);
@@ -740,142 +707,10 @@ const char *em_config_name(const em_config *c) { return c ? c->name : NULL; }
 
 const char *em_config_where(const em_config *c, const char *path, char *buf, size_t cap) {
   node *n = NULL;
-  if (c && lookup(c, path, false, &n) != EM_OK) em_clear_error();
+  if (c && em__config_lookup(c, path, false, &n) != EM_OK) em_clear_error();
   if (n)
-    where(c, n, buf, cap);
+    em__config_where(c, n, buf, cap);
   else
     snprintf(buf, cap, "%s", c ? c->name : "<config>");
   return buf;
 }
-
-/* ---- the unused-key check -------------------------------------------------------------------- */
-
-static int edit_distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 63 || lb > 63) return 99;
-  int prev[64], cur[64];
-  for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
-  for (size_t i = 1; i <= la; i++) {
-    cur[0] = (int)i;
-    for (size_t j = 1; j <= lb; j++) {
-      int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-      int del = prev[j] + 1, ins = cur[j - 1] + 1;
-      cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-    }
-    memcpy(prev, cur, (lb + 1) * sizeof *prev);
-  }
-  return prev[lb];
-}
-
-/* Writes " (did you mean 'optim.lr'?)" into hint when a path the program asked for differs from
- * path only in its last component, by an edit distance of at most 2. */
-static void did_you_mean(const em_config *c, const char *path, char *hint, size_t cap) {
-  hint[0] = '\0';
-  const char *last = strrchr(path, '.');
-  size_t plen = last ? (size_t)(last - path) + 1 : 0; /* "optim." */
-  last = last ? last + 1 : path;
-  int best = 3;
-  for (int i = 0; i < c->n_asked; i++) {
-    const char *a = c->asked[i];
-    if (strncmp(a, path, plen) || (plen && a[plen - 1] != '.')) continue;
-    char comp[MAX_PATH];
-    const char *end = strchr(a + plen, '.');
-    size_t len = end ? (size_t)(end - a - plen) : strlen(a + plen);
-    if (len >= sizeof comp) continue;
-    memcpy(comp, a + plen, len);
-    comp[len] = '\0';
-    int d = edit_distance(comp, last);
-    if (d > 0 && d < best) {
-      best = d;
-      snprintf(hint, cap, " (did you mean '%.*s%s'?)", (int)plen, path, comp);
-    }
-  }
-}
-
-/* The first unread key under m (file order), its path written into path. */
-static const node *first_unused(const node *m, char *path) {
-  for (int i = 0; i < m->n; i++) {
-    const node *k = m->kids[i];
-    size_t old = path_push(path, m->keys[i]);
-    if (!k->used) return k; /* a mapping nobody walked into is reported whole */
-    if (k->kind == NODE_MAP) {
-      const node *u = first_unused(k, path);
-      if (u) return u;
-    }
-    path[old] = '\0';
-  }
-  return NULL;
-}
-
-em_status em_config_check_unused(const em_config *c, const char *prefix) {
-  if (!c) return em_set_error(EM_ERR_INVALID, "em_config_check_unused: NULL config");
-  char path[MAX_PATH] = "";
-  const node *top = c->root, *u = NULL;
-  if (prefix && *prefix) {
-    node *p;
-    em_status st = lookup(c, prefix, false, &p);
-    if (st != EM_OK) return st;
-    if (!p) return EM_OK;
-    snprintf(path, sizeof path, "%s", prefix);
-    if (p->kind != NODE_MAP) u = p->used ? NULL : p;
-    top = p->kind == NODE_MAP ? p : NULL;
-  }
-  if (top) u = first_unused(top, path);
-  if (!u) return EM_OK;
-  char at[600], hint[MAX_PATH + 40];
-  did_you_mean(c, path, hint, sizeof hint);
-  return em_set_error(EM_ERR_FORMAT, "%s: unknown key '%s'%s", where(c, u, at, sizeof at), path,
-                      hint);
-}
-
-/* ---- hash ------------------------------------------------------------------------------------ */
-
-#define FNV_OFFSET 1469598103934665603ull
-#define FNV_PRIME 1099511628211ull
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-  return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s) {
-  uint64_t len = strlen(s);
-  h = fnv(h, &len, sizeof len);
-  return fnv(h, s, len);
-}
-
-typedef struct {
-  const char *key;
-  const node *val;
-} entry;
-
-static int cmp_entries(const void *a, const void *b) {
-  return strcmp(((const entry *)a)->key, ((const entry *)b)->key);
-}
-
-/* Canonical form: a kind tag, then a scalar's text (or null), a sequence's items in order, a
- * mapping's (key, value) pairs in key order. Lines, origins and "used" do not count. */
-static uint64_t hash_node(uint64_t h, const node *n) {
-  char tag = n->kind == NODE_MAP ? 'M' : n->kind == NODE_SEQ ? 'L' : n->null ? 'N' : 'S';
-  h = fnv(h, &tag, 1);
-  if (n->kind == NODE_SCALAR) return n->null ? h : fnv_str(h, n->text);
-  uint64_t count = (uint64_t)n->n;
-  h = fnv(h, &count, sizeof count);
-  if (n->kind == NODE_SEQ) {
-    for (int i = 0; i < n->n; i++) h = hash_node(h, n->kids[i]);
-    return h;
-  }
-  entry stack_e[32], *e = n->n <= 32 ? stack_e : malloc((size_t)n->n * sizeof *e);
-  if (!e) { /* out of memory: file order (still deterministic for one file) */
-    for (int i = 0; i < n->n; i++) h = hash_node(fnv_str(h, n->keys[i]), n->kids[i]);
-    return h;
-  }
-  for (int i = 0; i < n->n; i++) e[i] = (entry){n->keys[i], n->kids[i]};
-  qsort(e, (size_t)n->n, sizeof *e, cmp_entries);
-  for (int i = 0; i < n->n; i++) h = hash_node(fnv_str(h, e[i].key), e[i].val);
-  if (e != stack_e) free(e);
-  return h;
-}
-
-uint64_t em_config_hash(const em_config *c) { return c ? hash_node(FNV_OFFSET, c->root) : 0; }
