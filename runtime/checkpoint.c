@@ -15,6 +15,7 @@
  * before the rename unlinks the temporary, so <path> is either the old file or the new one.
  * docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
 #include "em_checkpoint.h"
+#include "em_internal.h"
 
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -60,16 +61,6 @@ static char *dup_str(const char *s) {
   char *d = malloc(n);
   if (d) memcpy(d, s, n);
   return d;
-}
-
-/* a + b, malloc'd (NULL when out of memory). */
-static char *concat(const char *a, const char *b) {
-  size_t na = strlen(a), nb = strlen(b);
-  char *s = malloc(na + nb + 1);
-  if (!s) return NULL;
-  memcpy(s, a, na);
-  memcpy(s + na, b, nb + 1);
-  return s;
 }
 
 /* dir + "/" + name (no doubled slash), malloc'd. */
@@ -166,7 +157,7 @@ em_status em_ckpt_add_module(em_ckpt *c, const char *prefix, em_module *m) {
   if (n < 0) return em_last_status();
   em_status st = EM_OK;
   for (int i = 0; i < n && st == EM_OK; i++) {
-    char *full = concat(prefix, em_module_tensor_name(m, i));
+    char *full = em__concat(prefix, em_module_tensor_name(m, i));
     st = full ? em_ckpt_add(c, full, em_module_tensor_at(m, i))
               : em_set_error(EM_ERR_NOMEM, "ckpt_add_module: out of memory");
     free(full);
@@ -178,7 +169,7 @@ em_status em_ckpt_add_module(em_ckpt *c, const char *prefix, em_module *m) {
 /* c[prefix + suffix] = value. */
 static em_status set_meta_prefixed(em_ckpt *c, const char *prefix, const char *suffix,
                                    const char *value) {
-  char *key = concat(prefix, suffix);
+  char *key = em__concat(prefix, suffix);
   em_status st = key ? em_ckpt_set_meta(c, key, value)
                      : em_set_error(EM_ERR_NOMEM, "checkpoint: out of memory");
   free(key);
@@ -199,7 +190,7 @@ em_status em_ckpt_add_optim(em_ckpt *c, const char *prefix, em_optim *o) {
       st = em_last_status();
       break;
     }
-    char *full = concat(prefix, name);
+    char *full = em__concat(prefix, name);
     st = full ? em_ckpt_add(c, full, t)
               : em_set_error(EM_ERR_NOMEM, "ckpt_add_optim: out of memory");
     free(full);

@@ -49,16 +49,6 @@ static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t n
   return buf;
 }
 
-/* a + b, malloc'd (NULL when out of memory). */
-static char *concat(const char *a, const char *b) {
-  size_t na = strlen(a), nb = strlen(b);
-  char *s = malloc(na + nb + 1);
-  if (!s) return NULL;
-  memcpy(s, a, na);
-  memcpy(s + na, b, nb + 1);
-  return s;
-}
-
 /* The index of tensor name in c, or -1. */
 static int index_of(const em_ckpt *c, const char *name) {
   for (int i = 0, n = em_ckpt_count(c); i < n; i++)
@@ -398,7 +388,7 @@ static em_status load_tensors(const em_ckpt *c, const char *prefix, em_tensor *c
     const em_tensor *t = ts[i];
     char a[EM_SHAPE_STR_LEN], b[EM_SHAPE_STR_LEN];
     free(full);
-    if (!(full = concat(prefix, names[i]))) {
+    if (!(full = em__concat(prefix, names[i]))) {
       st = em_set_error(EM_ERR_NOMEM, "%s: out of memory", what);
       goto cleanup;
     }
@@ -483,8 +473,8 @@ em_status em_ckpt_load_optim(const em_ckpt *c, const char *prefix, em_optim *o) 
   int n = em_optim_num_state(o);
   em_tensor **ts = malloc(((size_t)n + 1) * sizeof *ts);
   const char **names = malloc(((size_t)n + 1) * sizeof *names);
-  char *k_name = concat(prefix, "name"), *k_step = concat(prefix, "step");
-  char *k_lr = concat(prefix, "lr");
+  char *k_name = em__concat(prefix, "name"), *k_step = em__concat(prefix, "step");
+  char *k_lr = em__concat(prefix, "lr");
   if (!ts || !names || !k_name || !k_step || !k_lr) {
     st = em_set_error(EM_ERR_NOMEM, "ckpt_load_optim: out of memory");
     goto cleanup;

@@ -33,6 +33,8 @@
 #include "em_ops.h"
 
 #include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define EM_NODE_MAX_SAVED 6
 
@@ -74,6 +76,16 @@ struct em_storage {
  * the allocation fails (callers fall back to ordinary memory). */
 void *em__host_alloc_pinned(size_t nbytes);
 void em__host_free_pinned(void *p);
+
+/* a + b, malloc'd (NULL when out of memory): dotted names such as "model." + "0.weight". */
+static inline char *em__concat(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  char *s = malloc(na + nb + 1);
+  if (!s) return NULL;
+  memcpy(s, a, na);
+  memcpy(s + na, b, nb + 1);
+  return s;
+}
 
 /* fsync the directory that holds path, so that a rename into it (or a new entry) is durable.
  * Returns 0 or an errno value. (checkpoint.c) */
