@@ -15,7 +15,7 @@
  * progress, so no worker ever touches a freed plan. */
 #include "dl.h"
 #include "ddp_init.h"
-#include "em_internal.h"
+#include "core/internal.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -19,7 +19,7 @@
  * A shard truncated or replaced while it is mapped would fault on access: shards are meant to be
  * written once (dl_tokens_write renames a complete file into place) and then only read. */
 #include "dl.h"
-#include "em_internal.h"
+#include "core/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -111,6 +111,12 @@ em_tensor *em_full(em_dtype dt, int ndim, const int64_t *shape, double value);
  * to the device), else ordinary memory; em_is_pinned says which it got. */
 em_tensor *em_empty_pinned(em_dtype dt, int ndim, const int64_t *shape);
 bool em_is_pinned(const em_tensor *t);
+/* t on dev: t itself when it is there already, else a contiguous copy on dev (owned by the current
+ * scope) that records autograd (the gradient goes back to t's device). NULL with an error naming
+ * the device when it is not present, or when this build has no kernels for it. */
+em_tensor *em_to(em_tensor *t, em_device dev);
+#define EM_DEVICE_CUDA(i) ((em_device){EM_CUDA, (i)})
+
 /* Copies n = numel elements from data (host memory, of dtype dt). */
 em_tensor *em_from_data(em_dtype dt, int ndim, const int64_t *shape, const void *data);
 /* Scalar f32 tensor of shape () (ndim 0). */

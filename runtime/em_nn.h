@@ -92,6 +92,10 @@ int em_module_num_buffers(em_module *m);
 int em_module_num_tensors(em_module *m);
 em_tensor *em_module_tensor_at(em_module *m, int i);
 const char *em_module_tensor_name(em_module *m, int i);
+/* Move m's parameters, buffers and gradients to dev, in place: the em_tensor pointers stay the
+ * same (optimizers and ddp_wrap keep working), their storage moves. All or nothing; an error names
+ * the device when it is not present. Today only the CPU has kernels. */
+em_status em_module_to(em_module *m, em_device dev);
 /* Parameter or buffer by dotted name; NULL with an error naming the module and the name. */
 em_tensor *em_module_get(em_module *m, const char *name);
 /* Copy n floats (row-major) into the parameter or buffer called name (converted for non-f32

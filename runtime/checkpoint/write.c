@@ -1,0 +1,689 @@
+/* checkpoint.c: the checkpoint object, writing safetensors files atomically, and checkpoint
+ * directories (see em_checkpoint.h; reading and loading into live objects are in
+ * checkpoint_read.c, which uses only the public API).
+ *
+ * A checkpoint is two growable arrays: named tensors (each holding one reference) and string
+ * metadata. Writing lays the tensor data out back to back with no gaps, as the safetensors rule
+ * requires (its reference reader rejects holes), grouped by element size, largest first, so every
+ * tensor starts at a multiple of its element size:
+ *
+ *   | 8: N (LE u64) | N: JSON header, space-padded to 8 | I64 tensors | F32, I32 | BF16, F16 | U8 |
+ *                                                       ^ offset 0 of data_offsets
+ *
+ * The JSON keys stay in the order the tensors were added. The file goes to "<path>.tmp.<pid>"
+ * (write, fsync, close), is renamed over <path>, then the directory is fsynced; any failure
+ * before the rename unlinks the temporary, so <path> is either the old file or the new one.
+ * docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
+#include "em_checkpoint.h"
+#include "core/internal.h"
+
+#include <assert.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "checkpoint.c writes tensor data as it is in memory: a little-endian host only");
+
+typedef struct {
+  char *name;
+  em_tensor *t; /* one reference, owned */
+} ck_tensor;
+
+typedef struct {
+  char *key, *value;
+} ck_meta;
+
+struct em_ckpt {
+  ck_tensor *t;
+  int n, cap;
+  ck_meta *m;
+  int n_meta, cap_meta;
+};
+
+/* safetensors dtype strings, indexed by em_dtype (as in checkpoint_read.c). */
+static const char *const st_dtype[EM_DTYPE_COUNT] = {
+    [EM_F32] = "F32", [EM_I64] = "I64",   [EM_I32] = "I32",
+    [EM_U8] = "U8",   [EM_BF16] = "BF16", [EM_F16] = "F16",
+};
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+static char *dup_str(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* dir + "/" + name (no doubled slash), malloc'd. */
+static char *path_join(const char *dir, const char *name) {
+  size_t nd = strlen(dir);
+  bool slash = nd > 0 && dir[nd - 1] == '/';
+  char *s = malloc(nd + strlen(name) + 2);
+  if (!s) return NULL;
+  sprintf(s, "%s%s%s", dir, slash ? "" : "/", name);
+  return s;
+}
+
+static int find_tensor(const em_ckpt *c, const char *name) {
+  for (int i = 0; i < c->n; i++)
+    if (!strcmp(c->t[i].name, name)) return i;
+  return -1;
+}
+
+static int find_meta(const em_ckpt *c, const char *key) {
+  for (int i = 0; i < c->n_meta; i++)
+    if (!strcmp(c->m[i].key, key)) return i;
+  return -1;
+}
+
+/* Append (name copied, t's reference taken over). */
+static em_status push_tensor(em_ckpt *c, const char *name, em_tensor *t) {
+  if (c->n == c->cap) {
+    int cap = c->cap ? c->cap * 2 : 16;
+    ck_tensor *nt = realloc(c->t, (size_t)cap * sizeof *nt);
+    if (!nt) return em_set_error(EM_ERR_NOMEM, "checkpoint: out of memory adding '%s'", name);
+    c->t = nt;
+    c->cap = cap;
+  }
+  char *nm = dup_str(name);
+  if (!nm) return em_set_error(EM_ERR_NOMEM, "checkpoint: out of memory adding '%s'", name);
+  c->t[c->n].name = nm;
+  c->t[c->n].t = t;
+  c->n++;
+  return EM_OK;
+}
+
+/* Drop the entries added after the first n (undoing a partly failed add). */
+static void truncate_tensors(em_ckpt *c, int n) {
+  while (c->n > n) {
+    c->n--;
+    free(c->t[c->n].name);
+    em_release(c->t[c->n].t);
+  }
+}
+
+/* ---- building -------------------------------------------------------------------------- */
+em_ckpt *em_ckpt_new(void) {
+  em_ckpt *c = calloc(1, sizeof *c);
+  if (!c) em_set_error(EM_ERR_NOMEM, "ckpt_new: out of memory");
+  return c;
+}
+
+void em_ckpt_free(em_ckpt *c) {
+  if (!c) return;
+  truncate_tensors(c, 0);
+  for (int i = 0; i < c->n_meta; i++) {
+    free(c->m[i].key);
+    free(c->m[i].value);
+  }
+  free(c->t);
+  free(c->m);
+  free(c);
+}
+
+em_status em_ckpt_add(em_ckpt *c, const char *name, em_tensor *t) {
+  if (!c || !name)
+    return em_set_error(EM_ERR_INVALID, "ckpt_add: %s is NULL", c ? "the name" : "checkpoint");
+  if (!t) return em_set_error(EM_ERR_INVALID, "ckpt_add: tensor '%s' is NULL", name);
+  if (!name[0] || !strcmp(name, "__metadata__"))
+    return em_set_error(EM_ERR_INVALID, "ckpt_add: invalid tensor name '%s'", name);
+  if (t->device.kind != EM_CPU || !em_is_contiguous(t))
+    return em_set_error(EM_ERR_INVALID,
+                        "ckpt_add: tensor '%s' must be a contiguous CPU tensor (copy it first)",
+                        name);
+  if (find_tensor(c, name) >= 0)
+    return em_set_error(EM_ERR_INVALID, "ckpt_add: the checkpoint already holds a tensor '%s'",
+                        name);
+  em_status st = push_tensor(c, name, t);
+  if (st == EM_OK) em_retain(t);
+  return st;
+}
+
+em_status em_ckpt_add_module(em_ckpt *c, const char *prefix, em_module *m) {
+  if (!c || !m)
+    return em_set_error(EM_ERR_INVALID, "ckpt_add_module: %s is NULL",
+                        c ? "the module" : "checkpoint");
+  if (!prefix) prefix = "";
+  int n = em_module_num_tensors(m), n0 = c->n;
+  if (n < 0) return em_last_status();
+  em_status st = EM_OK;
+  for (int i = 0; i < n && st == EM_OK; i++) {
+    char *full = em__concat(prefix, em_module_tensor_name(m, i));
+    st = full ? em_ckpt_add(c, full, em_module_tensor_at(m, i))
+              : em_set_error(EM_ERR_NOMEM, "ckpt_add_module: out of memory");
+    free(full);
+  }
+  if (st != EM_OK) truncate_tensors(c, n0);
+  return st;
+}
+
+/* c[prefix + suffix] = value. */
+static em_status set_meta_prefixed(em_ckpt *c, const char *prefix, const char *suffix,
+                                   const char *value) {
+  char *key = em__concat(prefix, suffix);
+  em_status st = key ? em_ckpt_set_meta(c, key, value)
+                     : em_set_error(EM_ERR_NOMEM, "checkpoint: out of memory");
+  free(key);
+  return st;
+}
+
+em_status em_ckpt_add_optim(em_ckpt *c, const char *prefix, em_optim *o) {
+  if (!c || !o)
+    return em_set_error(EM_ERR_INVALID, "ckpt_add_optim: %s is NULL",
+                        c ? "the optimizer" : "checkpoint");
+  if (!prefix) prefix = "";
+  int n = em_optim_num_state(o), n0 = c->n;
+  em_status st = EM_OK;
+  for (int i = 0; i < n && st == EM_OK; i++) {
+    const char *name = NULL;
+    em_tensor *t = em_optim_state_at(o, i, &name);
+    if (!t) {
+      st = em_last_status();
+      break;
+    }
+    char *full = em__concat(prefix, name);
+    st = full ? em_ckpt_add(c, full, t)
+              : em_set_error(EM_ERR_NOMEM, "ckpt_add_optim: out of memory");
+    free(full);
+  }
+  char step[32], lr[40];
+  snprintf(step, sizeof step, "%lld", (long long)em_optim_step_count(o));
+  snprintf(lr, sizeof lr, "%.17g", em_optim_lr(o)); /* round-trips exactly through strtod */
+  if (st == EM_OK) st = set_meta_prefixed(c, prefix, "name", em_optim_name(o));
+  if (st == EM_OK) st = set_meta_prefixed(c, prefix, "step", step);
+  if (st == EM_OK) st = set_meta_prefixed(c, prefix, "lr", lr);
+  if (st != EM_OK) truncate_tensors(c, n0);
+  return st;
+}
+
+em_status em_ckpt_set_meta(em_ckpt *c, const char *key, const char *value) {
+  if (!c || !key || !value)
+    return em_set_error(EM_ERR_INVALID, "ckpt_set_meta: %s is NULL",
+                        !c     ? "checkpoint"
+                        : !key ? "the key"
+                               : "the value");
+  char *v = dup_str(value);
+  if (!v) return em_set_error(EM_ERR_NOMEM, "ckpt_set_meta: out of memory for '%s'", key);
+  int i = find_meta(c, key);
+  if (i >= 0) {
+    free(c->m[i].value);
+    c->m[i].value = v;
+    return EM_OK;
+  }
+  if (c->n_meta == c->cap_meta) {
+    int cap = c->cap_meta ? c->cap_meta * 2 : 8;
+    ck_meta *nm = realloc(c->m, (size_t)cap * sizeof *nm);
+    if (!nm) goto nomem;
+    c->m = nm;
+    c->cap_meta = cap;
+  }
+  char *k = dup_str(key);
+  if (!k) goto nomem;
+  c->m[c->n_meta].key = k;
+  c->m[c->n_meta].value = v;
+  c->n_meta++;
+  return EM_OK;
+nomem:
+  free(v);
+  return em_set_error(EM_ERR_NOMEM, "ckpt_set_meta: out of memory for '%s'", key);
+}
+
+em_status em_ckpt_set_meta_i64(em_ckpt *c, const char *key, int64_t value) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%lld", (long long)value);
+  return em_ckpt_set_meta(c, key, buf);
+}
+
+em_status em_ckpt_set_meta_u64(em_ckpt *c, const char *key, uint64_t value) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%llu", (unsigned long long)value);
+  return em_ckpt_set_meta(c, key, buf);
+}
+
+/* ---- lookups --------------------------------------------------------------------------- */
+em_tensor *em_ckpt_get(const em_ckpt *c, const char *name) {
+  int i = c && name ? find_tensor(c, name) : -1;
+  return i >= 0 ? c->t[i].t : NULL;
+}
+
+const char *em_ckpt_meta(const em_ckpt *c, const char *key) {
+  int i = c && key ? find_meta(c, key) : -1;
+  return i >= 0 ? c->m[i].value : NULL;
+}
+
+/* The value of key, or NULL with an error naming it. */
+static const char *meta_checked(const em_ckpt *c, const char *key, const char *what) {
+  const char *v = em_ckpt_meta(c, key);
+  if (!v)
+    em_set_error(EM_ERR_INVALID, "checkpoint: no metadata key '%s' (expected %s)",
+                 key ? key : "(null)", what);
+  return v;
+}
+
+em_status em_ckpt_meta_i64(const em_ckpt *c, const char *key, int64_t *out) {
+  const char *v = meta_checked(c, key, "an i64");
+  if (!v) return em_last_status();
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (!(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) || *end || errno)
+    return em_set_error(EM_ERR_FORMAT, "checkpoint: metadata '%s' = '%s' is not an i64", key, v);
+  *out = x;
+  return EM_OK;
+}
+
+em_status em_ckpt_meta_u64(const em_ckpt *c, const char *key, uint64_t *out) {
+  const char *v = meta_checked(c, key, "a u64");
+  if (!v) return em_last_status();
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (!(v[0] >= '0' && v[0] <= '9') || *end || errno)
+    return em_set_error(EM_ERR_FORMAT, "checkpoint: metadata '%s' = '%s' is not a u64", key, v);
+  *out = x;
+  return EM_OK;
+}
+
+int em_ckpt_count(const em_ckpt *c) { return c ? c->n : 0; }
+
+const char *em_ckpt_name_at(const em_ckpt *c, int i) {
+  if (!c || i < 0 || i >= c->n) {
+    em_set_error(EM_ERR_INVALID, "ckpt_name_at: index %d out of range (%d tensors)", i,
+                 c ? c->n : 0);
+    return NULL;
+  }
+  return c->t[i].name;
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+typedef struct {
+  const void *p;
+  size_t n;
+} chunk;
+
+/* Write all n bytes at the file's position *off; errno is set on failure. */
+static bool write_all(int fd, const void *p, size_t n, int64_t *off) {
+  const char *s = p;
+  while (n > 0) {
+    ssize_t w = write(fd, s, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = EIO;
+      return false;
+    }
+    s += w;
+    n -= (size_t)w;
+    *off += w;
+  }
+  return true;
+}
+
+int em__fsync_parent_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash == path ? dup_str("/")
+              : slash       ? strndup(path, (size_t)(slash - path))
+                            : dup_str(".");
+  if (!dir) return ENOMEM;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
+  if (fd < 0 || fsync(fd) != 0) err = errno;
+  if (fd >= 0) close(fd);
+  free(dir);
+  return err;
+}
+
+/* Write the chunks to path atomically: "<path>.tmp.<pid>", fsync, close, rename, fsync the
+ * directory. Before the rename every failure unlinks the temporary and leaves path as it was. */
+static em_status write_atomic(const char *path, const chunk *ch, int n_chunks) {
+  em_status st = EM_OK;
+  int fd = -1;
+  bool tmp_exists = false;
+  int64_t off = 0;
+  char *tmp = malloc(strlen(path) + 32);
+  if (!tmp) return em_set_error(EM_ERR_NOMEM, "%s: out of memory", path);
+  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    st = em_set_error(EM_ERR_IO, "%s: cannot create the temporary file %s: %s", path, tmp,
+                      strerror(errno));
+    goto cleanup;
+  }
+  tmp_exists = true;
+  for (int i = 0; i < n_chunks; i++) {
+    if (!write_all(fd, ch[i].p, ch[i].n, &off)) {
+      st = em_set_error(EM_ERR_IO,
+                        "%s: writing the temporary file %s failed at byte offset %lld: %s (%s "
+                        "is unchanged)",
+                        path, tmp, (long long)off, strerror(errno), path);
+      goto cleanup;
+    }
+  }
+  if (fsync(fd) != 0) {
+    st = em_set_error(EM_ERR_IO, "%s: fsync of the temporary file %s failed: %s", path, tmp,
+                      strerror(errno));
+    goto cleanup;
+  }
+  int rc = close(fd);
+  fd = -1;
+  if (rc != 0) {
+    st = em_set_error(EM_ERR_IO, "%s: closing the temporary file %s failed: %s", path, tmp,
+                      strerror(errno));
+    goto cleanup;
+  }
+  if (rename(tmp, path) != 0) {
+    st = em_set_error(EM_ERR_IO, "%s: renaming %s over it failed: %s", path, tmp, strerror(errno));
+    goto cleanup;
+  }
+  tmp_exists = false;
+  int err = em__fsync_parent_dir(path);
+  if (err)
+    st = em_set_error(EM_ERR_IO, "%s: written and renamed, but fsync of its directory failed: %s",
+                      path, strerror(err));
+cleanup:
+  if (fd >= 0) close(fd);
+  if (tmp_exists) unlink(tmp);
+  free(tmp);
+  return st;
+}
+
+/* A JSON array of non-negative integers printed exactly (cJSON would print large doubles in
+ * exponent form); NULL when out of memory. */
+static cJSON *int_array(int n, const int64_t *v) {
+  cJSON *a = cJSON_CreateArray();
+  for (int i = 0; a && i < n; i++) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", (long long)v[i]);
+    cJSON *x = cJSON_CreateRaw(buf);
+    if (!x || !cJSON_AddItemToArray(a, x)) {
+      cJSON_Delete(x);
+      cJSON_Delete(a);
+      return NULL;
+    }
+  }
+  return a;
+}
+
+/* The header object for c with tensor i at data offsets [off[i], off[i] + bytes). */
+static cJSON *build_header(const em_ckpt *c, const int64_t *off) {
+  cJSON *root = cJSON_CreateObject();
+  if (!root) return NULL;
+  if (c->n_meta > 0) {
+    cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
+    if (!meta) goto fail;
+    for (int i = 0; i < c->n_meta; i++)
+      if (!cJSON_AddStringToObject(meta, c->m[i].key, c->m[i].value)) goto fail;
+  }
+  for (int i = 0; i < c->n; i++) {
+    const em_tensor *t = c->t[i].t;
+    int64_t range[2] = {off[i], off[i] + em_numel(t) * (int64_t)em_dtype_size(t->dtype)};
+    cJSON *e = cJSON_CreateObject();
+    if (!e || !cJSON_AddItemToObject(root, c->t[i].name, e)) {
+      cJSON_Delete(e);
+      goto fail;
+    }
+    cJSON *shape = int_array(t->ndim, t->shape), *offs = int_array(2, range);
+    bool ok = shape && offs && cJSON_AddStringToObject(e, "dtype", st_dtype[t->dtype]) &&
+              cJSON_AddItemToObject(e, "shape", shape);
+    if (ok) shape = NULL; /* now owned by e */
+    ok = ok && cJSON_AddItemToObject(e, "data_offsets", offs);
+    if (ok) offs = NULL;
+    cJSON_Delete(shape);
+    cJSON_Delete(offs);
+    if (!ok) goto fail;
+  }
+  return root;
+fail:
+  cJSON_Delete(root);
+  return NULL;
+}
+
+em_status em_ckpt_write(const em_ckpt *c, const char *path) {
+  if (!c || !path)
+    return em_set_error(EM_ERR_INVALID, "ckpt_write: %s is NULL", c ? "the path" : "checkpoint");
+  em_status st = EM_OK;
+  int64_t *off = calloc((size_t)c->n + 1, sizeof *off);
+  int *order = calloc((size_t)c->n + 1, sizeof *order);
+  chunk *ch = calloc((size_t)c->n + 2, sizeof *ch);
+  cJSON *root = NULL;
+  char *json = NULL, *hdr = NULL;
+  if (!off || !order || !ch) goto nomem;
+  /* Data layout: by element size, largest first, in the order added within a size. */
+  int64_t pos = 0;
+  int k = 0;
+  for (size_t sz = 8; sz >= 1; sz /= 2)
+    for (int i = 0; i < c->n; i++) {
+      const em_tensor *t = c->t[i].t;
+      if (em_dtype_size(t->dtype) != sz) continue;
+      off[i] = pos;
+      pos += em_numel(t) * (int64_t)sz;
+      order[k++] = i;
+    }
+  assert(k == c->n);
+  root = build_header(c, off);
+  json = root ? cJSON_PrintUnformatted(root) : NULL;
+  if (!json) goto nomem;
+  size_t len = strlen(json), padded = (len + 7) / 8 * 8;
+  hdr = malloc(8 + padded);
+  if (!hdr) goto nomem;
+  for (int b = 0; b < 8; b++) hdr[b] = (char)(((uint64_t)padded >> (8 * b)) & 0xff);
+  memcpy(hdr + 8, json, len);
+  memset(hdr + 8 + len, ' ', padded - len);
+  ch[0] = (chunk){hdr, 8 + padded};
+  for (int j = 0; j < c->n; j++) {
+    const em_tensor *t = c->t[order[j]].t;
+    ch[j + 1] = (chunk){em_data(t), (size_t)em_numel(t) * em_dtype_size(t->dtype)};
+  }
+  st = write_atomic(path, ch, c->n + 1);
+  goto cleanup;
+nomem:
+  st = em_set_error(EM_ERR_NOMEM, "%s: out of memory building the checkpoint header", path);
+cleanup:
+  free(hdr);
+  cJSON_free(json);
+  cJSON_Delete(root);
+  free(ch);
+  free(order);
+  free(off);
+  return st;
+}
+
+/* ---- checkpoint directories ------------------------------------------------------------- */
+/* mkdir -p: create dir and its missing parents (fsyncing the parent of each one made). */
+static em_status make_dirs(const char *dir) {
+  em_status st = EM_OK;
+  char *p = dup_str(dir);
+  if (!p) return em_set_error(EM_ERR_NOMEM, "%s: out of memory", dir);
+  size_t n = strlen(p);
+  for (size_t i = 1; i <= n; i++) {
+    if (p[i] != '/' && p[i] != '\0') continue;
+    if (p[i - 1] == '/') continue; /* "a//b" */
+    char saved = p[i];
+    p[i] = '\0';
+    if (mkdir(p, 0755) == 0) {
+      em__fsync_parent_dir(p); /* best effort: the checkpoint's own fsyncs follow */
+    } else if (errno != EEXIST) {
+      st = em_set_error(EM_ERR_IO, "%s: cannot create directory %s: %s", dir, p, strerror(errno));
+      goto cleanup;
+    }
+    p[i] = saved;
+  }
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    st = em_set_error(EM_ERR_IO, "%s: exists and is not a directory", dir);
+    goto cleanup;
+  }
+cleanup:
+  free(p);
+  return st;
+}
+
+/* Writes dir's checkpoint file name for step into buf (64 bytes). */
+static void ckpt_file_name(char *buf, int64_t step) {
+  snprintf(buf, 64, "ckpt-%08lld.safetensors", (long long)step);
+}
+
+/* The step of a file named exactly as ckpt_file_name makes it, or -1 for any other name
+ * (temporaries, other spellings of the number). */
+static int64_t ckpt_file_step(const char *name) {
+  if (strncmp(name, "ckpt-", 5) || name[5] < '0' || name[5] > '9') return -1;
+  char *end, canon[64];
+  errno = 0;
+  long long step = strtoll(name + 5, &end, 10);
+  if (errno || strcmp(end, ".safetensors")) return -1;
+  ckpt_file_name(canon, step);
+  return strcmp(canon, name) ? -1 : step;
+}
+
+static int step_desc(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x < y) - (x > y);
+}
+
+/* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
+ * for step itself is the keep_last-th). Files of later steps are left alone. */
+/* A save killed before its rename leaves "<name>.tmp.<pid>" behind (possibly hundreds of MB).
+ * Removes such a file in dir when process pid no longer exists on this host: best effort. */
+static void remove_stale_temporary(const char *dir, const char *name) {
+  const char *t = strstr(name, ".tmp.");
+  if (!t || strncmp(name, "ckpt-", 5) != 0) return;
+  char *end;
+  errno = 0;
+  long pid = strtol(t + 5, &end, 10);
+  if (errno || *end || pid <= 0 || pid == (long)getpid()) return;
+  if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return; /* alive, or not ours to judge */
+  char *path = path_join(dir, name);
+  if (path) unlink(path);
+  free(path);
+}
+
+static em_status prune(const char *dir, int64_t step, int keep_last) {
+  em_status st = EM_OK;
+  int64_t *steps = NULL;
+  int n = 0, cap = 0;
+  DIR *d = opendir(dir);
+  if (!d) return em_set_error(EM_ERR_IO, "%s: cannot list the directory: %s", dir, strerror(errno));
+  for (struct dirent *e; (e = readdir(d));) {
+    remove_stale_temporary(dir, e->d_name);
+    int64_t s = ckpt_file_step(e->d_name);
+    if (s < 0 || s >= step) continue;
+    if (n == cap) {
+      int64_t *ns = realloc(steps, (size_t)(cap = cap ? cap * 2 : 16) * sizeof *ns);
+      if (!ns) {
+        st = em_set_error(EM_ERR_NOMEM, "%s: out of memory listing checkpoints", dir);
+        goto cleanup;
+      }
+      steps = ns;
+    }
+    steps[n++] = s;
+  }
+  if (n > 1) qsort(steps, (size_t)n, sizeof *steps, step_desc);
+  for (int i = keep_last - 1; i < n; i++) {
+    char name[64];
+    ckpt_file_name(name, steps[i]);
+    char *path = path_join(dir, name);
+    if (path && unlink(path) != 0 && errno != ENOENT && st == EM_OK)
+      st = em_set_error(EM_ERR_IO,
+                        "%s: the checkpoint was saved, but removing the old %s "
+                        "failed: %s",
+                        dir, path, strerror(errno));
+    free(path);
+  }
+cleanup:
+  closedir(d);
+  free(steps);
+  return st;
+}
+
+em_status em_ckpt_save_dir(const em_ckpt *c, const char *dir, int64_t step, int keep_last) {
+  if (!c || !dir || !dir[0])
+    return em_set_error(EM_ERR_INVALID, "ckpt_save_dir: %s",
+                        !c ? "checkpoint is NULL" : "no directory given");
+  if (step < 0 || keep_last < 1)
+    return em_set_error(EM_ERR_INVALID, "ckpt_save_dir %s: %s (step %lld, keep_last %d)", dir,
+                        step < 0 ? "step must be >= 0" : "keep_last must be >= 1", (long long)step,
+                        keep_last);
+  em_status st;
+  char name[64], line[72];
+  char *path = NULL, *latest = NULL;
+  ckpt_file_name(name, step);
+  snprintf(line, sizeof line, "%s\n", name);
+  if ((st = make_dirs(dir)) != EM_OK) goto cleanup;
+  path = path_join(dir, name);
+  latest = path_join(dir, "latest");
+  if (!path || !latest) {
+    st = em_set_error(EM_ERR_NOMEM, "%s: out of memory", dir);
+    goto cleanup;
+  }
+  if ((st = em_ckpt_write(c, path)) != EM_OK) goto cleanup;
+  if ((st = write_atomic(latest, &(chunk){line, strlen(line)}, 1)) != EM_OK) goto cleanup;
+  st = prune(dir, step, keep_last);
+cleanup:
+  free(latest);
+  free(path);
+  return st;
+}
+
+char *em_ckpt_latest(const char *dir, em_status *st) {
+  em_status dummy;
+  if (!st) st = &dummy;
+  *st = EM_OK;
+  if (!dir) {
+    *st = em_set_error(EM_ERR_INVALID, "ckpt_latest: directory is NULL");
+    return NULL;
+  }
+  char buf[512], *lp = path_join(dir, "latest"), *full = NULL;
+  int fd = -1;
+  size_t len = 0;
+  if (!lp) {
+    *st = em_set_error(EM_ERR_NOMEM, "ckpt_latest %s: out of memory", dir);
+    goto cleanup;
+  }
+  fd = open(lp, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR)
+      *st = em_set_error(EM_ERR_IO, "%s: cannot open: %s", lp, strerror(errno));
+    goto cleanup; /* no directory or no pointer: no checkpoint yet */
+  }
+  while (len < sizeof buf) {
+    ssize_t r = read(fd, buf + len, sizeof buf - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      *st = em_set_error(EM_ERR_IO, "%s: read error: %s", lp, strerror(errno));
+      goto cleanup;
+    }
+    if (r == 0) break;
+    len += (size_t)r;
+  }
+  bool ok = len > 1 && len < sizeof buf && buf[len - 1] == '\n';
+  if (ok) buf[--len] = '\0';
+  for (size_t i = 0; ok && i < len; i++)
+    if (buf[i] == '/' || (unsigned char)buf[i] < 0x20) ok = false;
+  if (!ok || !strcmp(buf, ".") || !strcmp(buf, "..")) {
+    *st = em_set_error(EM_ERR_FORMAT,
+                       "%s: expected a checkpoint file name and a newline (%zu "
+                       "bytes read)",
+                       lp, len);
+    goto cleanup;
+  }
+  full = path_join(dir, buf);
+  struct stat sb;
+  if (!full) {
+    *st = em_set_error(EM_ERR_NOMEM, "ckpt_latest %s: out of memory", dir);
+  } else if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    *st = em_set_error(EM_ERR_IO, "%s names '%s', but %s is not a readable file", lp, buf, full);
+    free(full);
+    full = NULL;
+  }
+cleanup:
+  if (fd >= 0) close(fd);
+  free(lp);
+  return full;
+}

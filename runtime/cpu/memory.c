@@ -1,0 +1,127 @@
+/* cpu/memory.c: the CPU table's memory kernels: a caching allocator of 64-byte aligned blocks,
+ * zeroing and copies (all memcpy on the host), strided copies and fills. */
+#include "cpu/cpu.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- storage cache ----------------------------------------------------------------------
+ * A training step allocates the same buffer sizes every iteration. Large blocks from malloc come
+ * from mmap and go back to the kernel on free, so every step would page-fault its activations in
+ * again (measured: 240 us instead of 52 us for a relu forward+backward on (64, 1024)). Freed
+ * blocks of at least CACHE_MIN bytes are kept by exact size, up to EMBER_CPU_CACHE_MB (default
+ * 256) in all, and handed out again. A free block holds its own list link. Sanitizer builds skip
+ * the cache so that AddressSanitizer sees every use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CACHE_ENABLED 0
+#else
+#define CACHE_ENABLED 1
+#endif
+#define CACHE_MIN 16384
+#define CACHE_BUCKETS 256
+
+typedef struct free_block {
+  struct free_block *next;
+  size_t size;
+} free_block;
+
+static free_block *cache[CACHE_BUCKETS];
+static size_t cache_bytes, cache_limit = (size_t)-1;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t cache_bucket(size_t size) { return (size / 64) % CACHE_BUCKETS; }
+
+static void *block_alloc(size_t padded) {
+  if (CACHE_ENABLED && padded >= CACHE_MIN) {
+    pthread_mutex_lock(&cache_lock);
+    for (free_block **p = &cache[cache_bucket(padded)]; *p; p = &(*p)->next) {
+      if ((*p)->size == padded) {
+        free_block *b = *p;
+        *p = b->next;
+        cache_bytes -= padded;
+        pthread_mutex_unlock(&cache_lock);
+        return b;
+      }
+    }
+    pthread_mutex_unlock(&cache_lock);
+  }
+  return aligned_alloc(64, padded);
+}
+
+static void block_free(void *data, size_t padded) {
+  if (CACHE_ENABLED && padded >= CACHE_MIN) {
+    pthread_mutex_lock(&cache_lock);
+    if (cache_limit == (size_t)-1) {
+      const char *e = getenv("EMBER_CPU_CACHE_MB");
+      cache_limit = (size_t)(e && *e ? atol(e) : 256) << 20;
+    }
+    if (cache_bytes + padded <= cache_limit) {
+      free_block *b = data;
+      b->size = padded;
+      b->next = cache[cache_bucket(padded)];
+      cache[cache_bucket(padded)] = b;
+      cache_bytes += padded;
+      pthread_mutex_unlock(&cache_lock);
+      return;
+    }
+    pthread_mutex_unlock(&cache_lock);
+  }
+  free(data);
+}
+
+__attribute__((destructor)) static void cache_free_all(void) {
+  pthread_mutex_lock(&cache_lock);
+  for (int k = 0; k < CACHE_BUCKETS; k++) {
+    while (cache[k]) {
+      free_block *b = cache[k];
+      cache[k] = b->next;
+      free(b);
+    }
+  }
+  cache_bytes = 0;
+  pthread_mutex_unlock(&cache_lock);
+}
+
+void *em__cpu_alloc(int index, size_t nbytes) { return block_alloc(nbytes); }
+void em__cpu_free(int index, void *p, size_t nbytes) { block_free(p, nbytes); }
+
+em_status em__cpu_zero(int index, void *dst, size_t nbytes) {
+  memset(dst, 0, nbytes);
+  return EM_OK;
+}
+
+em_status em__cpu_copy(int index, void *dst, const void *src, size_t nbytes) {
+  if (nbytes) memcpy(dst, src, nbytes);
+  return EM_OK;
+}
+
+em_status em__cpu_copy_strided(em_tensor *dst, const em_tensor *src) {
+  int64_t n = em_numel(src);
+  size_t es = em_dtype_size(src->dtype);
+  const char *s = em_data(src);
+  char *d = em_data(dst);
+  /* Walk the source with an index counter: no division per element. */
+  int64_t idx[EM_MAX_DIMS] = {0}, off = 0;
+  for (int64_t k = 0; k < n; k++) {
+    memcpy(d + (size_t)k * es, s + (size_t)off * es, es);
+    for (int dim = src->ndim - 1; dim >= 0; dim--) {
+      off += src->strides[dim];
+      if (++idx[dim] < src->shape[dim]) break;
+      off -= src->strides[dim] * src->shape[dim];
+      idx[dim] = 0;
+    }
+  }
+  return EM_OK;
+}
+
+em_status em__cpu_fill(em_tensor *t, double value) {
+  int64_t n = em_numel(t);
+  if (t->dtype == EM_F32) {
+    float *p = em_data_f32(t), v = (float)value;
+    for (int64_t i = 0; i < n; i++) p[i] = v;
+  } else {
+    for (int64_t i = 0; i < n; i++) em_set(t, i, value);
+  }
+  return EM_OK;
+}

@@ -1,0 +1,588 @@
+/* ddp.c: the data-parallel reducer behind ddp_wrap (see ddp.h for the model).
+ *
+ * Per synced backward pass:
+ *   begin (engine observer)  check the wrap is intact; mark parameters this pass does not reach
+ *                            as ready; start the all-reduce of the "used" flags
+ *   grad ready (per param)   count down the bucket; launch every bucket, in order, whose count
+ *                            reached zero (hook, compression or COLL_AVG)
+ *   end (engine observer)    wait for every bucket (decompress), restore the gradients of
+ *                            parameters no rank used, broadcast buffers, record statistics */
+#include "ddp.h"
+#include "ddp_init.h"
+#include "em_half.h"
+#include "core/internal.h"
+#include "em_timeline.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  int64_t off, len; /* in the flat gradient buffer, len includes padding */
+  int first, n;     /* its parameters: order[first .. first + n) */
+  int pending;
+  coll_req *req;
+  double t_launch, t_done;
+  uint16_t *half; /* compression buffer (len) */
+} bucket;
+
+typedef struct {
+  ddp_model *d;
+  int index; /* parameter index (registration order) */
+  int bucket;
+} param_slot;
+
+struct ddp_model {
+  em_module *model;
+  coll_comm *comm;
+  ddp_options opts;
+  int n_params, n_buckets;
+  em_tensor **params; /* borrowed (the module owns them) */
+  const char **names; /* borrowed */
+  int64_t *goff;      /* per param: offset in grads */
+  int *order;         /* bucket order: param indices, reverse registration order */
+  em_tensor *grads;   /* flat f32 gradient buffer (owned) */
+  em_tensor **views;  /* per param: its .grad view (owned reference) */
+  bucket *buckets;
+  param_slot *slots;
+  int *hook_ids;
+  int observer;
+  /* pass state */
+  bool no_sync, in_sync_pass;
+  int next_launch;
+  uint8_t *used;     /* per param: used by a backward since the last synced pass */
+  uint8_t *used_all; /* all-reduced (max) copy */
+  coll_req *used_req;
+  float *saved; /* gradients of parameters this rank did not use (restore if no rank did) */
+  em_status launch_error;
+  char launch_msg[512];
+  /* timing */
+  double t_begin, t_last_end, t_wait0;
+  ddp_stats stats;
+  em_timeline *tl;
+};
+
+static ddp_model *wrapped[64]; /* models currently wrapped (to refuse wrapping twice) */
+
+/* ---- small collectives on host data -----------------------------------------------------------
+ */
+static em_status run_i64(coll_comm *c, int64_t *v, int n, coll_redop op) {
+  coll_buf b = coll_host_buf(v, n, EM_I64);
+  return coll_run(coll_allreduce(c, b, b, n, op));
+}
+
+/* Same value on every rank? (max == min) */
+static em_status agree(coll_comm *c, int64_t v, bool *same) {
+  int64_t a[2] = {v, -v};
+  em_status st = run_i64(c, a, 2, COLL_MAX);
+  *same = st == EM_OK && a[0] == v && -a[1] == v;
+  return st;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+static void describe_param(const ddp_model *d, int i, char *buf, size_t n) {
+  char sh[EM_SHAPE_STR_LEN];
+  if (i < d->n_params)
+    snprintf(buf, n, "'%s' %s %s", d->names[i], em_dtype_name(d->params[i]->dtype),
+             em_shape_str(d->params[i], sh, sizeof sh));
+  else
+    snprintf(buf, n, "(no parameter %d)", i);
+}
+
+/* Every rank has the same parameters? The error names the first difference and the ranks. */
+static em_status check_models(ddp_model *d) {
+  coll_comm *c = d->comm;
+  int W = coll_size(c), me = coll_rank(c);
+  int64_t n = d->n_params;
+  int64_t *all_n = calloc((size_t)W, sizeof *all_n);
+  uint64_t *mine = calloc((size_t)(n ? n : 1), sizeof *mine);
+  int64_t *desc = NULL;
+  em_status st = EM_ERR_NOMEM;
+  if (!all_n || !mine) goto done;
+  st =
+      coll_run(coll_allgather(c, coll_host_buf(&n, 1, EM_I64), coll_host_buf(all_n, W, EM_I64), 1));
+  if (st != EM_OK) goto done;
+  int64_t maxn = 0;
+  for (int r = 0; r < W; r++) maxn = all_n[r] > maxn ? all_n[r] : maxn;
+  for (int i = 0; i < n; i++) {
+    char b[256];
+    describe_param(d, i, b, sizeof b);
+    mine[i] = fnv(1469598103934665603ull, b, strlen(b));
+  }
+  /* First index where ranks differ: gather every rank's hashes up to the longest list. */
+  int64_t *hashes = calloc((size_t)(W * (maxn ? maxn : 1)), sizeof *hashes), *padded = NULL;
+  padded = calloc((size_t)(maxn ? maxn : 1), sizeof *padded);
+  if (!hashes || !padded) {
+    free(hashes);
+    free(padded);
+    st = EM_ERR_NOMEM;
+    goto done;
+  }
+  for (int i = 0; i < n; i++) padded[i] = (int64_t)mine[i];
+  st = coll_run(coll_allgather(c, coll_host_buf(padded, maxn, EM_I64),
+                               coll_host_buf(hashes, W * maxn, EM_I64), maxn));
+  int first = -1, other = -1;
+  for (int i = 0; st == EM_OK && i < maxn && first < 0; i++)
+    for (int r = 1; r < W; r++)
+      if (hashes[r * maxn + i] != hashes[i] || (i >= all_n[r]) != (i >= all_n[0])) {
+        first = i;
+        other = r;
+        break;
+      }
+  free(hashes);
+  free(padded);
+  if (st != EM_OK || first < 0) goto done;
+  /* Gather the description of parameter `first` from every rank to name both sides. */
+  enum { DL = 192 };
+  char mine_d[DL] = {0};
+  desc = calloc((size_t)W, DL);
+  if (!desc) {
+    st = EM_ERR_NOMEM;
+    goto done;
+  }
+  describe_param(d, first, mine_d, DL);
+  st = coll_run(coll_allgather(c, coll_host_buf(mine_d, DL, EM_U8),
+                               coll_host_buf(desc, (int64_t)W * DL, EM_U8), DL));
+  if (st == EM_OK) {
+    const char *d0 = (const char *)desc, *dr = (const char *)desc + other * DL;
+    st = em_set_error(EM_ERR_INVALID,
+                      "ddp_wrap: the model differs across ranks at parameter %d: rank 0 has %.*s, "
+                      "rank %d has %.*s (%lld vs %lld parameters); this is rank %d",
+                      first, DL, d0, other, DL, dr, (long long)all_n[0], (long long)all_n[other],
+                      me);
+  }
+done:
+  if (st == EM_ERR_NOMEM && em_last_status() == EM_OK) em_set_error(st, "ddp_wrap: out of memory");
+  free(all_n);
+  free(mine);
+  free(desc);
+  return st;
+}
+
+/* ---- buckets ------------------------------------------------------------------------------------
+ */
+static double default_cap_mb(const ddp_options *o) {
+  if (o->bucket_cap_mb > 0) return o->bucket_cap_mb;
+  const char *e = getenv("EMBER_DDP_BUCKET_MB");
+  return e && *e && atof(e) > 0 ? atof(e) : 4.0;
+}
+
+static em_status plan_buckets(ddp_model *d) {
+  int64_t cap = (int64_t)(default_cap_mb(&d->opts) * 1048576.0 / sizeof(float));
+  d->order = malloc((size_t)d->n_params * sizeof *d->order);
+  d->goff = malloc((size_t)d->n_params * sizeof *d->goff);
+  d->buckets = calloc((size_t)d->n_params, sizeof *d->buckets);
+  if (!d->order || !d->goff || !d->buckets)
+    return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  int64_t off = 0;
+  bucket *b = NULL;
+  for (int k = 0; k < d->n_params; k++) {
+    int i = d->n_params - 1 - k; /* reverse registration order */
+    int64_t len = em_arena_align(em_numel(d->params[i]));
+    if (!b || (b->len > 0 && b->len + len > cap)) {
+      b = &d->buckets[d->n_buckets++];
+      b->off = off;
+      b->first = k;
+    }
+    d->order[k] = i;
+    d->goff[i] = off;
+    b->len += len;
+    b->n++;
+    off += len;
+  }
+  d->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
+  if (!d->grads) return em_last_status();
+  /* The plan's fingerprint is compared across ranks: same buckets, same sizes, same order. */
+  uint64_t h = fnv(1469598103934665603ull, &d->n_buckets, sizeof d->n_buckets);
+  for (int k = 0; k < d->n_buckets; k++) {
+    h = fnv(h, &d->buckets[k].len, sizeof d->buckets[k].len);
+    h = fnv(h, &d->buckets[k].n, sizeof d->buckets[k].n);
+  }
+  bool same;
+  em_status st = agree(d->comm, (int64_t)(h >> 1), &same);
+  if (st == EM_OK && !same) {
+    int64_t nb[2] = {d->n_buckets, -(int64_t)d->n_buckets};
+    run_i64(d->comm, nb, 2, COLL_MAX);
+    st = em_set_error(EM_ERR_INVALID,
+                      "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
+                      "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
+                      "(EMBER_DDP_BUCKET_MB) on every rank",
+                      coll_rank(d->comm), d->n_buckets, default_cap_mb(&d->opts), (long long)-nb[1],
+                      (long long)nb[0]);
+  }
+  return st;
+}
+
+/* Point every parameter's .grad at its slice of the flat buffer (keeping existing values). */
+static em_status bind_grads(ddp_model *d) {
+  d->views = calloc((size_t)d->n_params, sizeof *d->views);
+  if (!d->views) return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  for (int i = 0; i < d->n_params; i++) {
+    em_tensor *p = d->params[i];
+    int64_t st[EM_MAX_DIMS];
+    em__contig_strides(p->ndim, p->shape, st);
+    em_scope s = em_scope_begin();
+    em_tensor *v = em__view(d->grads, p->ndim, p->shape, st, d->goff[i]);
+    if (v && p->grad) memcpy(em_data(v), em_data(em__contig(p->grad)), (size_t)em_numel(p) * 4);
+    d->views[i] = em_retain(v);
+    em_scope_end(s);
+    if (!d->views[i]) return em_last_status();
+    em_status e = em_set_grad(p, d->views[i]);
+    if (e != EM_OK) return e;
+  }
+  return EM_OK;
+}
+
+/* ---- launching
+ * ----------------------------------------------------------------------------------- */
+static uint16_t to_half(float f, bool bf) { return bf ? em_f32_to_bf16(f) : em_f32_to_f16(f); }
+static float from_half(uint16_t u, bool bf) { return bf ? em_bf16_to_f32(u) : em_f16_to_f32(u); }
+
+static void launch(ddp_model *d, int k) {
+  bucket *b = &d->buckets[k];
+  float *data = em_data_f32(d->grads) + b->off;
+  b->t_launch = em_timeline_now();
+  if (d->opts.hook) {
+    ddp_bucket_view v = {k, data, b->len, d->comm};
+    b->req = d->opts.hook(&v, d->opts.hook_ctx);
+  } else if (d->opts.compression != DDP_COMPRESS_NONE) {
+    bool bf = d->opts.compression == DDP_COMPRESS_BF16;
+    float inv = 1.0f / (float)coll_size(d->comm); /* pre-divide: the sum then stays in range */
+    for (int64_t i = 0; i < b->len; i++) b->half[i] = to_half(data[i] * inv, bf);
+    coll_buf hb = coll_host_buf(b->half, b->len, bf ? EM_BF16 : EM_F16);
+    b->req = coll_allreduce(d->comm, hb, hb, b->len, COLL_SUM);
+  } else {
+    coll_buf gb = coll_host_buf(data, b->len, EM_F32);
+    b->req = coll_allreduce(d->comm, gb, gb, b->len, COLL_AVG);
+  }
+  if (!b->req && d->launch_error == EM_OK) {
+    d->launch_error = em_last_status() != EM_OK ? em_last_status() : EM_ERR_COMM;
+    snprintf(d->launch_msg, sizeof d->launch_msg, "ddp: bucket %d: %s", k, em_last_error());
+  }
+}
+
+static void launch_ready(ddp_model *d) {
+  while (d->next_launch < d->n_buckets && d->buckets[d->next_launch].pending == 0)
+    launch(d, d->next_launch++);
+}
+
+static void grad_ready(em_tensor *p, void *ctx) {
+  param_slot *s = ctx;
+  ddp_model *d = s->d;
+  if (d->tl) em_timeline_instant(d->tl, em_tensor_name(p), "grad ready", 0, em_timeline_now());
+  d->used[s->index] = 1;
+  if (!d->in_sync_pass) return;
+  d->buckets[s->bucket].pending--;
+  launch_ready(d);
+}
+
+/* ---- the pass
+ * -------------------------------------------------------------------------------------- */
+static em_status on_begin(void *ctx) {
+  ddp_model *d = ctx;
+  d->t_begin = em_timeline_now();
+  /* The wrap must be intact: same parameter tensors, .grad still the bucket views. */
+  if (em_module_num_params(d->model) != d->n_params)
+    return em_set_error(EM_ERR_STATE,
+                        "ddp: the model has %d parameters, it had %d when wrapped: parameters "
+                        "were added after ddp_wrap",
+                        em_module_num_params(d->model), d->n_params);
+  for (int i = 0; i < d->n_params; i++) {
+    if (em_module_tensor_at(d->model, i) != d->params[i])
+      return em_set_error(EM_ERR_STATE, "ddp: parameter '%s' was replaced after ddp_wrap",
+                          d->names[i]);
+    if (d->params[i]->grad != d->views[i])
+      return em_set_error(EM_ERR_STATE,
+                          "ddp: the .grad of parameter '%s' was replaced after ddp_wrap (its "
+                          "gradient must stay in the bucket buffer; zero it with em_zero_grad)",
+                          d->names[i]);
+  }
+  /* A backward that reaches none of this model's parameters belongs to another model: not ours
+   * to reduce (every rank must run a backward that reaches the model, as with PyTorch). */
+  bool reached = false;
+  for (int i = 0; i < d->n_params && !reached; i++) reached = em_backward_reaches(d->params[i]);
+  if (!reached) {
+    d->in_sync_pass = false;
+    return EM_OK;
+  }
+  /* A world of one has nothing to reduce: its gradients are the average already. */
+  d->in_sync_pass = !d->no_sync && coll_size(d->comm) > 1;
+  if (!d->in_sync_pass) {
+    for (int i = 0; i < d->n_params; i++)
+      if (em_backward_reaches(d->params[i])) d->used[i] = 1; /* hooks may not fire for all */
+    return EM_OK;
+  }
+  d->launch_error = EM_OK;
+  d->next_launch = 0;
+  for (int k = 0; k < d->n_buckets; k++) d->buckets[k].pending = d->buckets[k].n;
+  for (int i = 0; i < d->n_params; i++) {
+    if (em_backward_reaches(d->params[i])) {
+      d->used[i] = 1;
+      continue;
+    }
+    /* Not reached by this pass: its gradient is final already, so it is ready now. If no
+     * backward used it since the last sync, keep its value aside (restored if no rank used it). */
+    if (!d->used[i])
+      memcpy(d->saved + d->goff[i], em_data(d->views[i]), (size_t)em_numel(d->params[i]) * 4);
+    d->buckets[d->slots[i].bucket].pending--;
+  }
+  /* Which parameters did any rank use? (A small request, queued before every bucket.) */
+  memcpy(d->used_all, d->used, (size_t)d->n_params);
+  coll_buf ub = coll_host_buf(d->used_all, d->n_params, EM_U8);
+  d->used_req = coll_allreduce(d->comm, ub, ub, d->n_params, COLL_MAX);
+  if (!d->used_req) return em_last_status();
+  launch_ready(d);
+  return EM_OK;
+}
+
+static em_status on_end(em_status pass, void *ctx) {
+  ddp_model *d = ctx;
+  if (!d->in_sync_pass) return EM_OK;
+  d->in_sync_pass = false;
+  /* Launch what is left (a failed pass may stop early): every rank must issue every bucket. */
+  for (int k = d->next_launch; k < d->n_buckets; k++) launch(d, k);
+  d->next_launch = d->n_buckets;
+  double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
+  em_status st = coll_run(d->used_req);
+  d->used_req = NULL;
+  char msg[768] = "";
+  if (st != EM_OK) snprintf(msg, sizeof msg, "ddp: used-parameter flags: %s", em_last_error());
+  for (int k = 0; k < d->n_buckets; k++) {
+    bucket *b = &d->buckets[k];
+    if (!b->req) continue;
+    em_status e = coll_wait_ex(b->req, COLL_TIMEOUT_DEFAULT, &b->t_done);
+    b->req = NULL;
+    if (e != EM_OK && st == EM_OK) {
+      st = e;
+      snprintf(msg, sizeof msg, "ddp: bucket %d: %s", k, em_last_error());
+    }
+    if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) {
+      bool bf = d->opts.compression == DDP_COMPRESS_BF16;
+      float *data = em_data_f32(d->grads) + b->off;
+      for (int64_t i = 0; i < b->len; i++) data[i] = from_half(b->half[i], bf);
+    }
+    /* Buckets queue behind each other on the comm thread: count the union of their spans. */
+    double from = b->t_launch > comm_end ? b->t_launch : comm_end;
+    if (b->t_done > from) comm += b->t_done - from;
+    if (b->t_done > comm_end) comm_end = b->t_done;
+    if (d->tl) {
+      char name[64];
+      snprintf(name, sizeof name, "all-reduce bucket %d", k);
+      em_timeline_span(d->tl, name, "comm", 1, b->t_launch, b->t_done);
+    }
+  }
+  /* Parameters no rank used keep their gradient untouched. */
+  for (int i = 0; st == EM_OK && i < d->n_params; i++)
+    if (!d->used_all[i])
+      memcpy(em_data(d->views[i]), d->saved + d->goff[i], (size_t)em_numel(d->params[i]) * 4);
+  memset(d->used, 0, (size_t)d->n_params);
+  /* Buffers from rank 0. */
+  int nt = em_module_num_tensors(d->model);
+  for (int i = d->n_params; st == EM_OK && !d->opts.no_broadcast_buffers && i < nt; i++) {
+    em_tensor *t = em_module_tensor_at(d->model, i);
+    if (t->dtype == EM_F32 || t->dtype == EM_I64) {
+      coll_buf bb = coll_buf_of(t);
+      st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0));
+      if (st != EM_OK)
+        snprintf(msg, sizeof msg, "ddp: broadcasting buffer '%s': %s",
+                 em_module_tensor_name(d->model, i), em_last_error());
+    }
+  }
+  double t_end = em_timeline_now();
+  ddp_stats *s = &d->stats;
+  s->steps++;
+  s->forward_s = d->t_last_end > 0 ? d->t_begin - d->t_last_end : 0;
+  s->backward_s = t_end - d->t_begin;
+  s->comm_s = comm;
+  double last_done = t_wait;
+  for (int k = 0; k < d->n_buckets; k++)
+    if (d->buckets[k].t_done > last_done) last_done = d->buckets[k].t_done;
+  s->comm_exposed_s = last_done - t_wait;
+  s->comm_overlapped_s = comm > s->comm_exposed_s ? comm - s->comm_exposed_s : 0;
+  if (d->tl) {
+    if (d->t_last_end > 0)
+      em_timeline_span(d->tl, "forward", "compute", 0, d->t_last_end, d->t_begin);
+    em_timeline_span(d->tl, "backward", "compute", 0, d->t_begin, t_wait);
+    em_timeline_span(d->tl, "wait for all-reduce", "comm", 0, t_wait, t_end);
+    em_timeline_flush(d->tl);
+  }
+  d->t_last_end = t_end;
+  if (pass != EM_OK) return pass;
+  if (d->launch_error != EM_OK) return em_set_error(d->launch_error, "%s", d->launch_msg);
+  if (st != EM_OK) return em_set_error(st, "%s", msg);
+  return EM_OK;
+}
+
+/* ---- wrap
+ * ---------------------------------------------------------------------------------------- */
+void ddp_free(ddp_model *d) {
+  if (!d) return;
+  for (int k = 0; k < (int)(sizeof wrapped / sizeof *wrapped); k++)
+    if (wrapped[k] == d) wrapped[k] = NULL;
+  if (d->observer) em_autograd_remove_observer(d->observer);
+  for (int i = 0; d->hook_ids && i < d->n_params; i++)
+    if (d->hook_ids[i]) em_tensor_remove_hook(d->params[i], d->hook_ids[i]);
+  for (int i = 0; d->views && i < d->n_params; i++) em_release(d->views[i]);
+  for (int k = 0; d->buckets && k < d->n_buckets; k++) free(d->buckets[k].half);
+  if (d->tl && em_timeline_current() == d->tl) em_timeline_set_current(NULL);
+  em_timeline_close(d->tl);
+  em_release(d->grads);
+  free(d->views);
+  free(d->buckets);
+  free(d->slots);
+  free(d->hook_ids);
+  free(d->order);
+  free(d->goff);
+  free(d->used);
+  free(d->used_all);
+  free(d->saved);
+  free(d);
+}
+
+ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
+  if (!model) {
+    em_set_error(EM_ERR_INVALID, "ddp_wrap: model is NULL");
+    return NULL;
+  }
+  if (!ddp_initialized()) {
+    em_set_error(EM_ERR_STATE, "ddp_wrap: call ddp_init first");
+    return NULL;
+  }
+  int slot = -1;
+  for (int k = 0; k < (int)(sizeof wrapped / sizeof *wrapped); k++) {
+    if (wrapped[k] && wrapped[k]->model == model) {
+      em_set_error(EM_ERR_STATE, "ddp_wrap: this model is wrapped already (ddp_free the first "
+                                 "wrapper before wrapping it again)");
+      return NULL;
+    }
+    if (!wrapped[k] && slot < 0) slot = k;
+  }
+  if (slot < 0) {
+    em_set_error(EM_ERR_STATE, "ddp_wrap: too many wrapped models");
+    return NULL;
+  }
+  ddp_model *d = calloc(1, sizeof *d);
+  if (!d) {
+    em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+    return NULL;
+  }
+  d->model = model;
+  d->comm = ddp_comm();
+  d->opts = opts ? *opts : (ddp_options){0};
+  em_params p = em_parameters(model); /* packs the arena */
+  em_status st = p.n || em_last_status() == EM_OK ? EM_OK : em_last_status();
+  if (st != EM_OK) goto fail;
+  for (int i = 0; i < p.n; i++)
+    if (p.t[i]->dtype != EM_F32 || p.t[i]->device.kind != EM_CPU) {
+      st = em_set_error(EM_ERR_UNSUPPORTED, "ddp_wrap: parameter '%s' is not an f32 CPU tensor",
+                        p.names[i]);
+      goto fail;
+    }
+  d->n_params = p.n;
+  d->params = p.t;
+  d->names = p.names;
+  if ((st = check_models(d)) != EM_OK) goto fail;
+  /* Rank 0's parameters (the whole arena in one broadcast) and buffers for everyone. */
+  if (p.arena) {
+    coll_buf ab = coll_host_buf(p.arena, p.arena_numel, EM_F32);
+    if ((st = coll_run(coll_broadcast(d->comm, ab, p.arena_numel, 0))) != EM_OK) goto fail;
+    bool same;
+    uint64_t h = fnv(1469598103934665603ull, p.arena, (size_t)p.arena_numel * sizeof(float));
+    if ((st = agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) goto fail;
+    if (!same) {
+      st = em_set_error(EM_ERR_COMM, "ddp_wrap: parameters differ across ranks after the "
+                                     "broadcast from rank 0 (checksum)");
+      goto fail;
+    }
+  }
+  for (int i = p.n, nt = em_module_num_tensors(model); i < nt; i++) {
+    coll_buf bb = coll_buf_of(em_module_tensor_at(model, i));
+    if (bb.dtype != EM_F32 && bb.dtype != EM_I64) continue;
+    if ((st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0))) != EM_OK) goto fail;
+  }
+  if ((st = plan_buckets(d)) != EM_OK) goto fail; /* collective: all ranks agree already */
+  if ((st = bind_grads(d)) != EM_OK) goto local_fail;
+  d->used = calloc((size_t)d->n_params + 1, 1);
+  d->used_all = calloc((size_t)d->n_params + 1, 1);
+  d->saved = calloc((size_t)em_numel(d->grads), sizeof *d->saved);
+  d->slots = calloc((size_t)d->n_params + 1, sizeof *d->slots);
+  d->hook_ids = calloc((size_t)d->n_params + 1, sizeof *d->hook_ids);
+  if (!d->used || !d->used_all || !d->saved || !d->slots || !d->hook_ids) goto nomem;
+  for (int k = 0; k < d->n_buckets; k++) {
+    if (d->opts.compression != DDP_COMPRESS_NONE &&
+        !(d->buckets[k].half = malloc((size_t)d->buckets[k].len * sizeof(uint16_t))))
+      goto nomem;
+    for (int j = 0; j < d->buckets[k].n; j++) {
+      int i = d->order[d->buckets[k].first + j];
+      d->slots[i] = (param_slot){d, i, k};
+    }
+  }
+  for (int i = 0; i < d->n_params; i++)
+    if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i]))) {
+      st = em_last_status();
+      goto local_fail;
+    }
+  if (!(d->observer = em_autograd_on_backward(on_begin, on_end, d))) {
+    st = em_last_status();
+    goto local_fail;
+  }
+  const char *tl = d->opts.timeline ? d->opts.timeline : getenv("EMBER_TIMELINE");
+  if (tl && *tl) {
+    if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) {
+      st = em_last_status();
+      goto local_fail;
+    }
+    em_timeline_set_current(d->tl);
+  }
+  d->stats.n_buckets = d->n_buckets;
+  st = EM_OK;
+local_fail:
+  /* The steps since the last collective were local: make sure every rank got through them, or
+   * all fail together (else the others' next backward would wait for this rank forever). */
+  {
+    int64_t ok[2] = {st == EM_OK ? 1 : 0, st == EM_OK ? -1 : -(int64_t)coll_rank(d->comm) - 2};
+    char why[600];
+    snprintf(why, sizeof why, "%s", st == EM_OK ? "" : em_last_error());
+    em_status cs = run_i64(d->comm, ok, 2, COLL_MIN);
+    if (cs != EM_OK) {
+      st = cs;
+    } else if (ok[0] == 0) {
+      if (st == EM_OK)
+        st = em_set_error(EM_ERR_STATE, "ddp_wrap: failed on rank %lld (see its message)",
+                          (long long)(-ok[1] - 2));
+      else
+        em_set_error(st, "%s", why);
+    }
+  }
+  if (st != EM_OK) goto fail;
+  wrapped[slot] = d;
+  return d;
+nomem:
+  st = em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  goto local_fail;
+fail:
+  ddp_free(d);
+  return NULL;
+}
+
+em_status ddp_no_sync(ddp_model *d, bool on) {
+  if (!d) return em_set_error(EM_ERR_INVALID, "ddp_no_sync: model is NULL");
+  if (em_backward_running())
+    return em_set_error(EM_ERR_STATE, "ddp_no_sync: cannot change during a backward pass");
+  d->no_sync = on;
+  return EM_OK;
+}
+
+ddp_stats ddp_get_stats(const ddp_model *d) { return d ? d->stats : (ddp_stats){0}; }
+
+int64_t ddp_bucket_numel(const ddp_model *d, int i, int *n_params) {
+  if (!d || i < 0 || i >= d->n_buckets) return -1;
+  if (n_params) *n_params = d->buckets[i].n;
+  return d->buckets[i].len;
+}
