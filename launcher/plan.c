@@ -136,7 +136,7 @@ static bool ours(const char *name, size_t len) {
 static void rank_env(const dr_plan *p, int attempt, dr_strv *env) {
   dr_strv_pushf(env, "EMBER_RESTART_COUNT=%d", attempt);
   dr_strv_pushf(env, "OMP_NUM_THREADS=%d", p->threads);
-  dr_strv_pushf(env, "EMBER_THREADS=%d", p->threads); /* what libember's dnnl.c reads */
+  dr_strv_pushf(env, "EMBER_THREADS=%d", p->threads); /* what libember's cpu/dnnl.c reads */
   if (p->timeout_s > 0) dr_strv_pushf(env, "EMBER_COLL_TIMEOUT=%g", p->timeout_s);
 }
 

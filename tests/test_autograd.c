@@ -1,4 +1,4 @@
-/* test_autograd.c: the engine of em_autograd.h (runtime/autograd.c).
+/* test_autograd.c: the engine of em_autograd.h (runtime/core/autograd.c).
  *
  * Gradient values are compared with closed forms written here (x*x -> 2x, diamonds, seeds) and,
  * for a 5-step recurrent loop, with finite differences (tu_gradcheck). The hook tests check what

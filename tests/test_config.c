@@ -1,4 +1,4 @@
-/* test_config.c: YAML configuration (runtime/config.c): getters with defaults, ranges and wrong
+/* test_config.c: YAML configuration (runtime/config/): getters with defaults, ranges and wrong
  * types, overrides, unknown keys, duplicate keys, anchors, syntax errors, files and the hash.
  * Every error case checks that the message names the key and its line (or the override). */
 #include "em_config.h"
