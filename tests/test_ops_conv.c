@@ -223,3 +223,25 @@ Test(conv2d, no_scope_no_leak) {
   em_release(x);
   cr_assert_eq(em_live_tensors(), before);
 }
+
+/* Tensors on a device without conv kernels get an error, not a CPU kernel run on device memory.
+ * CPU tensors posing as cuda:0 are enough: the op fails before any kernel reads them ("no device
+ * cuda:0" without a GPU, "not supported on cuda:0" with one). Mixed devices are named. */
+Test(conv2d, cuda_inputs_not_supported) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(10);
+  em_tensor *x = tu_rand(&r, EM_SHAPE(1, 2, 4, 4), -1, 1, false);
+  em_tensor *w = tu_rand(&r, EM_SHAPE(3, 2, 3, 3), -1, 1, false);
+  em_tensor *b = tu_rand(&r, EM_SHAPE(3), -1, 1, false);
+  w->device = EM_DEVICE_CUDA(0);
+  tu_assert_error(em_conv2d(x, w, NULL, NULL),
+                  "conv2d: weight is on cuda:0 but the input is on cpu", NULL);
+  x->device = EM_DEVICE_CUDA(0);
+  tu_assert_error(em_conv2d(x, w, b, NULL), "conv2d: bias is on cpu but the input is on cuda:0",
+                  NULL);
+  em_tensor *y = em_conv2d(x, w, NULL, NULL);
+  cr_assert_eq(em_last_status(), EM_ERR_UNSUPPORTED, "%s", em_last_error());
+  tu_assert_error(y, "conv2d: ", "cuda:0");
+  x->device = w->device = EM_DEVICE_CPU; /* back home before the scope frees them */
+  em_scope_end(s);
+}

@@ -227,3 +227,25 @@ Test(pool, no_scope_no_leak) {
   em_release(x);
   cr_assert_eq(em_live_tensors(), before);
 }
+
+/* A tensor on a device without pooling kernels gets an error, not a CPU kernel run on device
+ * memory. A CPU tensor posing as cuda:0 is enough: the ops fail before any kernel reads it ("no
+ * device cuda:0" without a GPU, "not supported on cuda:0" with one). */
+static void assert_unsupported(em_tensor *y, const char *op) {
+  cr_assert_eq(em_last_status(), EM_ERR_UNSUPPORTED, "%s: %s", op, em_last_error());
+  tu_assert_error(y, op, "cuda:0");
+}
+
+Test(pool, cuda_input_not_supported) {
+  em_scope s = em_scope_begin();
+  em_rng r = em_rng_new(9);
+  em_tensor *x = tu_rand(&r, EM_SHAPE(1, 2, 6, 6), -1, 1, false);
+  x->device = EM_DEVICE_CUDA(0);
+  em_pool2d_opts k2 = {.kernel = {2, 2}};
+  assert_unsupported(em_max_pool2d(x, &k2), "max_pool2d: ");
+  assert_unsupported(em_avg_pool2d(x, &k2), "avg_pool2d: ");
+  assert_unsupported(em_adaptive_avg_pool2d(x, 3, 2), "adaptive_avg_pool2d: "); /* as avg pool */
+  assert_unsupported(em_adaptive_avg_pool2d(x, 4, 4), "adaptive_avg_pool2d: "); /* own kernel */
+  x->device = EM_DEVICE_CPU; /* back home before the scope frees it */
+  em_scope_end(s);
+}

@@ -30,8 +30,17 @@ em_status em__cpu_where(const em_tensor *mask, const em_tensor *a, const em_tens
 /* ---- norm.c ------------------------------------------------------------------------------ */
 
 /* ---- conv.c ------------------------------------------------------------------------------ */
+em_status em__cpu_conv2d(const em_conv2d_geom *g, const em_tensor *x, const em_tensor *w,
+                         const em_tensor *b, em_tensor *y, em_tensor **xs, em_tensor **ws);
+em_status em__cpu_conv2d_backward(const em_conv2d_geom *g, const em_tensor *xs, const em_tensor *ws,
+                                  const em_tensor *gy, em_tensor *gx, em_tensor *gw, em_tensor *gb);
 
 /* ---- pool.c ------------------------------------------------------------------------------ */
+em_status em__cpu_pool2d(const em_pool2d_geom *g, const em_tensor *x, em_tensor *y, em_tensor **ws);
+em_status em__cpu_pool2d_backward(const em_pool2d_geom *g, const em_tensor *ws, const em_tensor *gy,
+                                  em_tensor *gx);
+em_status em__cpu_adaptive_avg_pool2d(const em_tensor *x, em_tensor *y);
+em_status em__cpu_adaptive_avg_pool2d_backward(const em_tensor *gy, em_tensor *gx);
 
 /* ---- reduce.c ---------------------------------------------------------------------------- */
 

@@ -23,7 +23,13 @@ const em_kernels em__cpu_kernels = {
     /* softmax.c */
     /* norm.c */
     /* conv.c */
+    .conv2d = em__cpu_conv2d,
+    .conv2d_backward = em__cpu_conv2d_backward,
     /* pool.c */
+    .pool2d = em__cpu_pool2d,
+    .pool2d_backward = em__cpu_pool2d_backward,
+    .adaptive_avg_pool2d = em__cpu_adaptive_avg_pool2d,
+    .adaptive_avg_pool2d_backward = em__cpu_adaptive_avg_pool2d_backward,
     /* reduce.c */
     /* loss.c */
     /* embed.c */

@@ -37,6 +37,32 @@ typedef enum {
   EM_UNARY_COUNT
 } em_unop;
 
+/* ---- geometry of convolution and pooling (ops/conv.c, ops/pool.c) ---------------------------
+ * As the front ends compute it from the shapes and options, and keep it in the autograd node:
+ * the backward kernels get it again because the tensors saved for them may be in a kernel's own
+ * layout, whose shape says nothing. Pairs are rows then columns. */
+typedef struct {
+  int64_t N, C, H, W;                         /* x (N, C, H, W) */
+  int64_t O, KH, KW;                          /* w (O, C / groups, KH, KW), bias (O) */
+  int64_t OH, OW;                             /* y (N, O, OH, OW) */
+  int64_t stride[2], padding[2], dilation[2]; /* >= 1, >= 0 (zeros), >= 1 (PyTorch's: 1 = none) */
+  int64_t groups;                             /* >= 1, divides C and O */
+  bool bias;                                  /* the convolution has a bias */
+} em_conv2d_geom;
+
+typedef enum {
+  EM_POOL_MAX,
+  EM_POOL_AVG_INCLUDE_PAD, /* divide by the whole window (count_include_pad) */
+  EM_POOL_AVG_EXCLUDE_PAD, /* divide by the part of the window inside x */
+} em_pool_kind;
+
+typedef struct {
+  em_pool_kind kind;
+  int64_t N, C, H, W;                       /* x (N, C, H, W) */
+  int64_t OH, OW;                           /* y (N, C, OH, OW) */
+  int64_t kernel[2], stride[2], padding[2]; /* >= 1, >= 1, 0 .. kernel / 2 */
+} em_pool2d_geom;
+
 typedef struct em_kernels {
   const char *name; /* "cpu", "cuda": for messages */
 
@@ -80,8 +106,35 @@ typedef struct em_kernels {
   /* ---- batch norm, layer norm (ops/norm.c) --------------------------------------------------- */
 
   /* ---- convolution (ops/conv.c) -------------------------------------------------------------- */
+  /* conv2d: y (N, O, OH, OW) = cross-correlation of x (N, C, H, W), zero-padded, with
+   * w (O, C / groups, KH, KW), plus b (O) when g->bias (else b is NULL). Any of N, C, O may be 0
+   * (C == 0: y is the bias, or zeros). The kernel may keep x and w in a layout of its own for
+   * the backward: it then sets *xs and *ws to new tensors holding them (owned by the current
+   * scope), else to NULL. The front end saves xs (or x) and ws (or w) for conv2d_backward, their
+   * only reader. */
+  em_status (*conv2d)(const em_conv2d_geom *g, const em_tensor *x, const em_tensor *w,
+                      const em_tensor *b, em_tensor *y, em_tensor **xs, em_tensor **ws);
+  /* conv2d_backward: for gy (N, O, OH, OW), with xs and ws as saved by the front end, the
+   * gradients gx (N, C, H, W) of x, gw (O, C / groups, KH, KW) of w and gb (O) of the bias (gy
+   * summed over N, OH, OW). gx and gw are NULL when not wanted; gb is given exactly when g->bias
+   * and gw is (one pass writes both). */
+  em_status (*conv2d_backward)(const em_conv2d_geom *g, const em_tensor *xs, const em_tensor *ws,
+                               const em_tensor *gy, em_tensor *gx, em_tensor *gw, em_tensor *gb);
 
   /* ---- pooling (ops/pool.c) ------------------------------------------------------------------ */
+  /* pool2d: y (N, C, OH, OW) = the maximum or the mean (g->kind) of x (N, C, H, W) over each
+   * window of g; padding never wins a maximum. ws NULL: no backward follows. Otherwise the kernel
+   * sets *ws to a workspace that its backward needs (a new tensor owned by the current scope,
+   * opaque to the front end, which saves it in the node), or to NULL when it needs none. */
+  em_status (*pool2d)(const em_pool2d_geom *g, const em_tensor *x, em_tensor *y, em_tensor **ws);
+  /* gx (N, C, H, W) = the gradient of x for gy (N, C, OH, OW); ws: what pool2d set *ws to. */
+  em_status (*pool2d_backward)(const em_pool2d_geom *g, const em_tensor *ws, const em_tensor *gy,
+                               em_tensor *gx);
+  /* y (N, C, OH, OW) = the means of x (N, C, H, W) over PyTorch's adaptive windows: rows
+   * floor(i H / OH) .. ceil((i + 1) H / OH) - 1, columns likewise; H, W >= 1. Its backward:
+   * gx (N, C, H, W) from gy (N, C, OH, OW). */
+  em_status (*adaptive_avg_pool2d)(const em_tensor *x, em_tensor *y);
+  em_status (*adaptive_avg_pool2d_backward)(const em_tensor *gy, em_tensor *gx);
 
   /* ---- reductions: sum, mean, max, argmax (ops/reduce.c) ------------------------------------- */
 
