@@ -90,7 +90,8 @@ dl_dataset *dl_fmnist_open(const char *dir, const char *split, const dl_idx_opti
  * tokens starting at token i*T of its shard (windows do not cross shards): one field "tokens",
  * (T+1) i64; a model's inputs are [0, T) and its targets [1, T+1). */
 dl_dataset *dl_tokens_open(const char *pattern, int64_t T);
-/* Writes a shard in that format, atomically (temporary file, fsync, rename, directory fsync). */
+/* Writes a shard in that format, atomically (em_file.h: a temporary, fsync, rename, directory
+ * fsync); errors name the path. */
 em_status dl_tokens_write(const char *path, const uint16_t *tokens, int64_t n);
 
 /* In-memory arrays: field f's sample i is arrays[f][i] (dim 0 counts samples and must agree).

@@ -16,10 +16,10 @@
  * parameters and buffers by dotted name (its state_dict keys) and an optimizer's state; loading
  * checks names, shapes and dtypes against the live objects and says exactly what differs.
  *
- * Writing is crash-safe: the file goes to "<path>.tmp.<pid>", is fsynced, renamed over <path>,
- * and the directory is fsynced. em_ckpt_save_dir also updates a "latest" pointer file the same
- * way, so a crash at any moment leaves the previous checkpoint whole and "latest" pointing at a
- * complete file. */
+ * Writing is crash-safe (em_file.h): the file goes to a temporary "<path>.tmp.<pid>.<n>", is
+ * fsynced, renamed over <path>, and the directory is fsynced. em_ckpt_save_dir also updates a
+ * "latest" pointer file the same way, so a crash at any moment leaves the previous checkpoint
+ * whole and "latest" pointing at a complete file. */
 #ifndef EMBER_EM_CHECKPOINT_H
 #define EMBER_EM_CHECKPOINT_H
 

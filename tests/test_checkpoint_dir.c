@@ -85,7 +85,9 @@ Test(checkpoint, save_dir_removes_temporaries_of_dead_processes) {
   if (dead == 0) _exit(0);
   cr_assert_eq(waitpid(dead, NULL, 0), dead);
   save(dir, 1, 5);
-  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)dead);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)dead); /* older name */
+  write_raw(tu_path(buf, dir, name), "partial", 7);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d.3", (int)dead);
   write_raw(tu_path(buf, dir, name), "partial", 7);
   snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)getppid());
   write_raw(tu_path(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
