@@ -31,6 +31,10 @@
 
 #include "em_core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define DL_MAX_FIELDS 4
 
 /* ---- datasets ---------------------------------------------------------------------------- */
@@ -185,4 +189,7 @@ em_status dl_state_restore(dl_loader *l, const dl_state *s);
 /* The per-sample RNG seed behind the transform hook's rng (exposed for tests). */
 uint64_t dl_sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

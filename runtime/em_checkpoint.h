@@ -29,6 +29,10 @@
 #include "em_nn.h"
 #include "em_optim.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct em_ckpt em_ckpt;
 
 em_ckpt *em_ckpt_new(void);
@@ -81,4 +85,7 @@ em_status em_ckpt_save_dir(const em_ckpt *c, const char *dir, int64_t step, int 
  * missing file. */
 char *em_ckpt_latest(const char *dir, em_status *st);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
