@@ -31,6 +31,10 @@
 
 #include "em_core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define DL_MAX_FIELDS 4
 
 /* ---- datasets ---------------------------------------------------------------------------- */
@@ -90,7 +94,8 @@ dl_dataset *dl_fmnist_open(const char *dir, const char *split, const dl_idx_opti
  * tokens starting at token i*T of its shard (windows do not cross shards): one field "tokens",
  * (T+1) i64; a model's inputs are [0, T) and its targets [1, T+1). */
 dl_dataset *dl_tokens_open(const char *pattern, int64_t T);
-/* Writes a shard in that format, atomically (temporary file, fsync, rename, directory fsync). */
+/* Writes a shard in that format, atomically (em_file.h: a temporary, fsync, rename, directory
+ * fsync); errors name the path. */
 em_status dl_tokens_write(const char *path, const uint16_t *tokens, int64_t n);
 
 /* In-memory arrays: field f's sample i is arrays[f][i] (dim 0 counts samples and must agree).
@@ -184,4 +189,7 @@ em_status dl_state_restore(dl_loader *l, const dl_state *s);
 /* The per-sample RNG seed behind the transform hook's rng (exposed for tests). */
 uint64_t dl_sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

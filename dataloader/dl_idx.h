@@ -10,6 +10,10 @@
 
 #include "em_core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
   int ndim;
   int64_t dims[4];
@@ -31,4 +35,7 @@ em_status dl_fmnist_load(const char *dir, const char *prefix, em_tensor **images
 /* Debian's dataset-fashion-mnist location, or $EMBER_FMNIST_DIR when set. */
 const char *dl_fmnist_dir(void);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

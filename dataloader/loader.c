@@ -15,7 +15,6 @@
  * progress, so no worker ever touches a freed plan. */
 #include "dl.h"
 #include "ddp_init.h"
-#include "core/internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -422,9 +421,9 @@ static dl_batch hand_out(dl_loader *l, slot *s) {
 static bool next_inline(dl_loader *l, dl_batch *out) {
   int64_t size, real;
   slot *s = claim(l, l->next, &size, &real);
-  em__scope_saved saved = em__scope_suspend();
+  em_scope_saved saved = em_scope_suspend();
   em_status st = fill(l, s, l->next, size, real, l->epoch);
-  em__scope_resume(saved);
+  em_scope_resume(saved);
   if (st != EM_OK) {
     batch_release(&s->b);
     return fail_with(l, st, em_last_error());

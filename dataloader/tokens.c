@@ -19,12 +19,11 @@
  * A shard truncated or replaced while it is mapped would fault on access: shards are meant to be
  * written once (dl_tokens_write renames a complete file into place) and then only read. */
 #include "dl.h"
-#include "core/internal.h"
+#include "em_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -246,70 +245,26 @@ em_status dl_tokens_write(const char *path, const uint16_t *tokens, int64_t n) {
     return em_set_error(
         EM_ERR_INVALID, "dl_tokens_write(%s): %lld tokens%s, expected 0..%d from a non-NULL array",
         path ? path : "NULL path", (long long)n, tokens ? "" : " (tokens NULL)", INT32_MAX);
-  em_status st = EM_OK;
-  const char *what = "";
-  FILE *f = NULL;
-  size_t tmplen = strlen(path) + 32;
-  char *tmp = malloc(tmplen);
-  if (!tmp) return em_set_error(EM_ERR_NOMEM, "%s: out of memory", path);
-  snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
-
-  errno = 0;
-  f = fopen(tmp, "wb");
-  if (!f) {
-    what = "cannot create the temporary file";
-    goto fail;
-  }
+  em_atomic_file *f = em_atomic_file_open(path);
+  if (!f) return em_last_status();
   uint8_t hdr[TOK_HEADER_BYTES];
   memset(hdr, 0, sizeof hdr);
   put_le32(hdr, TOK_MAGIC);
   put_le32(hdr + 4, TOK_VERSION);
   put_le32(hdr + 8, (uint32_t)n);
-  if (fwrite(hdr, 1, sizeof hdr, f) != sizeof hdr) {
-    what = "cannot write the header";
-    goto fail;
-  }
+  em_status st = em_atomic_file_write(f, hdr, sizeof hdr);
   uint8_t buf[8192]; /* tokens as little-endian bytes, a chunk at a time */
-  for (int64_t i = 0; i < n;) {
+  for (int64_t i = 0; i < n && st == EM_OK;) {
     size_t m = 0;
     for (; m < sizeof buf / 2 && i < n; m++, i++) {
       buf[2 * m] = (uint8_t)tokens[i];
       buf[2 * m + 1] = (uint8_t)(tokens[i] >> 8);
     }
-    if (fwrite(buf, 2, m, f) != m) {
-      what = "cannot write the tokens";
-      goto fail;
-    }
+    st = em_atomic_file_write(f, buf, 2 * m);
   }
-  if (fflush(f) != 0) {
-    what = "cannot flush";
-    goto fail;
+  if (st != EM_OK) {
+    em_atomic_file_abort(f);
+    return st;
   }
-  if (fsync(fileno(f)) != 0) {
-    what = "cannot fsync";
-    goto fail;
-  }
-  int cr = fclose(f);
-  f = NULL;
-  if (cr != 0) {
-    what = "cannot close";
-    goto fail;
-  }
-  if (rename(tmp, path) != 0) {
-    what = "cannot rename the temporary file into place";
-    goto fail;
-  }
-  free(tmp);
-  int de = em__fsync_parent_dir(path); /* the rename itself survives a crash */
-  if (de != 0)
-    return em_set_error(EM_ERR_IO, "%s: written, but cannot fsync its directory: %s", path,
-                        strerror(de));
-  return EM_OK;
-fail:;
-  int e = errno;
-  st = em_set_error(EM_ERR_IO, "%s: %s (%s): %s", path, what, tmp, e ? strerror(e) : "short write");
-  if (f) fclose(f);
-  remove(tmp);
-  free(tmp);
-  return st;
+  return em_atomic_file_commit(f); /* fsync, rename into place, fsync the directory */
 }

@@ -16,10 +16,10 @@
  * parameters and buffers by dotted name (its state_dict keys) and an optimizer's state; loading
  * checks names, shapes and dtypes against the live objects and says exactly what differs.
  *
- * Writing is crash-safe: the file goes to "<path>.tmp.<pid>", is fsynced, renamed over <path>,
- * and the directory is fsynced. em_ckpt_save_dir also updates a "latest" pointer file the same
- * way, so a crash at any moment leaves the previous checkpoint whole and "latest" pointing at a
- * complete file. */
+ * Writing is crash-safe (em_file.h): the file goes to a temporary "<path>.tmp.<pid>.<n>", is
+ * fsynced, renamed over <path>, and the directory is fsynced. em_ckpt_save_dir also updates a
+ * "latest" pointer file the same way, so a crash at any moment leaves the previous checkpoint
+ * whole and "latest" pointing at a complete file. */
 #ifndef EMBER_EM_CHECKPOINT_H
 #define EMBER_EM_CHECKPOINT_H
 
@@ -28,6 +28,10 @@
 #include "em_core.h"
 #include "em_nn.h"
 #include "em_optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct em_ckpt em_ckpt;
 
@@ -81,4 +85,7 @@ em_status em_ckpt_save_dir(const em_ckpt *c, const char *dir, int64_t step, int 
  * missing file. */
 char *em_ckpt_latest(const char *dir, em_status *st);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -25,6 +25,10 @@
 
 #include "em_core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct em_config em_config;
 
 /* Parses a YAML file (the top level must be a mapping; anchors/aliases are refused). NULL on
@@ -71,4 +75,7 @@ const char *em_config_where(const em_config *c, const char *path, char *buf, siz
 /* The source name given at load ("job.yaml"). */
 const char *em_config_name(const em_config *c);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

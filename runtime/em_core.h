@@ -176,6 +176,21 @@ typedef struct {
  * there, unless retained. Scopes nest and must be closed in reverse order. */
 em_scope em_scope_begin(void);
 void em_scope_end(em_scope s);
+/* Hide this thread's scopes until em_scope_resume: tensors created in between are owned by the
+ * caller, as outside any scope, whatever scopes are open. For code that makes tensors on the
+ * user's thread that must outlive the user's scopes (the data loader fills batches this way when
+ * it has no worker threads); without it, the user's next em_scope_end would free them.
+ *   - Each em_scope_suspend is paired with one em_scope_resume of the value it returned, on the
+ *     same thread; pairs nest like scopes.
+ *   - A scope opened in between must be closed before the em_scope_resume.
+ * The fields are private. */
+typedef struct {
+  em_tensor **stack;
+  size_t len, cap;
+  int depth;
+} em_scope_saved;
+em_scope_saved em_scope_suspend(void);
+void em_scope_resume(em_scope_saved s);
 /* Number of live tensors on this thread and in the whole process (for leak tests). */
 int64_t em_live_tensors(void);
 

@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 static inline uint16_t em_f32_to_bf16(float f) {
   uint32_t x;
   memcpy(&x, &f, sizeof x);
@@ -66,4 +70,7 @@ static inline float em_f16_to_f32(uint16_t h) {
   return f;
 }
 
+#ifdef __cplusplus
+}
+#endif
 #endif

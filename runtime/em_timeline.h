@@ -7,6 +7,10 @@
 
 #include "em_core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct em_timeline em_timeline;
 
 /* Open path for writing ("%r" in it is replaced by rank); pid = rank. NULL with the error set. */
@@ -24,4 +28,7 @@ em_timeline *em_timeline_current(void);
 void em_timeline_set_current(em_timeline *tl);
 double em_timeline_now(void); /* monotonic seconds */
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,15 +1,13 @@
 /* ckpt_test.h: shared by the checkpoint suites (test_checkpoint.c, test_checkpoint_dir.c): file
- * helpers in a fresh ckpt_test_XXXXXX directory under the working directory, and a small MLP +
- * AdamW training run. */
+ * helpers (each test works in its own tu_tmpdir directory) and a small MLP + AdamW training run. */
 #ifndef EMBER_TESTS_CKPT_TEST_H
 #define EMBER_TESTS_CKPT_TEST_H
 
-#include "testutil.h" /* the including file defines _GNU_SOURCE first (nftw) */
+#include "testutil.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,30 +20,6 @@
 #include <unistd.h>
 
 /* ---- file helpers ---------------------------------------------------------------------------- */
-static inline char *make_tmpdir(void) {
-  char tmpl[] = "ckpt_test_XXXXXX";
-  cr_assert_not_null(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
-  return strdup(tmpl);
-}
-
-static inline int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f) {
-  chmod(p, 0755); /* a directory made read-only by a test */
-  return remove(p);
-}
-
-static inline void rm_rf(char *dir) {
-  chmod(dir, 0755);
-  nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-  free(dir);
-}
-
-/* "dir/name" in a caller buffer. */
-static inline const char *at(char *buf, const char *dir, const char *name) {
-  int n = snprintf(buf, 512, "%s/%s", dir, name);
-  cr_assert_lt(n, 512, "path too long: %s/%s", dir, name);
-  return buf;
-}
-
 static inline void write_raw(const char *path, const void *p, size_t n) {
   FILE *f = fopen(path, "wb");
   cr_assert_not_null(f, "%s: %s", path, strerror(errno));

@@ -12,14 +12,13 @@
  *   - loading a different model: every difference listed with both shapes, nothing changed;
  *   - crash safety: saves SIGKILLed at many moments never leave "latest" at a partial file.
  * Directories, unwritable destinations and a full disk: test_checkpoint_dir.c. */
-#define _GNU_SOURCE /* nftw */
 #include "ckpt_test.h"
 
 /* ---- round trip -------------------------------------------------------------------------- */
 Test(checkpoint, round_trip_restores_the_run_bit_for_bit) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), path[512];
-  at(path, dir, "rt.safetensors");
+  char *dir = tu_tmpdir("ckpt"), path[512];
+  tu_path(path, dir, "rt.safetensors");
   em_module *a = make_mlp(1, 16);
   em_optim *oa = make_adamw(a);
   for (int s = 0; s < 3; s++) train_step(a, oa, s);
@@ -101,7 +100,7 @@ Test(checkpoint, round_trip_restores_the_run_bit_for_bit) {
   em_optim_free(ob);
   em_module_free(a);
   em_module_free(b);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
@@ -174,10 +173,10 @@ static const char *py_script =
 
 Test(checkpoint, numpy_reads_it_and_writes_one_we_read, .timeout = 120) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), path[512], py[512], pyfile[512], cmd[2048];
-  at(path, dir, "interop.safetensors");
-  at(py, dir, "read.py");
-  at(pyfile, dir, "from_numpy.safetensors");
+  char *dir = tu_tmpdir("ckpt"), path[512], py[512], pyfile[512], cmd[2048];
+  tu_path(path, dir, "interop.safetensors");
+  tu_path(py, dir, "read.py");
+  tu_path(pyfile, dir, "from_numpy.safetensors");
   em_module *m = make_mlp(5, 16);
   em_optim *o = make_adamw(m);
   train_step(m, o, 0);
@@ -267,16 +266,16 @@ Test(checkpoint, numpy_reads_it_and_writes_one_we_read, .timeout = 120) {
   em_ckpt_free(c);
   em_optim_free(o);
   em_module_free(m);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
 /* ---- malformed files --------------------------------------------------------------------- */
 Test(checkpoint, malformed_files_are_errors_naming_path_and_fault) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), good[512], bad[512];
-  at(good, dir, "good.safetensors");
-  at(bad, dir, "bad.safetensors");
+  char *dir = tu_tmpdir("ckpt"), good[512], bad[512];
+  tu_path(good, dir, "good.safetensors");
+  tu_path(bad, dir, "bad.safetensors");
   em_ckpt *c = em_ckpt_new();
   cr_assert_eq(em_ckpt_add(c, "a", tu_ramp(EM_SHAPE(4, 3), 1, 0)), EM_OK);
   cr_assert_eq(em_ckpt_add(c, "b", em_zeros(EM_I64, EM_SHAPE(5))), EM_OK);
@@ -375,7 +374,7 @@ Test(checkpoint, malformed_files_are_errors_naming_path_and_fault) {
   cr_assert_not_null(r, "%s", em_last_error());
   cr_assert_str_eq(em_ckpt_meta(r, "k"), "v");
   em_ckpt_free(r);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
@@ -500,7 +499,7 @@ static int64_t check_big(const char *path) {
 
 Test(checkpoint, killed_saves_never_leave_latest_at_a_partial_file, .timeout = 600) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), listing[4096];
+  char *dir = tu_tmpdir("ckpt"), listing[4096];
   em_tensor *big = em_empty(EM_F32, 1, (int64_t[]){BIG_N});
   float *p = em_data_f32(big);
   /* Kill delays in microseconds; the last save is not killed. */
@@ -552,12 +551,12 @@ Test(checkpoint, killed_saves_never_leave_latest_at_a_partial_file, .timeout = 6
     list_dir(dir, listing, sizeof listing);
     for (char *tok = strtok(listing, " "); tok; tok = strtok(NULL, " ")) {
       char path[512];
-      if (!strncmp(tok, "ckpt-", 5) && !strstr(tok, ".tmp.")) check_big(at(path, dir, tok));
+      if (!strncmp(tok, "ckpt-", 5) && !strstr(tok, ".tmp.")) check_big(tu_path(path, dir, tok));
     }
   }
   cr_log_info("killed saves: %d kept the previous checkpoint, %d completed", kept_old, got_new);
   cr_assert_eq(good, n_delays + 1, "the last, unkilled save is the latest");
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 

@@ -2,7 +2,6 @@
  * the latest pointer and its errors, temporaries of dead writers; unwritable destinations and a
  * full disk (RLIMIT_FSIZE): an error naming the path, the old file intact and no temporary left
  * behind. */
-#define _GNU_SOURCE /* nftw */
 #include "ckpt_test.h"
 
 /* ---- checkpoint directories ------------------------------------------------------------- */
@@ -21,8 +20,8 @@ static void save(const char *dir, int64_t step, int keep) {
 
 Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), sub[512], buf[512], listing[1024];
-  at(sub, dir, "run/a/b"); /* created, parents included */
+  char *dir = tu_tmpdir("ckpt"), sub[512], buf[512], listing[1024];
+  tu_path(sub, dir, "run/a/b"); /* created, parents included */
   em_status st = EM_ERR_IO;
   cr_assert_null(em_ckpt_latest(sub, &st));
   cr_assert_eq(st, EM_OK, "no directory yet: no checkpoint, no error");
@@ -30,11 +29,11 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   list_dir(sub, listing, sizeof listing);
   cr_assert_str_eq(listing, "ckpt-00000030.safetensors ckpt-00000040.safetensors latest");
   size_t n;
-  char *text = read_raw(at(buf, sub, "latest"), &n);
+  char *text = read_raw(tu_path(buf, sub, "latest"), &n);
   cr_assert(n == 26 && !memcmp(text, "ckpt-00000040.safetensors\n", n));
   free(text);
   char *latest = em_ckpt_latest(sub, &st);
-  cr_assert_str_eq(latest, at(buf, sub, "ckpt-00000040.safetensors"));
+  cr_assert_str_eq(latest, tu_path(buf, sub, "ckpt-00000040.safetensors"));
   em_ckpt *r = em_ckpt_read(latest);
   int64_t step;
   cr_assert(r && em_ckpt_meta_i64(r, "step", &step) == EM_OK && step == 40);
@@ -52,20 +51,20 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   list_dir(sub, listing, sizeof listing);
   cr_assert_str_eq(listing, "ckpt-00000007.safetensors ckpt-00000050.safetensors latest");
   latest = em_ckpt_latest(sub, NULL);
-  cr_assert_str_eq(latest, at(buf, sub, "ckpt-00000007.safetensors"));
+  cr_assert_str_eq(latest, tu_path(buf, sub, "ckpt-00000007.safetensors"));
   free(latest);
 
   /* Bad pointers: an error, never a path. */
-  write_raw(at(buf, sub, "latest"), "ckpt-00000099.safetensors\n", 26);
+  write_raw(tu_path(buf, sub, "latest"), "ckpt-00000099.safetensors\n", 26);
   cr_assert_null(em_ckpt_latest(sub, &st));
   cr_assert_eq(st, EM_ERR_IO);
   cr_assert(strstr(em_last_error(), "latest names 'ckpt-00000099.safetensors'"), "%s",
             em_last_error());
-  write_raw(at(buf, sub, "latest"), "../../x\n", 8);
+  write_raw(tu_path(buf, sub, "latest"), "../../x\n", 8);
   cr_assert_null(em_ckpt_latest(sub, &st));
   cr_assert_eq(st, EM_ERR_FORMAT);
   cr_assert(strstr(em_last_error(), "expected a checkpoint file name"), "%s", em_last_error());
-  write_raw(at(buf, sub, "latest"), "", 0);
+  write_raw(tu_path(buf, sub, "latest"), "", 0);
   cr_assert_null(em_ckpt_latest(sub, &st));
   cr_assert_eq(st, EM_ERR_FORMAT);
   /* Argument errors. */
@@ -74,30 +73,32 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   cr_assert(strstr(em_last_error(), "keep_last must be >= 1"), "%s", em_last_error());
   cr_assert_eq(em_ckpt_save_dir(c, sub, -1, 2), EM_ERR_INVALID);
   em_ckpt_free(c);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
 Test(checkpoint, save_dir_removes_temporaries_of_dead_processes) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), buf[512], name[128], listing[1024];
+  char *dir = tu_tmpdir("ckpt"), buf[512], name[128], listing[1024];
   pid_t dead = fork(); /* a pid that existed and is gone (reaped) */
   cr_assert_geq(dead, 0);
   if (dead == 0) _exit(0);
   cr_assert_eq(waitpid(dead, NULL, 0), dead);
   save(dir, 1, 5);
-  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)dead);
-  write_raw(at(buf, dir, name), "partial", 7);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)dead); /* older name */
+  write_raw(tu_path(buf, dir, name), "partial", 7);
+  snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d.3", (int)dead);
+  write_raw(tu_path(buf, dir, name), "partial", 7);
   snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)getppid());
-  write_raw(at(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
-  write_raw(at(buf, dir, "notes.tmp.1"), "x", 1); /* not a checkpoint's: kept */
+  write_raw(tu_path(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
+  write_raw(tu_path(buf, dir, "notes.tmp.1"), "x", 1); /* not a checkpoint's: kept */
   save(dir, 3, 5);
   list_dir(dir, listing, sizeof listing);
   char expect[1024];
   snprintf(expect, sizeof expect,
            "ckpt-00000001.safetensors %s ckpt-00000003.safetensors latest notes.tmp.1", name);
   cr_assert_str_eq(listing, expect);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
@@ -115,38 +116,38 @@ static bool can_create_in(const char *dir) {
 
 Test(checkpoint, unwritable_destinations_are_errors_and_change_nothing) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), buf[512], before[1024], after[1024];
+  char *dir = tu_tmpdir("ckpt"), buf[512], before[1024], after[1024];
   em_ckpt *c = small_ckpt(1);
   /* A directory that does not exist. */
   list_dir(dir, before, sizeof before);
-  const char *p = at(buf, dir, "missing/x.safetensors");
+  const char *p = tu_path(buf, dir, "missing/x.safetensors");
   cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p) && strstr(em_last_error(), "cannot create the temporary"),
             "%s", em_last_error());
   list_dir(dir, after, sizeof after);
   cr_assert_str_eq(after, before);
   /* A path through a regular file, for a file and for a checkpoint directory. */
-  write_raw(at(buf, dir, "file"), "x", 1);
+  write_raw(tu_path(buf, dir, "file"), "x", 1);
   list_dir(dir, before, sizeof before);
-  p = at(buf, dir, "file/x.safetensors");
+  p = tu_path(buf, dir, "file/x.safetensors");
   cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
-  p = at(buf, dir, "file/ckpts");
+  p = tu_path(buf, dir, "file/ckpts");
   cr_assert_eq(em_ckpt_save_dir(c, p, 1, 2), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
   list_dir(dir, after, sizeof after);
   cr_assert_str_eq(after, before);
   /* A read-only directory holding an older checkpoint (or /sys when running as root). */
   char ro[512], old[512];
-  at(ro, dir, "ro");
+  tu_path(ro, dir, "ro");
   cr_assert_eq(mkdir(ro, 0755), 0);
   em_ckpt *c0 = small_ckpt(0);
-  cr_assert_eq(em_ckpt_write(c0, at(old, ro, "m.safetensors")), EM_OK, "%s", em_last_error());
+  cr_assert_eq(em_ckpt_write(c0, tu_path(old, ro, "m.safetensors")), EM_OK, "%s", em_last_error());
   chmod(ro, 0555);
   const char *target = can_create_in(ro) ? (can_create_in("/sys") ? NULL : "/sys") : ro;
   if (target) {
     list_dir(target, before, sizeof before);
-    p = at(buf, target, "m.safetensors");
+    p = tu_path(buf, target, "m.safetensors");
     cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
     cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
     list_dir(target, after, sizeof after);
@@ -160,7 +161,7 @@ Test(checkpoint, unwritable_destinations_are_errors_and_change_nothing) {
   chmod(ro, 0755);
   em_ckpt_free(c0);
   em_ckpt_free(c);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 
@@ -168,8 +169,8 @@ Test(checkpoint, unwritable_destinations_are_errors_and_change_nothing) {
  * names the path and offset, the old file stays whole and the temporary is removed. */
 Test(checkpoint, a_full_disk_keeps_the_old_file_whole) {
   TU_BEGIN;
-  char *dir = make_tmpdir(), path[512], listing[1024], msg[1024] = "";
-  at(path, dir, "m.safetensors");
+  char *dir = tu_tmpdir("ckpt"), path[512], listing[1024], msg[1024] = "";
+  tu_path(path, dir, "m.safetensors");
   em_ckpt *old = small_ckpt(0);
   cr_assert_eq(em_ckpt_write(old, path), EM_OK);
   em_ckpt *c = em_ckpt_new();
@@ -206,7 +207,7 @@ Test(checkpoint, a_full_disk_keeps_the_old_file_whole) {
   em_ckpt_free(r);
   em_ckpt_free(old);
   em_ckpt_free(c);
-  rm_rf(dir);
+  tu_rm_rf(dir);
   TU_END;
 }
 

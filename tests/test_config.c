@@ -352,6 +352,7 @@ Test(config, files) {
   cr_assert_null(c);
   cr_assert_eq(em_last_status(), EM_ERR_IO);
   assert_msg("/nonexistent/job.yaml", "cannot open", NULL);
+  char *dir = tu_enter_tmpdir("config");
   const char *path = "test_config_job.yaml";
   FILE *f = fopen(path, "w");
   cr_assert_not_null(f);
@@ -369,7 +370,7 @@ Test(config, files) {
   fclose(f);
   cr_assert_null(em_config_load(path));
   assert_msg("test_config_job.yaml:2:", NULL, NULL);
-  remove(path);
+  tu_rm_rf(dir);
 }
 
 Test(config, hash_ignores_mapping_order_and_sees_values) {

@@ -3,8 +3,8 @@
  *
  * Oracles: dl_idx_read of the raw files (pixels / 255 in float64), Fashion-MNIST's documented
  * first labels, token windows recomputed from the generating formula by a sequential walk over
- * the shards (no binary search), and the shard bytes read back with fread. Temporary files are
- * written in the current directory with a "dlds_" prefix. */
+ * the shards (no binary search), and the shard bytes read back with fread. Tests that write files
+ * work in a scratch directory (tu_enter_tmpdir) and name them with a "dlds_" prefix. */
 #include "dl.h"
 #include "dl_idx.h"
 #include "testutil.h"
@@ -165,6 +165,7 @@ static const unsigned char lbl_good[] = {0, 0, 8, 1, 0, 0, 0, 2, 7, 3};
 
 Test(dl_dataset, idx_small_and_corrupt) {
   TU_BEGIN;
+  char *dir = tu_enter_tmpdir("dlds");
   write_file("dlds_img.gz", img_good, sizeof img_good, true);
   write_file("dlds_lbl.gz", lbl_good, sizeof lbl_good, true);
   dl_dataset *d = dl_idx_open("dlds_img.gz", "dlds_lbl.gz");
@@ -223,9 +224,7 @@ Test(dl_dataset, idx_small_and_corrupt) {
               "dlds_no_such_file.gz", "cannot open", NULL);
   expect_fail(dl_idx_open(NULL, NULL), "NULL images", "NULL", NULL, NULL);
 
-  const char *tmp[] = {"dlds_img.gz",   "dlds_lbl.gz",  "dlds_trunc.gz",
-                       "dlds_magic.gz", "dlds_big.idx", "dlds_lbl3.gz"};
-  for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) remove(tmp[i]);
+  tu_rm_rf(dir);
   TU_END;
 }
 
@@ -246,6 +245,7 @@ static void write_shard(const char *path, int s, int64_t n) {
 
 Test(dl_dataset, tokens_windows) {
   TU_BEGIN;
+  char *dir = tu_enter_tmpdir("dlds");
   /* Shard 2 has 8 tokens: no window of 9 (it must be skipped); shard 1 has exactly one. */
   const int64_t ntok[] = {100, 9, 8, 50};
   const char *paths[] = {"dlds_tok_0.bin", "dlds_tok_1.bin", "dlds_tok_2.bin", "dlds_tok_3.bin"};
@@ -314,12 +314,13 @@ Test(dl_dataset, tokens_windows) {
   cr_assert_eq(got[1], tok_value(1, 1));
   dl_dataset_close(d);
 
-  for (int s = 0; s < 4; s++) remove(paths[s]);
+  tu_rm_rf(dir);
   TU_END;
 }
 
 Test(dl_dataset, tokens_errors) {
   TU_BEGIN;
+  char *dir = tu_enter_tmpdir("dlds");
   expect_fail(dl_tokens_open("dlds_nomatch_*.bin", 8), "no match", "dlds_nomatch_*.bin",
               "no file matches", NULL);
 
@@ -382,10 +383,7 @@ Test(dl_dataset, tokens_errors) {
   cr_assert_eq(access("dlds_neg.bin", F_OK), -1);
   em_clear_error();
 
-  const char *tmp[] = {"dlds_bad_magic.bin", "dlds_bad_version.bin", "dlds_short.bin",
-                       "dlds_long.bin",      "dlds_tiny.bin",        "dlds_mix_0.bin",
-                       "dlds_mix_1.bin",     "dlds_few.bin",         "dlds_empty.bin"};
-  for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) remove(tmp[i]);
+  tu_rm_rf(dir);
   TU_END;
 }
 

@@ -1,4 +1,5 @@
-/* test_idx.c: the IDX reader on the real Fashion-MNIST files and on corrupt ones. */
+/* test_idx.c: the IDX reader on the real Fashion-MNIST files and on corrupt ones (written in a
+ * scratch directory, tu_enter_tmpdir). */
 #include "dl_idx.h"
 #include "testutil.h"
 
@@ -48,6 +49,7 @@ Test(idx, real_fashion_mnist) {
 static const unsigned char good[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
 
 Test(idx, plain_and_gz_read_the_same) {
+  char *dir = tu_enter_tmpdir("idx");
   dl_idx_array a;
   write_file("idx_plain.idx", good, sizeof good, false);
   cr_assert_eq(dl_idx_read("idx_plain.idx", &a), EM_OK, "%s", em_last_error());
@@ -60,6 +62,7 @@ Test(idx, plain_and_gz_read_the_same) {
   cr_assert_eq(dl_idx_read("idx_gz.idx.gz", &a), EM_OK, "%s", em_last_error());
   cr_assert_eq(memcmp(a.data, good + 12, 6), 0);
   dl_idx_free(&a);
+  tu_rm_rf(dir);
 }
 
 static void expect_error(const char *path, const char *needle1, const char *needle2) {
@@ -73,6 +76,7 @@ static void expect_error(const char *path, const char *needle1, const char *need
 }
 
 Test(idx, corrupt_inputs_are_named_errors) {
+  char *dir = tu_enter_tmpdir("idx");
   unsigned char bad_magic[sizeof good];
   memcpy(bad_magic, good, sizeof good);
   bad_magic[2] = 0x0d; /* float data: not what we read */
@@ -101,4 +105,5 @@ Test(idx, corrupt_inputs_are_named_errors) {
 
   expect_error("no/such/file.gz", "cannot open", NULL);
   em_clear_error();
+  tu_rm_rf(dir);
 }

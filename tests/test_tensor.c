@@ -256,6 +256,29 @@ Test(tensor, scope_owns_many_tensors) {
   cr_assert_eq(em_live_tensors(), live0);
 }
 
+/* Suspended scopes: tensors made in between are the caller's and outlive the hidden scopes; a
+ * scope opened while suspended works on its own; the hidden scopes resume as they were. */
+Test(tensor, suspended_scopes_leave_tensors_to_the_caller) {
+  int64_t live0 = em_live_tensors();
+  em_scope outer = em_scope_begin();
+  (void)em_full(EM_F32, EM_SHAPE(3), 1.0);
+  em_scope_saved saved = em_scope_suspend();
+  em_tensor *mine = em_full(EM_F32, EM_SHAPE(3), 7.0);
+  em_scope inside = em_scope_begin();
+  (void)em_zeros(EM_F32, EM_SHAPE(5));
+  cr_assert_eq(em_live_tensors(), live0 + 3);
+  em_scope_end(inside);
+  cr_assert_eq(em_live_tensors(), live0 + 2, "the scope opened while suspended freed its own");
+  em_scope_resume(saved);
+  (void)em_zeros(EM_F32, EM_SHAPE(2)); /* the outer scope's again */
+  cr_assert_eq(em_live_tensors(), live0 + 3);
+  em_scope_end(outer);
+  cr_assert_eq(em_live_tensors(), live0 + 1, "the outer scope's two freed, mine kept");
+  for (int64_t i = 0; i < 3; i++) cr_assert_eq(em_get(mine, i), 7.0);
+  em_release(mine);
+  cr_assert_eq(em_live_tensors(), live0);
+}
+
 /* A view made in an inner scope of a base made in an outer one: storage lives with the view. */
 Test(tensor, view_across_scopes) {
   int64_t live0 = em_live_tensors();

@@ -23,15 +23,19 @@ static ref_entry *entries;
 static int n_entries;
 static float *ref_data;
 
+/* Runs the reference script into a scratch directory and loads its output (index and values). */
 static void load_ref(void) {
   if (ref_data) return;
-  const char *prefix = "torch_ref_out";
+  char *dir = tu_tmpdir("torch_ref"), prefix[TU_PATH_LEN], txt[TU_PATH_LEN], bin[TU_PATH_LEN];
+  tu_path(prefix, dir, "torch_ref_out");
+  tu_path(txt, dir, "torch_ref_out.txt");
+  tu_path(bin, dir, "torch_ref_out.bin");
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "%s %s/tests/ref/torch_ref.py %s", EMBER_PYTHON3, EMBER_SOURCE_DIR,
            prefix);
   cr_assert_eq(system(cmd), 0, "reference script failed: %s", cmd);
-  FILE *ft = fopen("torch_ref_out.txt", "r");
-  cr_assert_not_null(ft, "no torch_ref_out.txt");
+  FILE *ft = fopen(txt, "r");
+  cr_assert_not_null(ft, "no %s", txt);
   int cap = 256;
   entries = malloc((size_t)cap * sizeof *entries);
   long long n, off;
@@ -44,12 +48,13 @@ static void load_ref(void) {
     n_entries++;
   }
   fclose(ft);
-  FILE *fb = fopen("torch_ref_out.bin", "rb");
-  cr_assert_not_null(fb, "no torch_ref_out.bin");
+  FILE *fb = fopen(bin, "rb");
+  cr_assert_not_null(fb, "no %s", bin);
   int64_t total = entries[n_entries - 1].off + entries[n_entries - 1].n;
   ref_data = malloc((size_t)total * sizeof *ref_data);
   cr_assert_eq(fread(ref_data, sizeof *ref_data, (size_t)total, fb), (size_t)total);
   fclose(fb);
+  tu_rm_rf(dir);
 }
 
 static void free_ref(void) {

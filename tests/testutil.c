@@ -1,8 +1,15 @@
 /* testutil.c: see testutil.h. */
+#define _GNU_SOURCE /* nftw */
 #include "testutil.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 em_tensor *tu_rand(em_rng *r, int ndim, const int64_t *shape, float lo, float hi, bool grad) {
   em_tensor *t = em_rand_uniform(ndim, shape, lo, hi, r);
@@ -98,4 +105,39 @@ void tu_assert_names(em_module *m, int n_params, const char *const *names, int n
   cr_assert_eq(em_module_num_buffers(m), n - n_params);
   for (int i = 0; i < n; i++)
     cr_assert_str_eq(em_module_tensor_name(m, i), names[i], "tensor %d", i);
+}
+
+char *tu_tmpdir(const char *tag) {
+  const char *base = getenv("TMPDIR");
+  char tmpl[TU_PATH_LEN];
+  int n = snprintf(tmpl, sizeof tmpl, "%s/ember_%s_XXXXXX", base && base[0] ? base : "/tmp", tag);
+  cr_assert(n > 0 && n < (int)sizeof tmpl, "tu_tmpdir: TMPDIR too long");
+  cr_assert_not_null(mkdtemp(tmpl), "mkdtemp %s: %s", tmpl, strerror(errno));
+  char *dir = realpath(tmpl, NULL); /* absolute, should the test change directory */
+  cr_assert_not_null(dir, "realpath %s: %s", tmpl, strerror(errno));
+  return dir;
+}
+
+char *tu_enter_tmpdir(const char *tag) {
+  char *dir = tu_tmpdir(tag);
+  cr_assert_eq(chdir(dir), 0, "chdir %s: %s", dir, strerror(errno));
+  return dir;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f) {
+  chmod(p, 0755); /* a directory a test made read-only */
+  return remove(p);
+}
+
+void tu_rm_rf(char *dir) {
+  if (!dir) return;
+  chmod(dir, 0755);
+  nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  free(dir);
+}
+
+const char *tu_path(char *buf, const char *dir, const char *name) {
+  int n = snprintf(buf, TU_PATH_LEN, "%s/%s", dir, name);
+  cr_assert(n > 0 && n < TU_PATH_LEN, "path too long: %s/%s", dir, name);
+  return buf;
 }

@@ -46,4 +46,17 @@ em_tensor *tu_ramp(int ndim, const int64_t *shape, double scale, double shift);
 /* m's whole-tree tensor names are exactly names[0..n) and the first n_params are parameters. */
 void tu_assert_names(em_module *m, int n_params, const char *const *names, int n);
 
+/* Test files live in a fresh directory under $TMPDIR (else /tmp), never in the working directory:
+ * tu_tmpdir makes "<TMPDIR>/ember_<tag>_XXXXXX" and returns its path (malloc'd); tu_rm_rf removes
+ * it with everything in it (read-only entries too) and frees the path. */
+char *tu_tmpdir(const char *tag);
+void tu_rm_rf(char *dir);
+/* tu_tmpdir, made the working directory of this test's process (Criterion runs each test in a
+ * process of its own): the test then names its files relatively, and messages show them as given.
+ * Returns the directory's absolute path, for tu_rm_rf. */
+char *tu_enter_tmpdir(const char *tag);
+/* "dir/name" in buf (TU_PATH_LEN bytes); returns buf. */
+#define TU_PATH_LEN 512
+const char *tu_path(char *buf, const char *dir, const char *name);
+
 #endif

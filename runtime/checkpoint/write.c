@@ -1,6 +1,6 @@
-/* checkpoint.c: the checkpoint object, writing safetensors files atomically, and checkpoint
+/* checkpoint/write.c: the checkpoint object, writing safetensors files atomically, and checkpoint
  * directories (see em_checkpoint.h; reading and loading into live objects are in
- * checkpoint_read.c, which uses only the public API).
+ * checkpoint/read.c, which uses only the public API).
  *
  * A checkpoint is two growable arrays: named tensors (each holding one reference) and string
  * metadata. Writing lays the tensor data out back to back with no gaps, as the safetensors rule
@@ -10,11 +10,12 @@
  *   | 8: N (LE u64) | N: JSON header, space-padded to 8 | I64 tensors | F32, I32 | BF16, F16 | U8 |
  *                                                       ^ offset 0 of data_offsets
  *
- * The JSON keys stay in the order the tensors were added. The file goes to "<path>.tmp.<pid>"
- * (write, fsync, close), is renamed over <path>, then the directory is fsynced; any failure
- * before the rename unlinks the temporary, so <path> is either the old file or the new one.
- * docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
+ * The JSON keys stay in the order the tensors were added. The file, and a directory's "latest"
+ * pointer, are written through an atomic file (em_file.h: a temporary "<path>.tmp.<pid>.<n>",
+ * fsynced, renamed over <path>, the directory fsynced), so <path> is either the old file or the
+ * new one. docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
 #include "em_checkpoint.h"
+#include "em_file.h"
 #include "core/internal.h"
 
 #include <assert.h>
@@ -310,88 +311,18 @@ typedef struct {
   size_t n;
 } chunk;
 
-/* Write all n bytes at the file's position *off; errno is set on failure. */
-static bool write_all(int fd, const void *p, size_t n, int64_t *off) {
-  const char *s = p;
-  while (n > 0) {
-    ssize_t w = write(fd, s, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = EIO;
-      return false;
-    }
-    s += w;
-    n -= (size_t)w;
-    *off += w;
-  }
-  return true;
-}
-
-int em__fsync_parent_dir(const char *path) {
-  const char *slash = strrchr(path, '/');
-  char *dir = slash == path ? dup_str("/")
-              : slash       ? strndup(path, (size_t)(slash - path))
-                            : dup_str(".");
-  if (!dir) return ENOMEM;
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
-  if (fd < 0 || fsync(fd) != 0) err = errno;
-  if (fd >= 0) close(fd);
-  free(dir);
-  return err;
-}
-
-/* Write the chunks to path atomically: "<path>.tmp.<pid>", fsync, close, rename, fsync the
- * directory. Before the rename every failure unlinks the temporary and leaves path as it was. */
+/* Write the chunks to path atomically (em_file.h): on any failure path is left as it was. */
 static em_status write_atomic(const char *path, const chunk *ch, int n_chunks) {
-  em_status st = EM_OK;
-  int fd = -1;
-  bool tmp_exists = false;
-  int64_t off = 0;
-  char *tmp = malloc(strlen(path) + 32);
-  if (!tmp) return em_set_error(EM_ERR_NOMEM, "%s: out of memory", path);
-  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    st = em_set_error(EM_ERR_IO, "%s: cannot create the temporary file %s: %s", path, tmp,
-                      strerror(errno));
-    goto cleanup;
-  }
-  tmp_exists = true;
+  em_atomic_file *f = em_atomic_file_open(path);
+  if (!f) return em_last_status();
   for (int i = 0; i < n_chunks; i++) {
-    if (!write_all(fd, ch[i].p, ch[i].n, &off)) {
-      st = em_set_error(EM_ERR_IO,
-                        "%s: writing the temporary file %s failed at byte offset %lld: %s (%s "
-                        "is unchanged)",
-                        path, tmp, (long long)off, strerror(errno), path);
-      goto cleanup;
+    em_status st = em_atomic_file_write(f, ch[i].p, ch[i].n);
+    if (st != EM_OK) {
+      em_atomic_file_abort(f);
+      return st;
     }
   }
-  if (fsync(fd) != 0) {
-    st = em_set_error(EM_ERR_IO, "%s: fsync of the temporary file %s failed: %s", path, tmp,
-                      strerror(errno));
-    goto cleanup;
-  }
-  int rc = close(fd);
-  fd = -1;
-  if (rc != 0) {
-    st = em_set_error(EM_ERR_IO, "%s: closing the temporary file %s failed: %s", path, tmp,
-                      strerror(errno));
-    goto cleanup;
-  }
-  if (rename(tmp, path) != 0) {
-    st = em_set_error(EM_ERR_IO, "%s: renaming %s over it failed: %s", path, tmp, strerror(errno));
-    goto cleanup;
-  }
-  tmp_exists = false;
-  int err = em__fsync_parent_dir(path);
-  if (err)
-    st = em_set_error(EM_ERR_IO, "%s: written and renamed, but fsync of its directory failed: %s",
-                      path, strerror(err));
-cleanup:
-  if (fd >= 0) close(fd);
-  if (tmp_exists) unlink(tmp);
-  free(tmp);
-  return st;
+  return em_atomic_file_commit(f);
 }
 
 /* A JSON array of non-negative integers printed exactly (cJSON would print large doubles in
@@ -547,16 +478,19 @@ static int step_desc(const void *a, const void *b) {
   return (x < y) - (x > y);
 }
 
-/* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
- * for step itself is the keep_last-th). Files of later steps are left alone. */
-/* A save killed before its rename leaves "<name>.tmp.<pid>" behind (possibly hundreds of MB).
- * Removes such a file in dir when process pid no longer exists on this host: best effort. */
+/* A save killed before its rename leaves its temporary "<name>.tmp.<pid>.<n>" behind (possibly
+ * hundreds of MB; em_file.h). Removes such a file in dir, or one named "<name>.tmp.<pid>" as
+ * earlier versions made them, when process pid no longer exists on this host: best effort. */
 static void remove_stale_temporary(const char *dir, const char *name) {
   const char *t = strstr(name, ".tmp.");
   if (!t || strncmp(name, "ckpt-", 5) != 0) return;
   char *end;
   errno = 0;
   long pid = strtol(t + 5, &end, 10);
+  if (*end == '.') { /* ".<n>" */
+    size_t digits = strspn(end + 1, "0123456789");
+    if (digits > 0 && end[1 + digits] == '\0') end += 1 + digits;
+  }
   if (errno || *end || pid <= 0 || pid == (long)getpid()) return;
   if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return; /* alive, or not ours to judge */
   char *path = path_join(dir, name);
@@ -564,6 +498,8 @@ static void remove_stale_temporary(const char *dir, const char *name) {
   free(path);
 }
 
+/* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
+ * for step itself is the keep_last-th). Files of later steps are left alone. */
 static em_status prune(const char *dir, int64_t step, int keep_last) {
   em_status st = EM_OK;
   int64_t *steps = NULL;

@@ -99,18 +99,8 @@ static inline char *em__concat(const char *a, const char *b) {
 }
 
 /* fsync the directory that holds path, so that a rename into it (or a new entry) is durable.
- * Returns 0 or an errno value. (checkpoint.c) */
+ * Returns 0 or an errno value. (core/atomic_file.c) */
 int em__fsync_parent_dir(const char *path);
-
-/* Hide the calling thread's scopes, so that tensors created until em__scope_resume belong to the
- * caller (the data loader builds batches on the user's thread this way when it has no workers). */
-typedef struct {
-  em_tensor **stack;
-  size_t len, cap;
-  int depth;
-} em__scope_saved;
-em__scope_saved em__scope_suspend(void);
-void em__scope_resume(em__scope_saved s);
 
 struct em_hook {
   int id;
@@ -118,6 +108,10 @@ struct em_hook {
   void *ctx;
   struct em_hook *next;
 };
+
+/* Drop a reference to a node; the last one releases its inputs, saved tensors and context.
+ * NULL is a no-op. (core/autograd.c; em_release calls it for a tensor's grad_fn) */
+void em_node_release(em_node *n);
 
 /* Record a node for out if grad mode is on and any input requires grad; sets out->requires_grad
  * and out->grad_fn. Returns the node (owned by out) or NULL when nothing was recorded (or on

@@ -64,15 +64,15 @@ em_tensor *em__scope_adopt(em_tensor *t) {
   return t;
 }
 
-em__scope_saved em__scope_suspend(void) {
-  em__scope_saved s = {scope_stack, scope_len, scope_cap, scope_depth};
+em_scope_saved em_scope_suspend(void) {
+  em_scope_saved s = {scope_stack, scope_len, scope_cap, scope_depth};
   scope_stack = NULL;
   scope_len = scope_cap = 0;
   scope_depth = 0;
   return s;
 }
 
-void em__scope_resume(em__scope_saved s) {
+void em_scope_resume(em_scope_saved s) {
   free(scope_stack); /* anything a hidden scope left (only if it was not closed) */
   scope_stack = s.stack;
   scope_len = s.len;
@@ -276,8 +276,6 @@ em_tensor *em_retain(em_tensor *t) {
   if (t) __atomic_add_fetch(&t->refcount, 1, __ATOMIC_RELAXED);
   return t;
 }
-
-void em_node_release(em_node *n); /* autograd.c */
 
 void em_release(em_tensor *t) {
   if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
