@@ -37,16 +37,11 @@ static int dim_of(const char *op, int dim, int ndim, const em_tensor *a) {
   return -1;
 }
 
-/* dst (any strides) = src (any strides), through src's device table. */
-static em_status copy_view(const char *op, em_tensor *dst, const em_tensor *src) {
-  const em_kernels *k = EM_KERNELS(src, copy_view, op);
-  return k ? k->copy_view(dst, src) : em_last_status();
-}
-
 /* A new contiguous copy of t on its device (scope-owned), never t itself. */
 static em_tensor *fresh_copy(const char *op, const em_tensor *t) {
-  em_tensor *c = em__empty_on(t->device, t->dtype, t->ndim, t->shape);
-  return c && copy_view(op, c, t) == EM_OK ? c : NULL;
+  const em_kernels *k = EM_KERNELS(t, copy_view, op);
+  em_tensor *c = k ? em__empty_on(t->device, t->dtype, t->ndim, t->shape) : NULL;
+  return c && k->copy_view(c, t) == EM_OK ? c : NULL;
 }
 
 /* Zeros of the given shape on dev (scope-owned). */
@@ -95,10 +90,11 @@ static void vmap_apply(const vmap *m, int in_ndim, const int64_t *in_strides, in
  * tensor of the input's shape. */
 static em_status view_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *in = n->inputs[0];
-  em_tensor *g = zeros_on(in->device, in->ndim, in->shape);
+  const em_kernels *k = EM_KERNELS(in, copy_view, n->op);
+  em_tensor *g = k ? zeros_on(in->device, in->ndim, in->shape) : NULL;
   em_tensor *v = g ? em__view(g, n->out_ndim, n->out_shape, n->i, n->i[8]) : NULL;
   if (!v) return em_last_status();
-  em_status st = copy_view(n->op, v, gout);
+  em_status st = k->copy_view(v, gout);
   if (st == EM_OK) gin[0] = g;
   return st;
 }
@@ -384,14 +380,15 @@ static em_tensor *join(const char *op, int n, em_tensor *const *ts, int dim, boo
     else
       shape[nd++] = t0->shape[j - (stack && j > d ? 1 : 0)];
   }
-  em_tensor *out = em__empty_on(t0->device, t0->dtype, nd, shape);
+  const em_kernels *kt = EM_KERNELS(t0, copy_view, op);
+  em_tensor *out = kt ? em__empty_on(t0->device, t0->dtype, nd, shape) : NULL;
   if (!out) return NULL;
   em_scope sc = em_scope_begin();
   int64_t start = 0;
   for (int k = 0; k < n; k++) {
     int64_t len = stack ? 1 : ts[k]->shape[d];
     em_tensor *v = part_view(out, d, start, len, stack);
-    if (!v || copy_view(op, v, ts[k]) != EM_OK) {
+    if (!v || kt->copy_view(v, ts[k]) != EM_OK) {
       em_scope_end(sc);
       return NULL;
     }
