@@ -12,7 +12,7 @@
  *      hooks fire when its last contribution has been accumulated;
  *   4. release saved tensors and inputs of each node after it ran, unless retain_graph;
  *   5. call the end observers. */
-#include "core/internal.h"
+#include "ops/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,44 +191,18 @@ em_tensor *em__grad_sink(em_node *n, int k) {
   return in->grad;
 }
 
-/* ---- gradient helpers ------------------------------------------------------------------- */
-EM_SIMD_CLONES static void add_into(float *restrict o, const float *restrict p, int64_t n) {
-  for (int64_t i = 0; i < n; i++) o[i] += p[i];
-}
-
-void em__accumulate(em_tensor *out, const em_tensor *g) {
-  float *o = em_data_f32(out);
-  int64_t n = em_numel(out);
-  if (em_is_contiguous(g)) {
-    add_into(o, em_data_f32(g), n);
-  } else {
-    for (int64_t i = 0; i < n; i++) o[i] += (float)em_get(g, i);
-  }
+/* ---- gradient helpers (the compute is the device table's accumulate and sum_to) -------------- */
+em_status em__accumulate(em_tensor *out, const em_tensor *g) {
+  const em_kernels *k = EM_KERNELS(out, accumulate, "backward");
+  return k ? k->accumulate(out, g) : em_last_status();
 }
 
 em_tensor *em__sum_to(em_tensor *g, int ndim, const int64_t *shape) {
   if (g->ndim == ndim && memcmp(g->shape, shape, (size_t)ndim * sizeof *shape) == 0) return g;
-  em_tensor *out = em_zeros(EM_F32, ndim, shape);
-  if (!out) return NULL;
-  g = em__contig(g);
-  /* Target strides in g's index space: 0 where the target broadcasts (missing or size 1). */
-  int64_t tst[EM_MAX_DIMS] = {0}, cst[EM_MAX_DIMS];
-  em__contig_strides(ndim, shape, cst);
-  int lead = g->ndim - ndim;
-  for (int d = 0; d < ndim; d++) tst[lead + d] = shape[d] == 1 ? 0 : cst[d];
-  const float *src = em_data_f32(g);
-  float *dst = em_data_f32(out);
-  int64_t idx[EM_MAX_DIMS] = {0}, off = 0, n = em_numel(g);
-  for (int64_t k = 0; k < n; k++) {
-    dst[off] += src[k];
-    for (int d = g->ndim - 1; d >= 0; d--) {
-      off += tst[d];
-      if (++idx[d] < g->shape[d]) break;
-      off -= tst[d] * g->shape[d];
-      idx[d] = 0;
-    }
-  }
-  return out;
+  const em_kernels *k = EM_KERNELS(g, sum_to, "backward");
+  em_tensor *c = k ? em__contig(g) : NULL;
+  em_tensor *out = c ? em__empty_on(g->device, EM_F32, ndim, shape) : NULL;
+  return out && k->sum_to(c, out) == EM_OK ? out : NULL;
 }
 
 /* ---- the engine ------------------------------------------------------------------------ */
@@ -310,11 +284,12 @@ static em_status leaf_accumulate(em_tensor *leaf, em_tensor *g) {
                           em_shape_str(leaf, b, sizeof b));
     }
     if (!leaf->grad) {
-      em_tensor *c = em__alloc_noscope(EM_F32, leaf->ndim, leaf->shape, true);
+      em_tensor *c = em__alloc_on(leaf->device, EM_F32, leaf->ndim, leaf->shape, true);
       if (!c) return em_last_status();
       leaf->grad = c;
     }
-    em__accumulate(leaf->grad, g);
+    em_status st = em__accumulate(leaf->grad, g);
+    if (st != EM_OK) return st;
   }
   if (--leaf->bw_pending == 0) fire_hooks(leaf);
   return EM_OK;
@@ -338,14 +313,15 @@ static em_status node_accumulate(em_node *m, em_tensor *g) {
   }
   /* Accumulate into a private buffer: never modify a tensor someone else may hold. */
   if (m->bw_grad->refcount > 1 || m->bw_grad->storage->refcount > 1) {
-    em_tensor *c = em__alloc_noscope(EM_F32, m->bw_grad->ndim, m->bw_grad->shape, true);
+    em_tensor *c =
+        em__alloc_on(m->bw_grad->device, EM_F32, m->bw_grad->ndim, m->bw_grad->shape, true);
     if (!c) return em_last_status();
-    em__accumulate(c, m->bw_grad);
+    em_status st = em__accumulate(c, m->bw_grad);
     em_release(m->bw_grad);
     m->bw_grad = c;
+    if (st != EM_OK) return st;
   }
-  em__accumulate(m->bw_grad, g);
-  return EM_OK;
+  return em__accumulate(m->bw_grad, g);
 }
 
 /* The ready list holds a reference to each queued node: releasing a node's inputs after it ran

@@ -151,8 +151,8 @@ int64_t em__shape_numel(int ndim, const int64_t *shape);
 bool em__same_shape(const em_tensor *a, const em_tensor *b);
 /* Sum g (contiguous) over broadcast dimensions so that it has shape (ndim, shape). */
 em_tensor *em__sum_to(em_tensor *g, int ndim, const int64_t *shape);
-/* out[i] += g[i] in place (both f32, same shape; out contiguous). */
-void em__accumulate(em_tensor *out, const em_tensor *g);
+/* out[i] += g[i] in place (both f32, same shape; out contiguous), by out's device table. */
+em_status em__accumulate(em_tensor *out, const em_tensor *g);
 /* Normalise a possibly negative dim into [0, ndim). Returns -1 and sets an error if out of range.
  */
 int em__dim(const char *op, int dim, int ndim);

@@ -43,13 +43,47 @@ em_status em__cpu_adaptive_avg_pool2d(const em_tensor *x, em_tensor *y);
 em_status em__cpu_adaptive_avg_pool2d_backward(const em_tensor *gy, em_tensor *gx);
 
 /* ---- reduce.c ---------------------------------------------------------------------------- */
+em_status em__cpu_sum(const em_tensor *x, uint32_t mask, double scale, em_tensor *y);
+em_status em__cpu_sum_backward(const em_tensor *gy, uint32_t mask, double scale, em_tensor *gx);
+em_status em__cpu_max(const em_tensor *x, int64_t O, int64_t R, int64_t K, em_tensor *vals,
+                      em_tensor *idx);
+em_status em__cpu_max_backward(const em_tensor *idx, const em_tensor *gy, int64_t O, int64_t R,
+                               int64_t K, em_tensor *gx);
+em_status em__cpu_sum_to(const em_tensor *x, em_tensor *y);
+em_status em__cpu_accumulate(em_tensor *y, const em_tensor *x);
 
 /* ---- loss.c ------------------------------------------------------------------------------ */
+em_status em__cpu_cross_entropy(const em_tensor *x, const em_tensor *labels, int64_t ignore,
+                                em_reduction red, int64_t count, em_tensor *lse, em_tensor *loss);
+em_status em__cpu_cross_entropy_backward(const em_tensor *x, const em_tensor *labels,
+                                         const em_tensor *lse, int64_t ignore, const em_tensor *gy,
+                                         em_reduction red, double scale, em_tensor *gx);
+em_status em__cpu_nll(const em_tensor *logp, const em_tensor *labels, int64_t ignore,
+                      em_reduction red, int64_t count, em_tensor *loss);
+em_status em__cpu_nll_backward(const em_tensor *labels, int64_t ignore, const em_tensor *gy,
+                               em_reduction red, double scale, em_tensor *gx);
+em_status em__cpu_mse(const em_tensor *a, const em_tensor *b, em_reduction red, em_tensor *loss);
+em_status em__cpu_mse_backward(const em_tensor *a, const em_tensor *b, const em_tensor *gy,
+                               em_reduction red, double scale, em_tensor *ga);
 
 /* ---- embed.c ----------------------------------------------------------------------------- */
+em_status em__cpu_embedding(const em_tensor *weight, const em_tensor *ix, em_tensor *out);
+em_status em__cpu_embedding_backward(const em_tensor *ix, const em_tensor *gy, em_tensor *gw);
+em_status em__cpu_dropout(const em_tensor *x, float p, em_rng *rng, em_tensor *mask, em_tensor *y);
 
 /* ---- shape.c ----------------------------------------------------------------------------- */
+em_status em__cpu_copy_view(em_tensor *dst, const em_tensor *src);
+em_status em__cpu_check_index(const em_tensor *idx, int64_t size, const int64_t *skip,
+                              em_tensor *ix, int64_t *count, int64_t *bad, int64_t *bad_value);
+em_status em__cpu_index_select(const em_tensor *x, int dim, const em_tensor *ix, em_tensor *out);
+em_status em__cpu_index_select_backward(const em_tensor *ix, int dim, const em_tensor *gy,
+                                        em_tensor *gx);
 
 /* ---- optim.c ----------------------------------------------------------------------------- */
+em_status em__cpu_sgd_update(int64_t n, float *p, const float *g, float *buf, float lr, float wd,
+                             float mom, float damp, bool first, bool nesterov);
+em_status em__cpu_adam_update(int64_t n, float *p, const float *g, float *m, float *v, float b1,
+                              float b2, float l2, float decay, float neg_step_size, float bc2_sqrt,
+                              float eps);
 
 #endif

@@ -1,4 +1,5 @@
-/* ops_embed.c: embedding lookup and dropout.
+/* ops/embed.c: embedding lookup and dropout (front ends: checks, outputs, autograd; the kernels
+ * are the device table's check_index, embedding, embedding_backward and dropout).
  *
  * embedding:  weight (V, D), idx (any shape, i64/i32, values in [0, V)) -> out (idx..., D)
  *             out[p, :] = weight[idx[p], :];  backward: dweight[idx[p], :] += dout[p, :]
@@ -6,35 +7,47 @@
  * dropout:    out = x * m, m[i] = 0 with probability p, else 1/(1-p). The mask comes from the
  *             caller's em_rng, one em_rng_uniform draw per element in row-major order (kept when
  *             u >= p), so a seed reproduces it; backward = dout * m. */
-#include "core/internal.h"
+#include "ops/kernels.h"
 
 #include <string.h>
 
 /* ---- embedding --------------------------------------------------------------------------- */
 /* saved[0] = index as a contiguous i64 tensor. */
 static em_status embedding_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
-  em_tensor *w = n->inputs[0], *ix = n->saved[0];
-  em_tensor *g = em_zeros(EM_F32, 2, w->shape);
+  em_tensor *w = n->inputs[0];
+  const em_kernels *k = EM_KERNELS(w, embedding_backward, n->op);
+  em_tensor *g = k ? em__empty_on(w->device, EM_F32, 2, w->shape) : NULL;
   if (!g) return em_last_status();
-  int64_t dim = w->shape[1];
-  const int64_t *pi = (const int64_t *)em_data(ix);
-  const float *go = em_data_f32(gout);
-  float *pg = em_data_f32(g);
-  for (int64_t p = 0, n_idx = em_numel(ix); p < n_idx; p++) {
-    float *dst = pg + pi[p] * dim;
-    const float *src = go + p * dim;
-    for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
-  }
-  gin[0] = g;
-  return EM_OK;
+  em_status st = k->embedding_backward(n->saved[0], gout, g);
+  if (st == EM_OK) gin[0] = g;
+  return st;
 }
 
-em_tensor *em_embedding(em_tensor *weight, em_tensor *idx) {
+/* The index as a contiguous i64 tensor, checked against [0, vocab). */
+static em_tensor *embedding_index(em_tensor *weight, em_tensor *idx) {
+  const em_kernels *k = EM_KERNELS(idx, check_index, "embedding");
+  em_tensor *c = k ? em__contig(idx) : NULL;
+  em_tensor *ix = c ? em__empty_on(idx->device, EM_I64, idx->ndim, idx->shape) : NULL;
+  int64_t vocab = weight->shape[0], count, bad, value;
+  if (!ix || k->check_index(c, vocab, NULL, ix, &count, &bad, &value) != EM_OK) return NULL;
+  if (bad >= 0) {
+    char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
+    em_set_error(EM_ERR_INVALID,
+                 "embedding: index %lld at position %lld is out of range [0, %lld) (weight %s, "
+                 "index %s)",
+                 (long long)value, (long long)bad, (long long)vocab,
+                 em_shape_str(weight, x, sizeof x), em_shape_str(idx, y, sizeof y));
+    return NULL;
+  }
+  return ix;
+}
+
+static em_tensor *embedding_impl(em_tensor *weight, em_tensor *idx) {
   EM_CHECK_INPUT(weight, "embedding");
   EM_CHECK_INPUT(idx, "embedding");
   char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
-  if (!em__check_f32("embedding", weight, "weight") || !em__check_cpu("embedding", weight) ||
-      !em__check_cpu("embedding", idx))
+  if (!em__check_f32("embedding", weight, "weight") ||
+      !em__check_device("embedding", weight, idx, "index"))
     return NULL;
   if (weight->ndim != 2 || (idx->dtype != EM_I64 && idx->dtype != EM_I32) ||
       idx->ndim >= EM_MAX_DIMS) {
@@ -45,40 +58,23 @@ em_tensor *em_embedding(em_tensor *weight, em_tensor *idx) {
                  em_shape_str(idx, y, sizeof y));
     return NULL;
   }
-  int64_t vocab = weight->shape[0], dim = weight->shape[1], n_idx = em_numel(idx);
+  const em_kernels *k = EM_KERNELS(weight, embedding, "embedding");
   int64_t shape[EM_MAX_DIMS];
   memcpy(shape, idx->shape, (size_t)idx->ndim * sizeof *shape);
-  shape[idx->ndim] = dim;
-  em_scope sc = em_scope_begin();
-  em_tensor *ix = em_empty(EM_I64, idx->ndim, idx->shape);
-  if (!ix) goto fail;
-  int64_t *pi = (int64_t *)em_data(ix);
-  for (int64_t p = 0; p < n_idx; p++) {
-    pi[p] = (int64_t)em_get(idx, p);
-    if (pi[p] < 0 || pi[p] >= vocab) {
-      em_set_error(EM_ERR_INVALID,
-                   "embedding: index %lld at position %lld is out of range [0, %lld) (weight %s, "
-                   "index %s)",
-                   (long long)pi[p], (long long)p, (long long)vocab,
-                   em_shape_str(weight, x, sizeof x), em_shape_str(idx, y, sizeof y));
-      goto fail;
-    }
-  }
-  em_tensor *w = em__contig(weight);
-  em_tensor *out = w ? em_empty(EM_F32, idx->ndim + 1, shape) : NULL;
-  if (!out) goto fail;
-  const float *pw = em_data_f32(w);
-  float *po = em_data_f32(out);
-  for (int64_t p = 0; p < n_idx; p++)
-    memcpy(po + p * dim, pw + pi[p] * dim, (size_t)dim * sizeof *po);
+  shape[idx->ndim] = weight->shape[1];
+  em_tensor *ix = k ? embedding_index(weight, idx) : NULL;
+  em_tensor *w = ix ? em__contig(weight) : NULL;
+  em_tensor *out = w ? em__empty_on(weight->device, EM_F32, idx->ndim + 1, shape) : NULL;
+  if (!out || k->embedding(w, ix, out) != EM_OK) return NULL;
   em_node *n = em__record(out, "embedding", embedding_backward, 1, &weight);
   if (n) em__save(n, ix);
-  em_retain(out);
-  em_scope_end(sc);
-  return em__scope_adopt(out);
-fail:
-  em_scope_end(sc);
-  return NULL;
+  return out;
+}
+
+/* A private scope: the index copy (unless saved) and a contiguous weight end with the op. */
+em_tensor *em_embedding(em_tensor *weight, em_tensor *idx) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, embedding_impl(weight, idx));
 }
 
 /* ---- dropout ----------------------------------------------------------------------------- */
@@ -88,10 +84,21 @@ static em_status dropout_backward(em_node *n, em_tensor *gout, em_tensor **gin) 
   return gin[0] ? EM_OK : em_last_status();
 }
 
+static em_tensor *dropout_impl(em_tensor *x, float p, em_rng *rng) {
+  const em_kernels *k = EM_KERNELS(x, dropout, "dropout");
+  em_tensor *c = k ? em__contig(x) : NULL;
+  em_tensor *mask = c ? em__empty_on(x->device, EM_F32, x->ndim, x->shape) : NULL;
+  em_tensor *out = mask ? em__empty_on(x->device, EM_F32, x->ndim, x->shape) : NULL;
+  if (!out || k->dropout(c, p, rng, mask, out) != EM_OK) return NULL;
+  em_node *node = em__record(out, "dropout", dropout_backward, 1, &x);
+  if (node) em__save(node, mask);
+  return out;
+}
+
 em_tensor *em_dropout(em_tensor *x, float p, bool training, em_rng *rng) {
   EM_CHECK_INPUT(x, "dropout");
   char b[EM_SHAPE_STR_LEN];
-  if (!em__check_f32("dropout", x, "input") || !em__check_cpu("dropout", x)) return NULL;
+  if (!em__check_f32("dropout", x, "input")) return NULL;
   if (!(p >= 0.0f && p <= 1.0f)) { /* also catches NaN */
     em_set_error(EM_ERR_INVALID, "dropout: probability %g is outside [0, 1] (input %s)", p,
                  em_shape_str(x, b, sizeof b));
@@ -103,27 +110,6 @@ em_tensor *em_dropout(em_tensor *x, float p, bool training, em_rng *rng) {
                  em_shape_str(x, b, sizeof b), p);
     return NULL;
   }
-  em_scope sc = em_scope_begin();
-  em_tensor *c = em__contig(x);
-  em_tensor *mask = c ? em_empty(EM_F32, x->ndim, x->shape) : NULL;
-  em_tensor *out = mask ? em_empty(EM_F32, x->ndim, x->shape) : NULL;
-  if (!out) {
-    em_scope_end(sc);
-    return NULL;
-  }
-  int64_t n = em_numel(x);
-  float *pm = em_data_f32(mask), *po = em_data_f32(out);
-  const float *px = em_data_f32(c);
-  if (p == 1.0f) { /* everything dropped: no draws needed, the rng is left as it is */
-    memset(pm, 0, (size_t)n * sizeof *pm);
-  } else {
-    float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++) pm[i] = em_rng_uniform(rng) >= p ? scale : 0.0f;
-  }
-  for (int64_t i = 0; i < n; i++) po[i] = pm[i] != 0.0f ? px[i] * pm[i] : 0.0f;
-  em_node *node = em__record(out, "dropout", dropout_backward, 1, &x);
-  if (node) em__save(node, mask);
-  em_retain(out);
-  em_scope_end(sc);
-  return em__scope_adopt(out);
+  em_scope s = em_scope_begin(); /* the contiguous copy of x ends with the op */
+  return em__op_end(s, dropout_impl(x, p, rng));
 }

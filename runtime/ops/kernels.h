@@ -137,14 +137,87 @@ typedef struct em_kernels {
   em_status (*adaptive_avg_pool2d_backward)(const em_tensor *gy, em_tensor *gx);
 
   /* ---- reductions: sum, mean, max, argmax (ops/reduce.c) ------------------------------------- */
+  /* sum: y = scale * (sum of x over the dims in mask: bit d for dim d), summed in float64; y holds
+   * x's kept dims in order (the reduced ones dropped or of size 1). sum_backward: gx (the input's
+   * shape) = scale * gy broadcast back over the dims in mask (gy laid out as the input with the
+   * reduced dims of size 1). */
+  em_status (*sum)(const em_tensor *x, uint32_t mask, double scale, em_tensor *y);
+  em_status (*sum_backward)(const em_tensor *gy, uint32_t mask, double scale, em_tensor *gx);
+  /* x seen as (O, R, K), R >= 1: vals (O, K) f32 and idx (O, K) i64 = the first maximum over R
+   * and its index (NaN counts as the largest). max_backward: gx (O, R, K) = gy (O, K) at idx
+   * along R, 0 elsewhere. */
+  em_status (*max)(const em_tensor *x, int64_t O, int64_t R, int64_t K, em_tensor *vals,
+                   em_tensor *idx);
+  em_status (*max_backward)(const em_tensor *idx, const em_tensor *gy, int64_t O, int64_t R,
+                            int64_t K, em_tensor *gx);
+  /* For the autograd engine (core/autograd.c). sum_to: y = x summed over the dims where y
+   * broadcasts (y's shape aligned on the right with x's; its missing and size-1 dims), in float,
+   * in x's element order. accumulate: y += x, same shape, x with any strides. */
+  em_status (*sum_to)(const em_tensor *x, em_tensor *y);
+  em_status (*accumulate)(em_tensor *y, const em_tensor *x);
 
   /* ---- losses: cross entropy, nll, mse (ops/loss.c) ------------------------------------------ */
+  /* Per-row (or per-element) losses l_i, reduced by red: EM_REDUCE_NONE writes loss (N), SUM and
+   * MEAN write a scalar loss (their sum in float64, divided by count for the mean). labels (N),
+   * i64 or i32, were checked: each is in [0, C) or equals ignore (a row that gives 0 and no
+   * gradient). Backward: dL/dl_i is gy[i] for NONE, else gy[0] * scale (1/count for the mean, 1
+   * for the sum).
+   * cross_entropy: x (N, C); lse (N) = log sum_j exp(x_ij) (0 on ignored rows), l_i = lse_i -
+   * x_i,y_i. Backward from x and lse: gx (N, C) = dL/dl_i * (exp(x_ij - lse_i) - [j == y_i]). */
+  em_status (*cross_entropy)(const em_tensor *x, const em_tensor *labels, int64_t ignore,
+                             em_reduction red, int64_t count, em_tensor *lse, em_tensor *loss);
+  em_status (*cross_entropy_backward)(const em_tensor *x, const em_tensor *labels,
+                                      const em_tensor *lse, int64_t ignore, const em_tensor *gy,
+                                      em_reduction red, double scale, em_tensor *gx);
+  /* nll: logp (N, C) with any strides, l_i = -logp[i, y_i]. Backward: gx (N, C) = -dL/dl_i at
+   * (i, y_i), 0 elsewhere. */
+  em_status (*nll)(const em_tensor *logp, const em_tensor *labels, int64_t ignore, em_reduction red,
+                   int64_t count, em_tensor *loss);
+  em_status (*nll_backward)(const em_tensor *labels, int64_t ignore, const em_tensor *gy,
+                            em_reduction red, double scale, em_tensor *gx);
+  /* mse: l_i = (a_i - b_i)^2 over every element (count = numel). Backward: ga_i = 2 * scale *
+   * g_i * (a_i - b_i), g_i = gy[i] for NONE, else gy[0] (scale 1/numel for the mean, else 1). */
+  em_status (*mse)(const em_tensor *a, const em_tensor *b, em_reduction red, em_tensor *loss);
+  em_status (*mse_backward)(const em_tensor *a, const em_tensor *b, const em_tensor *gy,
+                            em_reduction red, double scale, em_tensor *ga);
 
   /* ---- embedding, dropout (ops/embed.c) ------------------------------------------------------ */
+  /* embedding: out (n, D) = rows ix (n, i64, each in [0, V)) of weight (V, D). Backward: gw
+   * (V, D) = 0, then gy's rows (n, D) added into rows ix, in order (repeated indices add up). */
+  em_status (*embedding)(const em_tensor *weight, const em_tensor *ix, em_tensor *out);
+  em_status (*embedding_backward)(const em_tensor *ix, const em_tensor *gy, em_tensor *gw);
+  /* dropout, 0 < p <= 1: mask = 0 with probability p, else 1 / (1 - p), from one
+   * em_rng_uniform(rng) draw per element in order (kept when u >= p; no draws when p == 1, rng
+   * may then be NULL), so a seed reproduces it; y = x * mask where mask != 0, else 0. */
+  em_status (*dropout)(const em_tensor *x, float p, em_rng *rng, em_tensor *mask, em_tensor *y);
 
   /* ---- shape ops: concat/stack, index_select (ops/shape.c) ------------------------------------ */
+  /* dst = src, same shape and dtype (any), both with any strides: clones, and copies into views
+   * (concat's parts, a view's gradient). copy_strided is its case of a contiguous dst. */
+  em_status (*copy_view)(em_tensor *dst, const em_tensor *src);
+  /* Index tensors (loss labels, embedding and index_select indices) are checked where they live.
+   * idx: contiguous, i64 or i32; values equal to *skip are passed over (skip may be NULL).
+   * *count = the values not passed over; *bad = the position of the first of them outside
+   * [0, size), with its value in *bad_value, or -1. ix (i64, idx's shape; may be NULL) = idx. */
+  em_status (*check_index)(const em_tensor *idx, int64_t size, const int64_t *skip, em_tensor *ix,
+                           int64_t *count, int64_t *bad, int64_t *bad_value);
+  /* x (any dtype) seen as (O, S, I) around dim, ix (m) i64 in [0, S): out (O, m, I) =
+   * x[:, ix[j], :]. Backward: gx (O, S, I) = 0, then gy[:, j, :] added into gx[:, ix[j], :]. */
+  em_status (*index_select)(const em_tensor *x, int dim, const em_tensor *ix, em_tensor *out);
+  em_status (*index_select_backward)(const em_tensor *ix, int dim, const em_tensor *gy,
+                                     em_tensor *gx);
 
   /* ---- optimizer updates (optim/optim.c) ----------------------------------------------------- */
+  /* One parameter's update in torch.optim's order, over n floats of device memory, p the
+   * parameter, g its gradient, the rest its state (distinct arrays). sgd_update: buf NULL without
+   * momentum; first: the parameter's first step (buf = d). adam_update (Adam and AdamW): l2 is
+   * Adam's weight decay (added to the gradient), decay AdamW's factor 1 - lr * weight_decay (1
+   * for Adam), neg_step_size -lr / (1 - beta1^t), bc2_sqrt sqrt(1 - beta2^t). */
+  em_status (*sgd_update)(int64_t n, float *p, const float *g, float *buf, float lr, float wd,
+                          float mom, float damp, bool first, bool nesterov);
+  em_status (*adam_update)(int64_t n, float *p, const float *g, float *m, float *v, float b1,
+                           float b2, float l2, float decay, float neg_step_size, float bc2_sqrt,
+                           float eps);
 } em_kernels;
 
 /* Backward of op reads y (true) or x (false). The same for every device. */

@@ -1,5 +1,6 @@
-/* ops_shape.c: shape and indexing ops: reshape, flatten, transpose, permute, slice, narrow,
- * contiguous, clone, concat, stack, index_select.
+/* ops/shape.c: shape and indexing ops: reshape, flatten, transpose, permute, slice, narrow,
+ * contiguous, clone, concat, stack, index_select (front ends; the copies are the device table's
+ * copy_view, check_index and index_select kernels).
  *
  * Views (transpose, permute, slice, narrow, and reshape of a contiguous tensor) share the input's
  * storage: only shape, strides and offset change. Their backward is one generic function: it
@@ -12,7 +13,7 @@
  * Copying ops (concat, stack, index_select, clone, contiguous) work on every dtype (byte copies);
  * gradients exist for f32 only, as everywhere. Backward functions always return fresh tensors,
  * never views of gout: the engine accumulates into a node's pending gradient in place. */
-#include "core/internal.h"
+#include "ops/kernels.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -36,46 +37,16 @@ static int dim_of(const char *op, int dim, int ndim, const em_tensor *a) {
   return -1;
 }
 
-/* Copy src into dst element by element: same shape and dtype, any strides. */
-static void copy_strided(em_tensor *dst, const em_tensor *src) {
-  int64_t n = em_numel(src);
-  if (n == 0) return;
-  size_t es = em_dtype_size(src->dtype);
-  char *pd = em_data(dst);
-  const char *ps = em_data(src);
-  if (em_is_contiguous(dst) && em_is_contiguous(src)) {
-    memcpy(pd, ps, (size_t)n * es);
-    return;
-  }
-  int nd = src->ndim;
-  /* Innermost dim as a tight loop, the outer dims with an index counter. */
-  int64_t inner = src->shape[nd - 1], sd = dst->strides[nd - 1], ss = src->strides[nd - 1];
-  int64_t idx[EM_MAX_DIMS] = {0}, od = 0, os = 0;
-  for (int64_t k = 0; k < n; k += inner) {
-    if (es == 4) {
-      uint32_t *d = (uint32_t *)pd + od;
-      const uint32_t *s = (const uint32_t *)ps + os;
-      for (int64_t i = 0; i < inner; i++) d[i * sd] = s[i * ss];
-    } else {
-      for (int64_t i = 0; i < inner; i++)
-        memcpy(pd + (size_t)(od + i * sd) * es, ps + (size_t)(os + i * ss) * es, es);
-    }
-    for (int d = nd - 2; d >= 0; d--) {
-      od += dst->strides[d];
-      os += src->strides[d];
-      if (++idx[d] < src->shape[d]) break;
-      od -= dst->strides[d] * src->shape[d];
-      os -= src->strides[d] * src->shape[d];
-      idx[d] = 0;
-    }
-  }
+/* A new contiguous copy of t on its device (scope-owned), never t itself. */
+static em_tensor *fresh_copy(const char *op, const em_tensor *t) {
+  const em_kernels *k = EM_KERNELS(t, copy_view, op);
+  em_tensor *c = k ? em__empty_on(t->device, t->dtype, t->ndim, t->shape) : NULL;
+  return c && k->copy_view(c, t) == EM_OK ? c : NULL;
 }
 
-/* A new contiguous copy of t (scope-owned), never t itself. */
-static em_tensor *fresh_copy(const em_tensor *t) {
-  em_tensor *c = em_empty(t->dtype, t->ndim, t->shape);
-  if (c) copy_strided(c, t);
-  return c;
+/* Zeros of the given shape on dev (scope-owned). */
+static em_tensor *zeros_on(em_device dev, int ndim, const int64_t *shape) {
+  return em__scope_adopt(em__alloc_on(dev, EM_F32, ndim, shape, true));
 }
 
 /* End an op's private scope, handing out to the enclosing scope (or to the caller). */
@@ -119,12 +90,13 @@ static void vmap_apply(const vmap *m, int in_ndim, const int64_t *in_strides, in
  * tensor of the input's shape. */
 static em_status view_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *in = n->inputs[0];
-  em_tensor *g = em_zeros(EM_F32, in->ndim, in->shape);
+  const em_kernels *k = EM_KERNELS(in, copy_view, n->op);
+  em_tensor *g = k ? zeros_on(in->device, in->ndim, in->shape) : NULL;
   em_tensor *v = g ? em__view(g, n->out_ndim, n->out_shape, n->i, n->i[8]) : NULL;
   if (!v) return em_last_status();
-  copy_strided(v, gout);
-  gin[0] = g;
-  return EM_OK;
+  em_status st = k->copy_view(v, gout);
+  if (st == EM_OK) gin[0] = g;
+  return st;
 }
 
 static void record_view(const char *op, em_tensor *out, em_tensor *a, const int64_t *bstrides,
@@ -320,14 +292,14 @@ static em_status identity_backward(em_node *n, em_tensor *gout, em_tensor **gin)
 em_tensor *em_contiguous(em_tensor *a) {
   EM_CHECK_INPUT(a, "contiguous");
   if (em_is_contiguous(a)) return em__scope_adopt(em_retain(a));
-  em_tensor *out = fresh_copy(a);
+  em_tensor *out = fresh_copy("contiguous", a);
   if (out) em__record(out, "contiguous", identity_backward, 1, &a);
   return out;
 }
 
 em_tensor *em_clone(em_tensor *a) {
   EM_CHECK_INPUT(a, "clone");
-  em_tensor *out = fresh_copy(a);
+  em_tensor *out = fresh_copy("clone", a);
   if (out) em__record(out, "clone", identity_backward, 1, &a);
   return out;
 }
@@ -355,7 +327,7 @@ static em_status join_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
     int64_t len = stack ? 1 : in->shape[dim];
     if (in->requires_grad) {
       em_tensor *v = part_view(gout, dim, start, len, stack);
-      gin[k] = v ? fresh_copy(v) : NULL;
+      gin[k] = v ? fresh_copy(n->op, v) : NULL;
       if (!gin[k]) return em_last_status();
     }
     start += len;
@@ -386,7 +358,9 @@ static em_tensor *join(const char *op, int n, em_tensor *const *ts, int dim, boo
   int64_t total = 0;
   for (int k = 0; k < n; k++) {
     em_tensor *t = ts[k];
-    if (!em__check_cpu(op, t)) return NULL;
+    char what[24];
+    snprintf(what, sizeof what, "tensor %d", k);
+    if (!em__check_device(op, t0, t, what)) return NULL;
     bool ok = t->ndim == t0->ndim && t->dtype == t0->dtype;
     for (int j = 0; ok && j < t0->ndim; j++) ok = t->shape[j] == t0->shape[j] || (!stack && j == d);
     if (!ok) {
@@ -406,18 +380,18 @@ static em_tensor *join(const char *op, int n, em_tensor *const *ts, int dim, boo
     else
       shape[nd++] = t0->shape[j - (stack && j > d ? 1 : 0)];
   }
-  em_tensor *out = em_empty(t0->dtype, nd, shape);
+  const em_kernels *kt = EM_KERNELS(t0, copy_view, op);
+  em_tensor *out = kt ? em__empty_on(t0->device, t0->dtype, nd, shape) : NULL;
   if (!out) return NULL;
   em_scope sc = em_scope_begin();
   int64_t start = 0;
   for (int k = 0; k < n; k++) {
     int64_t len = stack ? 1 : ts[k]->shape[d];
     em_tensor *v = part_view(out, d, start, len, stack);
-    if (!v) {
+    if (!v || kt->copy_view(v, ts[k]) != EM_OK) {
       em_scope_end(sc);
       return NULL;
     }
-    copy_strided(v, ts[k]);
     start += len;
   }
   em_scope_end(sc);
@@ -437,106 +411,74 @@ em_tensor *em_stack(int n, em_tensor *const *ts, int dim) {
 }
 
 /* ---- index_select ------------------------------------------------------------------------ */
-/* Check an index tensor (i64/i32) against [0, size); the first bad value gives an error naming
- * its position and value. */
-static bool check_index(const char *op, const em_tensor *idx, int64_t size, const em_tensor *a) {
+/* idx (1-D, i64/i32) as a contiguous i64 tensor, checked against [0, size); the first bad value
+ * gives an error naming its position and value. Scope-owned. */
+static em_tensor *checked_index(const char *op, em_tensor *idx, int64_t size, const em_tensor *a) {
   char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
   if (idx->dtype != EM_I64 && idx->dtype != EM_I32) {
     em_set_error(EM_ERR_INVALID, "%s: index must be i64 or i32, got %s %s (input %s)", op,
                  em_dtype_name(idx->dtype), em_shape_str(idx, x, sizeof x),
                  em_shape_str(a, y, sizeof y));
-    return false;
+    return NULL;
   }
-  for (int64_t p = 0, n = em_numel(idx); p < n; p++) {
-    double v = em_get(idx, p);
-    if (v < 0 || v >= (double)size) {
-      em_set_error(EM_ERR_INVALID,
-                   "%s: index %lld at position %lld is out of range [0, %lld) (input %s, index "
-                   "%s)",
-                   op, (long long)v, (long long)p, (long long)size, em_shape_str(a, y, sizeof y),
-                   em_shape_str(idx, x, sizeof x));
-      return false;
-    }
+  const em_kernels *k = EM_KERNELS(idx, check_index, op);
+  em_tensor *c = k ? em__contig(idx) : NULL;
+  em_tensor *ix = c ? em__empty_on(idx->device, EM_I64, idx->ndim, idx->shape) : NULL;
+  int64_t count, bad, value;
+  if (!ix || k->check_index(c, size, NULL, ix, &count, &bad, &value) != EM_OK) return NULL;
+  if (bad >= 0) {
+    em_set_error(EM_ERR_INVALID,
+                 "%s: index %lld at position %lld is out of range [0, %lld) (input %s, index "
+                 "%s)",
+                 op, (long long)value, (long long)bad, (long long)size,
+                 em_shape_str(a, y, sizeof y), em_shape_str(idx, x, sizeof x));
+    return NULL;
   }
-  return true;
-}
-
-/* Contiguous i64 copy of an index tensor's values. Scope-owned. */
-static em_tensor *index_i64(em_tensor *idx) {
-  em_tensor *c = em_empty(EM_I64, idx->ndim, idx->shape);
-  if (!c) return NULL;
-  int64_t *p = (int64_t *)em_data(c);
-  for (int64_t k = 0, n = em_numel(idx); k < n; k++) p[k] = (int64_t)em_get(idx, k);
-  return c;
-}
-
-/* a viewed as (outer, size, inner) around dim. */
-static void split_dims(const em_tensor *a, int d, int64_t *outer, int64_t *inner) {
-  *outer = 1;
-  *inner = 1;
-  for (int j = 0; j < d; j++) *outer *= a->shape[j];
-  for (int j = d + 1; j < a->ndim; j++) *inner *= a->shape[j];
+  return ix;
 }
 
 /* n->i[0] = dim; saved[0] = i64 index. gin[o, idx[j], i] += gout[o, j, i]. */
 static em_status index_select_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *a = n->inputs[0];
-  int d = (int)n->i[0];
-  em_tensor *g = em_zeros(EM_F32, a->ndim, a->shape);
+  const em_kernels *k = EM_KERNELS(a, index_select_backward, n->op);
+  em_tensor *g = k ? em__empty_on(a->device, EM_F32, a->ndim, a->shape) : NULL;
   if (!g) return em_last_status();
-  const int64_t *ix = (const int64_t *)em_data(n->saved[0]);
-  int64_t outer, inner, m = em_numel(n->saved[0]), size = a->shape[d];
-  split_dims(a, d, &outer, &inner);
-  const float *go = em_data_f32(gout);
-  float *pg = em_data_f32(g);
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t j = 0; j < m; j++) {
-      float *dst = pg + (o * size + ix[j]) * inner;
-      const float *src = go + (o * m + j) * inner;
-      for (int64_t i = 0; i < inner; i++) dst[i] += src[i];
-    }
-  gin[0] = g;
-  return EM_OK;
+  em_status st = k->index_select_backward(n->saved[0], (int)n->i[0], gout, g);
+  if (st == EM_OK) gin[0] = g;
+  return st;
 }
 
-em_tensor *em_index_select(em_tensor *a, int dim, em_tensor *idx) {
+static em_tensor *index_select_impl(em_tensor *a, int dim, em_tensor *idx) {
   EM_CHECK_INPUT(a, "index_select");
   EM_CHECK_INPUT(idx, "index_select");
   char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
-  if (!em__check_cpu("index_select", a) || !em__check_cpu("index_select", idx)) return NULL;
+  if (!em__check_device("index_select", a, idx, "index")) return NULL;
   if (a->ndim == 0 || idx->ndim != 1) {
     em_set_error(EM_ERR_INVALID,
                  "index_select: needs an input with dims and a 1-D index, got input %s, index %s",
                  em_shape_str(a, x, sizeof x), em_shape_str(idx, y, sizeof y));
     return NULL;
   }
-  int d = dim_of("index_select", dim, a->ndim, a);
-  if (d < 0 || !check_index("index_select", idx, a->shape[d], a)) return NULL;
+  const em_kernels *k = EM_KERNELS(a, index_select, "index_select");
+  int d = k ? dim_of("index_select", dim, a->ndim, a) : -1;
+  em_tensor *ix = d >= 0 ? checked_index("index_select", idx, a->shape[d], a) : NULL;
+  if (!ix) return NULL;
   int64_t shape[EM_MAX_DIMS];
   memcpy(shape, a->shape, sizeof shape);
   shape[d] = idx->shape[0];
-  em_tensor *out = em_empty(a->dtype, a->ndim, shape);
-  if (!out) return NULL;
-  em_scope sc = em_scope_begin();
-  em_tensor *c = em__contig(a), *ix = index_i64(idx);
-  if (!c || !ix) {
-    em_scope_end(sc);
-    return NULL;
-  }
-  int64_t outer, inner, m = shape[d], size = a->shape[d];
-  split_dims(a, d, &outer, &inner);
-  size_t es = em_dtype_size(a->dtype), row = (size_t)inner * es;
-  const char *src = em_data(c);
-  char *dst = em_data(out);
-  const int64_t *pi = (const int64_t *)em_data(ix);
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t j = 0; j < m; j++)
-      memcpy(dst + (size_t)(o * m + j) * row, src + (size_t)(o * size + pi[j]) * row, row);
+  em_tensor *c = em__contig(a);
+  em_tensor *out = c ? em__empty_on(a->device, a->dtype, a->ndim, shape) : NULL;
+  if (!out || k->index_select(c, d, ix, out) != EM_OK) return NULL;
   em_node *n = em__record(out, "index_select", index_select_backward, 1, &a);
   if (n) {
     n->i[0] = d;
     em__save(n, ix);
   }
-  em_scope_end(sc);
   return out;
+}
+
+/* A private scope: the index copy (unless saved) and a contiguous input end with the op. */
+em_tensor *em_index_select(em_tensor *a, int dim, em_tensor *idx) {
+  em_scope s = em_scope_begin();
+  return em__op_end(s, index_select_impl(a, dim, idx));
 }

@@ -1,11 +1,12 @@
 /* optim.c: SGD, Adam and AdamW, with torch.optim's exact update order (see em_optim.h).
  *
  * The optimizer keeps references to its parameters and a state arena laid out like the parameter
- * arena (slot k of parameter i at k * slot_numel + offset[i]). Each update is one loop per
- * parameter over flat float arrays, vectorised with `omp simd`; options are resolved once at
- * construction, so the loops only see floats. Gradients are checked for every parameter before
- * any parameter changes, so a failed em_step leaves the model untouched. */
-#include "core/internal.h"
+ * arena (slot k of parameter i at k * slot_numel + offset[i]). Each update is one kernel call per
+ * parameter over flat float arrays, from the table of the parameter's device (sgd_update,
+ * adam_update); options are resolved once at construction, so the kernels only see floats.
+ * Gradients are checked for every parameter before any parameter changes, so a failed em_step
+ * leaves the model untouched. */
+#include "ops/kernels.h"
 #include "em_timeline.h"
 #include "em_optim.h"
 
@@ -220,83 +221,15 @@ em_optim *em_adamw_new(em_params p, const em_adam_opts *opts) {
   return adam_new(OPT_ADAMW, p, opts);
 }
 
-/* ---- the updates ----------------------------------------------------------------------------- */
-/* torch's _single_tensor_sgd for one parameter. The flags are compile-time constants at every
- * call (see sgd_update), so each variant is a branch-free loop that GCC vectorises at -O2. */
-static inline __attribute__((always_inline)) void
-sgd_loop(int64_t n, float *restrict p, const float *restrict g, float *restrict buf, float nlr,
-         float wd, float mom, float keep, const bool use_wd, const bool use_buf, const bool first,
-         const bool nesterov) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) {
-    float pi = p[i], gi = g[i];
-    float d = use_wd ? gi + wd * pi : gi;
-    if (use_buf) {
-      float b = first ? d : buf[i] * mom + keep * d;
-      buf[i] = b;
-      d = nesterov ? d + mom * b : b;
-    }
-    p[i] = pi + nlr * d;
-  }
+/* ---- the step ------------------------------------------------------------------------------- */
+/* The table with o's update kernel for t's device; NULL (error set) when that device has none. */
+static const em_kernels *update_kernels(const em_optim *o, const em_tensor *t) {
+  return o->kind == OPT_SGD ? EM_KERNELS(t, sgd_update, op_name[o->kind])
+                            : EM_KERNELS(t, adam_update, op_name[o->kind]);
 }
 
-/* buf NULL without momentum; first: the parameter's first step (buf = d). */
-EM_SIMD_CLONES static void sgd_update(int64_t n, float *restrict p, const float *restrict g,
-                                      float *restrict buf, float lr, float wd, float mom,
-                                      float damp, bool first, bool nesterov) {
-  const float nlr = -lr, keep = 1.0f - damp;
-#define SGD_LOOP(W, B, F, N) sgd_loop(n, p, g, buf, nlr, wd, mom, keep, W, B, F, N)
-  if (!buf) {
-    if (wd != 0)
-      SGD_LOOP(true, false, false, false);
-    else
-      SGD_LOOP(false, false, false, false);
-    return;
-  }
-  switch ((wd != 0) << 2 | first << 1 | nesterov) {
-  case 0: SGD_LOOP(false, true, false, false); break;
-  case 1: SGD_LOOP(false, true, false, true); break;
-  case 2: SGD_LOOP(false, true, true, false); break;
-  case 3: SGD_LOOP(false, true, true, true); break;
-  case 4: SGD_LOOP(true, true, false, false); break;
-  case 5: SGD_LOOP(true, true, false, true); break;
-  case 6: SGD_LOOP(true, true, true, false); break;
-  default: SGD_LOOP(true, true, true, true); break;
-  }
-#undef SGD_LOOP
-}
-
-/* torch's _single_tensor_adam / _single_tensor_adamw for one parameter. l2: Adam's weight decay
- * (added to the gradient); decay: AdamW's factor 1 - lr * weight_decay (1 for Adam). The loop
- * vectorises where libm's errno is off (-fno-math-errno): sqrtf is otherwise a guarded call. */
-static inline __attribute__((always_inline)) void
-adam_loop(int64_t n, float *restrict p, const float *restrict g, float *restrict m,
-          float *restrict v, float b1, float b2, float l2, float decay, float neg_step_size,
-          float bc2_sqrt, float eps, const bool use_l2) {
-  const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) {
-    float pi = p[i] * decay, gi = g[i];
-    if (use_l2) gi = gi + l2 * pi;
-    float mi = m[i] * b1 + c1 * gi;
-    float vi = v[i] * b2 + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi + neg_step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
-  }
-}
-
-EM_SIMD_CLONES static void adam_update(int64_t n, float *restrict p, const float *restrict g,
-                                       float *restrict m, float *restrict v, float b1, float b2,
-                                       float l2, float decay, float neg_step_size, float bc2_sqrt,
-                                       float eps) {
-  if (l2 != 0)
-    adam_loop(n, p, g, m, v, b1, b2, l2, decay, neg_step_size, bc2_sqrt, eps, true);
-  else
-    adam_loop(n, p, g, m, v, b1, b2, l2, decay, neg_step_size, bc2_sqrt, eps, false);
-}
-
-/* Every gradient present must be a contiguous f32 tensor of its parameter's size. */
+/* Every gradient present must be a contiguous f32 tensor of its parameter's size, and the
+ * parameter's device must have the update kernel. */
 static em_status check_grads(const em_optim *o) {
   for (int i = 0; i < o->n; i++) {
     const em_tensor *t = o->p[i], *g = t->grad;
@@ -310,6 +243,7 @@ static em_status check_grads(const em_optim *o) {
                           em_shape_str(g, a, sizeof a), em_is_contiguous(g) ? "" : " strided",
                           em_shape_str(t, b, sizeof b));
     }
+    if (g && !update_kernels(o, t)) return em_last_status();
   }
   return EM_OK;
 }
@@ -339,19 +273,22 @@ static em_status step_impl(em_optim *o) {
     const float *g = em_data_f32(t->grad);
     bool first = ps[i] == 0;
     int64_t step = ++ps[i];
+    const em_kernels *k = em__kernels(t->device); /* has the update: checked by check_grads */
     if (o->kind == OPT_SGD) {
-      sgd_update(n, p, g, o->n_slots ? s0 : NULL, (float)o->lr, (float)o->weight_decay,
-                 (float)o->momentum, (float)o->dampening, first, o->nesterov);
+      st = k->sgd_update(n, p, g, o->n_slots ? s0 : NULL, (float)o->lr, (float)o->weight_decay,
+                         (float)o->momentum, (float)o->dampening, first, o->nesterov);
+      if (st != EM_OK) return st;
       continue;
     }
     /* Python-float (double) scalars as torch computes them, rounded to float for the kernel. */
     double bc1 = 1 - pow(o->beta1, (double)step), bc2 = 1 - pow(o->beta2, (double)step);
     double step_size = o->lr / bc1;
     bool adamw = o->kind == OPT_ADAMW;
-    adam_update(n, p, g, s0, s0 + o->slot_numel, (float)o->beta1, (float)o->beta2,
-                adamw ? 0.0f : (float)o->weight_decay,
-                adamw ? (float)(1 - o->lr * o->weight_decay) : 1.0f, (float)-step_size,
-                (float)sqrt(bc2), (float)o->eps);
+    st = k->adam_update(n, p, g, s0, s0 + o->slot_numel, (float)o->beta1, (float)o->beta2,
+                        adamw ? 0.0f : (float)o->weight_decay,
+                        adamw ? (float)(1 - o->lr * o->weight_decay) : 1.0f, (float)-step_size,
+                        (float)sqrt(bc2), (float)o->eps);
+    if (st != EM_OK) return st;
   }
   o->steps++;
   return EM_OK;
@@ -362,10 +299,15 @@ em_status em_zero_grad(em_optim *o) {
   for (int i = 0; i < o->n; i++) {
     em_tensor *g = o->p[i]->grad;
     if (!g) continue;
-    if (em_is_contiguous(g))
-      memset(em_data(g), 0, (size_t)em_numel(g) * em_dtype_size(g->dtype));
-    else
+    if (em_is_contiguous(g)) { /* zeroed on its device */
+      const em_kernels *k = EM_KERNELS(g, zero, "zero_grad");
+      em_status st =
+          k ? k->zero(g->device.index, em_data(g), (size_t)em_numel(g) * em_dtype_size(g->dtype))
+            : em_last_status();
+      if (st != EM_OK) return st;
+    } else {
       for (int64_t k = 0, n = em_numel(g); k < n; k++) em_set(g, k, 0);
+    }
   }
   return EM_OK;
 }
