@@ -84,8 +84,8 @@ em_status em_config_check_unused(const em_config *c, const char *prefix) {
   if (!u) return EM_OK;
   char at[600], hint[MAX_PATH + 40];
   did_you_mean(c, path, hint, sizeof hint);
-  return em_set_error(EM_ERR_FORMAT, "%s: unknown key '%s'%s", em__config_where(c, u, at, sizeof at), path,
-                      hint);
+  return em_set_error(EM_ERR_FORMAT, "%s: unknown key '%s'%s",
+                      em__config_where(c, u, at, sizeof at), path, hint);
 }
 
 /* ---- hash ------------------------------------------------------------------------------------ */

@@ -380,7 +380,6 @@ void em_config_free(em_config *c) {
   free(c);
 }
 
-
 /* ---- paths ----------------------------------------------------------------------------------- */
 
 static bool path_ok(const char *path) {
@@ -441,8 +440,8 @@ static em_status get_scalar(em_config *c, const char *path, const char *expected
   (*n)->used = true;
   if ((*n)->kind != NODE_SCALAR) {
     char at[600];
-    return em_set_error(EM_ERR_FORMAT, "%s: %s: expected %s, got %s", em__config_where(c, *n, at, sizeof at),
-                        path, expected, kind_name(*n));
+    return em_set_error(EM_ERR_FORMAT, "%s: %s: expected %s, got %s",
+                        em__config_where(c, *n, at, sizeof at), path, expected, kind_name(*n));
   }
   return EM_OK;
 }
@@ -491,8 +490,9 @@ static em_status int_value(em_config *c, const node *n, const char *path, int64_
   int64_t v;
   if (n->null || !parse_int(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected an integer, got %s%s%s",
-                        em__config_where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
-                        n->null ? "" : n->text, n->null ? "" : "'");
+                        em__config_where(c, n, at, sizeof at), path,
+                        n->null ? "an empty value" : "'", n->null ? "" : n->text,
+                        n->null ? "" : "'");
   if (v < lo || v > hi)
     return em_set_error(EM_ERR_FORMAT, "%s: %s: %lld is out of range [%lld, %lld]",
                         em__config_where(c, n, at, sizeof at), path, (long long)v, (long long)lo,
@@ -526,8 +526,9 @@ em_status em_config_num(em_config *c, const char *path, double def, double lo, d
   double v;
   if (n->null || !parse_num(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected a (finite) number, got %s%s%s",
-                        em__config_where(c, n, at, sizeof at), path, n->null ? "an empty value" : "'",
-                        n->null ? "" : n->text, n->null ? "" : "'");
+                        em__config_where(c, n, at, sizeof at), path,
+                        n->null ? "an empty value" : "'", n->null ? "" : n->text,
+                        n->null ? "" : "'");
   if (!(v >= lo && v <= hi))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: %g is out of range [%g, %g]",
                         em__config_where(c, n, at, sizeof at), path, v, lo, hi);
@@ -589,8 +590,8 @@ em_status em_config_enum(em_config *c, const char *path, const char *def,
     return em_set_error(EM_ERR_INVALID, "em_config_enum: %s: default '%s' is not one of %s", path,
                         def ? def : "(null)", list);
   char at[600];
-  return em_set_error(EM_ERR_FORMAT, "%s: %s: '%s' is not one of %s", em__config_where(c, n, at, sizeof at),
-                      path, v, list);
+  return em_set_error(EM_ERR_FORMAT, "%s: %s: '%s' is not one of %s",
+                      em__config_where(c, n, at, sizeof at), path, v, list);
 }
 
 em_status em_config_int_list(em_config *c, const char *path, const int64_t *def, int ndef,

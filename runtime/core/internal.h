@@ -74,7 +74,9 @@ struct em_storage {
 /* Storages are allocated by their device's kernel table in blocks of em__padded_size(nbytes).
  * em__storage_new: refcount 1, zeroed if asked; NULL with the error set. em__storage_release drops
  * a reference and frees the storage with the last one. */
-static inline size_t em__padded_size(size_t nbytes) { return nbytes ? (nbytes + 63) / 64 * 64 : 64; }
+static inline size_t em__padded_size(size_t nbytes) {
+  return nbytes ? (nbytes + 63) / 64 * 64 : 64;
+}
 em_storage *em__storage_new(em_device dev, size_t nbytes, bool zero);
 void em__storage_release(em_storage *s);
 

@@ -351,9 +351,9 @@ void em_set(em_tensor *t, int64_t flat_index, double v) {
 em_tensor *em__contig(em_tensor *t) {
   if (!t) return NULL;
   if (em_is_contiguous(t)) return t;
-  const em_kernels *k = EM_KERNELS(t, copy_strided, "contiguous");
+  const em_kernels *k = EM_KERNELS(t, copy_view, "contiguous");
   em_tensor *c = k ? em__empty_on(t->device, t->dtype, t->ndim, t->shape) : NULL;
-  return c && k->copy_strided(c, t) == EM_OK ? c : NULL;
+  return c && k->copy_view(c, t) == EM_OK ? c : NULL;
 }
 
 bool em__same_shape(const em_tensor *a, const em_tensor *b) {

@@ -10,7 +10,6 @@ void *em__cpu_alloc(int index, size_t nbytes);
 void em__cpu_free(int index, void *p, size_t nbytes);
 em_status em__cpu_zero(int index, void *dst, size_t nbytes);
 em_status em__cpu_copy(int index, void *dst, const void *src, size_t nbytes);
-em_status em__cpu_copy_strided(em_tensor *dst, const em_tensor *src);
 em_status em__cpu_fill(em_tensor *t, double value);
 
 /* ---- elementwise.c ----------------------------------------------------------------------- */

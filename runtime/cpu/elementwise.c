@@ -181,7 +181,7 @@ em_status em__cpu_unary_backward(em_unop op, float alpha, float beta, const em_t
   return em__dnnl_exec(elt[op].name, p, 3, args);
 }
 
-/* ---- where ------------------------------------------------------------------------------------ */
+/* ---- where ----------------------------------------------------------------------------------- */
 em_status em__cpu_nonzero_mask(const em_tensor *c, em_tensor *m) {
   uint8_t *pm = em_data(m);
   int64_t n = em_numel(m);

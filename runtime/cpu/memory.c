@@ -1,5 +1,5 @@
 /* cpu/memory.c: the CPU table's memory kernels: a caching allocator of 64-byte aligned blocks,
- * zeroing and copies (all memcpy on the host), strided copies and fills. */
+ * zeroing, copies (memcpy on the host) and fills. */
 #include "cpu/cpu.h"
 
 #include <pthread.h>
@@ -93,25 +93,6 @@ em_status em__cpu_zero(int index, void *dst, size_t nbytes) {
 
 em_status em__cpu_copy(int index, void *dst, const void *src, size_t nbytes) {
   if (nbytes) memcpy(dst, src, nbytes);
-  return EM_OK;
-}
-
-em_status em__cpu_copy_strided(em_tensor *dst, const em_tensor *src) {
-  int64_t n = em_numel(src);
-  size_t es = em_dtype_size(src->dtype);
-  const char *s = em_data(src);
-  char *d = em_data(dst);
-  /* Walk the source with an index counter: no division per element. */
-  int64_t idx[EM_MAX_DIMS] = {0}, off = 0;
-  for (int64_t k = 0; k < n; k++) {
-    memcpy(d + (size_t)k * es, s + (size_t)off * es, es);
-    for (int dim = src->ndim - 1; dim >= 0; dim--) {
-      off += src->strides[dim];
-      if (++idx[dim] < src->shape[dim]) break;
-      off -= src->strides[dim] * src->shape[dim];
-      idx[dim] = 0;
-    }
-  }
   return EM_OK;
 }
 

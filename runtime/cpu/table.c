@@ -10,7 +10,6 @@ const em_kernels em__cpu_kernels = {
     .copy_from_host = em__cpu_copy,
     .copy_to_host = em__cpu_copy,
     .copy = em__cpu_copy,
-    .copy_strided = em__cpu_copy_strided,
     .fill = em__cpu_fill,
     /* elementwise.c */
     .binary = em__cpu_binary,

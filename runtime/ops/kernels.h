@@ -77,8 +77,9 @@ typedef struct em_kernels {
   em_status (*copy_from_host)(int index, void *dst, const void *src, size_t nbytes);
   em_status (*copy_to_host)(int index, void *dst, const void *src, size_t nbytes);
   em_status (*copy)(int index, void *dst, const void *src, size_t nbytes);
-  /* dst (contiguous, same shape and dtype) = src (any strides and offset). */
-  em_status (*copy_strided)(em_tensor *dst, const em_tensor *src);
+  /* dst = src, same shape and dtype (any), both with any strides: contiguous copies (em__contig),
+   * clones, and copies into views (concat's parts, a view's gradient). */
+  em_status (*copy_view)(em_tensor *dst, const em_tensor *src);
   /* Every element of t (contiguous) = value, converted to t's dtype. */
   em_status (*fill)(em_tensor *t, double value);
 
@@ -191,10 +192,7 @@ typedef struct em_kernels {
    * may then be NULL), so a seed reproduces it; y = x * mask where mask != 0, else 0. */
   em_status (*dropout)(const em_tensor *x, float p, em_rng *rng, em_tensor *mask, em_tensor *y);
 
-  /* ---- shape ops: concat/stack, index_select (ops/shape.c) ------------------------------------ */
-  /* dst = src, same shape and dtype (any), both with any strides: clones, and copies into views
-   * (concat's parts, a view's gradient). copy_strided is its case of a contiguous dst. */
-  em_status (*copy_view)(em_tensor *dst, const em_tensor *src);
+  /* ---- shape ops: concat/stack, index_select (ops/shape.c) ---------------------------------- */
   /* Index tensors (loss labels, embedding and index_select indices) are checked where they live.
    * idx: contiguous, i64 or i32; values equal to *skip are passed over (skip may be NULL).
    * *count = the values not passed over; *bad = the position of the first of them outside
