@@ -179,7 +179,6 @@ int em__dim(const char *op, int dim, int ndim);
 bool em__check_f32(const char *op, const em_tensor *t, const char *what);
 /* True when b is on a's device; otherwise false with "<op>: <what> is on cuda:0 but the input is
  * on cpu" set. */
-bool em__check_cpu(const char *op, const em_tensor *t); /* TODO(layout): goes with the last op */
 bool em__check_device(const char *op, const em_tensor *a, const em_tensor *b, const char *what);
 /* "cpu", "cuda:1": the device's name, written into buf (at least EM_DEVICE_STR_LEN bytes). */
 #define EM_DEVICE_STR_LEN 24

@@ -393,13 +393,6 @@ bool em__check_f32(const char *op, const em_tensor *t, const char *what) {
   return false;
 }
 
-bool em__check_cpu(const char *op, const em_tensor *t) {
-  if (t->device.kind == EM_CPU) return true;
-  em_set_error(EM_ERR_UNSUPPORTED, "%s: no kernel for device cuda:%d in this build", op,
-               t->device.index);
-  return false;
-}
-
 const char *em__device_str(em_device d, char *buf, size_t n) {
   if (d.kind == EM_CPU)
     snprintf(buf, n, "cpu");

@@ -23,10 +23,32 @@ em_status em__cpu_where(const em_tensor *mask, const em_tensor *a, const em_tens
                         em_tensor *out);
 
 /* ---- matmul.c ---------------------------------------------------------------------------- */
+em_status em__cpu_matmul(const char *op, const em_matrix *a, const em_matrix *b,
+                         const em_tensor *bias, em_tensor *c, bool accumulate);
+em_status em__cpu_linear_bias_grad(const em_tensor *dy, em_tensor *db, bool accumulate);
 
 /* ---- softmax.c --------------------------------------------------------------------------- */
+em_status em__cpu_softmax(bool log, const em_tensor *x, int dim, em_tensor *y);
+em_status em__cpu_softmax_backward(bool log, const em_tensor *y, const em_tensor *dy, int dim,
+                                   em_tensor *dx);
 
 /* ---- norm.c ------------------------------------------------------------------------------ */
+em_status em__cpu_batch_norm(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                             bool training, float eps, em_tensor *y, em_tensor *mean,
+                             em_tensor *var);
+em_status em__cpu_batch_norm_backward(const em_tensor *x, const em_tensor *dy,
+                                      const em_tensor *mean, const em_tensor *var,
+                                      const em_tensor *weight, const em_tensor *bias, bool training,
+                                      float eps, em_tensor *dx, em_tensor *dw, em_tensor *db);
+em_status em__cpu_batch_norm_update_stats(em_tensor *running_mean, em_tensor *running_var,
+                                          const em_tensor *mean, const em_tensor *var,
+                                          float momentum, int64_t M);
+em_status em__cpu_layer_norm(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                             float eps, em_tensor *y, em_tensor *mean, em_tensor *rstd);
+em_status em__cpu_layer_norm_backward(const em_tensor *x, const em_tensor *dy,
+                                      const em_tensor *mean, const em_tensor *rstd,
+                                      const em_tensor *weight, em_tensor *dx, em_tensor *dw,
+                                      em_tensor *db);
 
 /* ---- conv.c ------------------------------------------------------------------------------ */
 em_status em__cpu_conv2d(const em_conv2d_geom *g, const em_tensor *x, const em_tensor *w,

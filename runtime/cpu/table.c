@@ -19,8 +19,17 @@ const em_kernels em__cpu_kernels = {
     .nonzero_mask = em__cpu_nonzero_mask,
     .where = em__cpu_where,
     /* matmul.c */
+    .matmul = em__cpu_matmul,
+    .linear_bias_grad = em__cpu_linear_bias_grad,
     /* softmax.c */
+    .softmax = em__cpu_softmax,
+    .softmax_backward = em__cpu_softmax_backward,
     /* norm.c */
+    .batch_norm = em__cpu_batch_norm,
+    .batch_norm_backward = em__cpu_batch_norm_backward,
+    .batch_norm_update_stats = em__cpu_batch_norm_update_stats,
+    .layer_norm = em__cpu_layer_norm,
+    .layer_norm_backward = em__cpu_layer_norm_backward,
     /* conv.c */
     .conv2d = em__cpu_conv2d,
     .conv2d_backward = em__cpu_conv2d_backward,

@@ -37,6 +37,20 @@ typedef enum {
   EM_UNARY_COUNT
 } em_unop;
 
+/* ---- a matmul operand (the matmul slot) ---------------------------------------------------
+ * The matrices (batch..., rows, cols) that lie in t's data, from its offset, with these element
+ * strides. The geometry is not t's own shape: a transposed operand has its last two dims and
+ * strides swapped, and a batch whose rows lie evenly apart may be merged into one (batch * rows,
+ * cols) matrix; no data is copied for either. Strides are positive; of the last two dims, one has
+ * stride 1 (or size 1) and the other a stride at least the first's size: row- or column-major
+ * matrices with any leading dimension. Batch strides are free. */
+typedef struct {
+  const em_tensor *t; /* f32: whose data (and device) */
+  int ndim;           /* >= 2 */
+  int64_t dims[EM_MAX_DIMS];
+  int64_t strides[EM_MAX_DIMS];
+} em_matrix;
+
 /* ---- geometry of convolution and pooling (ops/conv.c, ops/pool.c) ---------------------------
  * As the front ends compute it from the shapes and options, and keep it in the autograd node:
  * the backward kernels get it again because the tensors saved for them may be in a kernel's own
@@ -101,10 +115,58 @@ typedef struct em_kernels {
   em_status (*where)(const em_tensor *mask, const em_tensor *a, const em_tensor *b, em_tensor *out);
 
   /* ---- matmul, linear (ops/matmul.c) --------------------------------------------------------- */
+  /* matmul: c (batch..., M, N) = a (batch..., M, K) @ b (batch..., K, N) + bias (N), or c += a @ b
+   * with accumulate (then bias is NULL). a and b are em_matrix geometries (strided, transposed or
+   * merged views, read where they lie) of the same ndim; their batch dims are equal or 1
+   * (broadcast). bias (contiguous, or NULL) only when ndim == 2. c is contiguous and gets the
+   * product row-major with the broadcast batch dims (its own shape may differ: (B, M, N) for a
+   * merged (B*M, N) product). K == 0 gives bias or zeros (c unchanged with accumulate). op names
+   * the caller in messages ("linear backward").
+   * linear_bias_grad: the bias gradient of linear, db (N) = the sum of the rows of dy (contiguous,
+   * seen as (R, N)), or db += it with accumulate; the rows are added into db one after another
+   * (into zeros without accumulate). A table with matmul has linear_bias_grad too. */
+  em_status (*matmul)(const char *op, const em_matrix *a, const em_matrix *b, const em_tensor *bias,
+                      em_tensor *c, bool accumulate);
+  em_status (*linear_bias_grad)(const em_tensor *dy, em_tensor *db, bool accumulate);
 
   /* ---- softmax, log_softmax (ops/softmax.c) -------------------------------------------------- */
+  /* y = softmax(x) along dim (0 <= dim < max(ndim, 1)), or log_softmax with log; x and y have the
+   * same shape. Backward from the saved output y and dy: dx (the same shape). */
+  em_status (*softmax)(bool log, const em_tensor *x, int dim, em_tensor *y);
+  em_status (*softmax_backward)(bool log, const em_tensor *y, const em_tensor *dy, int dim,
+                                em_tensor *dx);
 
   /* ---- batch norm, layer norm (ops/norm.c) --------------------------------------------------- */
+  /* batch_norm: y = (x - mean) / sqrt(var + eps) * weight + bias per channel, x (N, C, ...) seen
+   * as (N, C, S) and y of its shape; weight, bias (C) or NULL (1 and 0). training: mean, var (C)
+   * are outputs, the batch statistics (var biased); eval: inputs, the statistics to use.
+   * batch_norm_backward: dx (x's shape), dw, db (C) from x, dy, and mean, var, weight, bias as in
+   * forward; each output NULL when not wanted. In training the gradient flows through the batch
+   * statistics; in eval they are constants.
+   * batch_norm_update_stats: running (C, any strides; running_mean or running_var may be NULL) =
+   * (1 - momentum) running + momentum stat in double, stat = mean, or var * M / (M - 1) for
+   * running_var (M values per channel: the unbiased variance).
+   * A table with batch_norm has the other two. */
+  em_status (*batch_norm)(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                          bool training, float eps, em_tensor *y, em_tensor *mean, em_tensor *var);
+  em_status (*batch_norm_backward)(const em_tensor *x, const em_tensor *dy, const em_tensor *mean,
+                                   const em_tensor *var, const em_tensor *weight,
+                                   const em_tensor *bias, bool training, float eps, em_tensor *dx,
+                                   em_tensor *dw, em_tensor *db);
+  em_status (*batch_norm_update_stats)(em_tensor *running_mean, em_tensor *running_var,
+                                       const em_tensor *mean, const em_tensor *var, float momentum,
+                                       int64_t M);
+  /* layer_norm: each row of x (..., D) seen as (R, D), D = weight's numel, normalised with its
+   * own mean and variance (biased): y = (x - mean) * rstd * weight + bias, rstd =
+   * 1 / sqrt(var + eps); weight, bias (D) always given (ones and zeros for a layer without). mean
+   * and rstd (R) are written when non-NULL (both or neither; zeros when D == 0).
+   * layer_norm_backward: dx (x's shape, or NULL when not wanted), dw, db (D, always) from x, dy,
+   * the saved mean and rstd, and weight. */
+  em_status (*layer_norm)(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                          float eps, em_tensor *y, em_tensor *mean, em_tensor *rstd);
+  em_status (*layer_norm_backward)(const em_tensor *x, const em_tensor *dy, const em_tensor *mean,
+                                   const em_tensor *rstd, const em_tensor *weight, em_tensor *dx,
+                                   em_tensor *dw, em_tensor *db);
 
   /* ---- convolution (ops/conv.c) -------------------------------------------------------------- */
   /* conv2d: y (N, O, OH, OW) = cross-correlation of x (N, C, H, W), zero-padded, with

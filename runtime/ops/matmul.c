@@ -1,9 +1,11 @@
-/* ops_matmul.c: matmul (plain, transposed, batched) and linear, on oneDNN's matmul primitive.
+/* ops/matmul.c: matmul (plain, transposed, batched) and linear (front ends: checks, operand
+ * geometry, outputs, autograd; the kernels are the device table's matmul and linear_bias_grad).
  *
- * oneDNN describes every operand by dims and element strides, so a transposed operand is the same
- * memory with its last two strides swapped: no copy. A matrix is used as it lies when one of its
- * last two strides is 1 (row-major or column-major, any leading dimension and batch strides);
- * anything else (a strided column slice, a broadcast view) is copied to contiguous first.
+ * Operands reach the kernel as em_matrix geometries (ops/kernels.h): dims and element strides over
+ * the tensor's own data, so a transposed operand is the same memory with its last two strides
+ * swapped: no copy. A matrix is used as it lies when one of its last two strides is 1 (row-major
+ * or column-major, any leading dimension and batch strides); anything else (a strided column
+ * slice, a broadcast view) is copied to contiguous first.
  *
  *   matmul_t:  a (..., M, K) or a^T, b (..., K, N) or b^T -> (..., M, N), batch dims broadcast
  *   linear:    x (R, in) @ w^T (in, out) + bias (1, out) -> (R, out), R = product of x's
@@ -13,41 +15,14 @@
  *   dA = dC @ B^T,  dB = A^T @ dC   (transposes folded into the flags, summed over broadcast
  *                                   batch dims; a batched a against a 2-D b is flattened so that
  *                                   dB is one (K, B*M) @ (B*M, N) product)
- *   linear: dx = dy @ w, dw = dy^T @ x, db = column sums of dy
- * Primitives are cached per geometry (dims, strides, bias) in dnnl.c's cache. */
-#include "cpu/dnnl.h"
+ *   linear: dx = dy @ w, dw = dy^T @ x, db = column sums of dy; dw and db go straight into the
+ *           parameters' .grad when they can (em__grad_sink). */
+#include "ops/kernels.h"
 
-#include <stdio.h>
 #include <string.h>
 
-/* One operand as oneDNN sees it: nd dims (batch..., rows, cols) with element strides. */
-typedef struct {
-  int nd;
-  int64_t dims[EM_MAX_DIMS];
-  int64_t strides[EM_MAX_DIMS];
-} mm_geom;
-
-static dnnl_memory_desc_t geom_md(const mm_geom *g) {
-  dnnl_memory_desc_t md;
-  dnnl_dims_t d, s;
-  for (int k = 0; k < g->nd; k++) {
-    d[k] = g->dims[k];
-    s[k] = g->strides[k];
-  }
-  dnnl_memory_desc_init_by_strides(&md, g->nd, d, dnnl_f32, s);
-  return md;
-}
-
-/* Row-major geometry of an nd-dim shape. */
-static mm_geom geom_contig(int nd, const int64_t *dims) {
-  mm_geom g = {.nd = nd};
-  memcpy(g.dims, dims, (size_t)nd * sizeof *dims);
-  em__contig_strides(nd, dims, g.strides);
-  return g;
-}
-
-static void geom_swap_last(mm_geom *g) {
-  int r = g->nd - 2, c = g->nd - 1;
+static void geom_swap_last(em_matrix *g) {
+  int r = g->ndim - 2, c = g->ndim - 1;
   int64_t t = g->dims[r];
   g->dims[r] = g->dims[c];
   g->dims[c] = t;
@@ -56,9 +31,10 @@ static void geom_swap_last(mm_geom *g) {
   g->strides[c] = t;
 }
 
-/* Can oneDNN read t as it lies? One of the last two dims must have unit stride and the other a
- * leading dimension at least as large; batch strides are free (a permuted attention view such as
- * (B, T, H, D) -> (B, H, T, D) runs on the fast kernels). Zero or negative strides are copied. */
+/* Can a kernel read t as it lies (the em_matrix contract)? One of the last two dims must have
+ * unit stride and the other a leading dimension at least as large; batch strides are free (a
+ * permuted attention view such as (B, T, H, D) -> (B, H, T, D) runs on the fast kernels). Zero or
+ * negative strides are copied. */
 static bool matrix_layout_ok(const em_tensor *t) {
   if (em_is_contiguous(t)) return true;
   if (t->ndim < 2) return false;
@@ -73,8 +49,8 @@ static bool matrix_layout_ok(const em_tensor *t) {
 
 /* Geometry of t (usable layout, ndim >= 2) padded with leading 1s to nd dims, transposed if
  * trans. */
-static mm_geom geom_of(const em_tensor *t, bool trans, int nd) {
-  mm_geom g = {.nd = nd};
+static em_matrix geom_of(const em_tensor *t, bool trans, int nd) {
+  em_matrix g = {.t = t, .ndim = nd};
   int lead = nd - t->ndim;
   int64_t outer = 1; /* any stride works for a dim of size 1: the whole extent */
   for (int d = 0; d < t->ndim; d++)
@@ -85,93 +61,17 @@ static mm_geom geom_of(const em_tensor *t, bool trans, int nd) {
   }
   for (int d = 0; d < t->ndim; d++) {
     g.dims[lead + d] = t->shape[d];
-    /* a view may give a dim of size 1 any stride; oneDNN wants positive ones */
+    /* a view may give a dim of size 1 any stride; kernels want positive ones */
     g.strides[lead + d] = t->shape[d] == 1 && t->strides[d] <= 0 ? outer : t->strides[d];
   }
   if (trans) geom_swap_last(&g);
   return g;
 }
 
-/* ---- the kernel: c = a @ b (+ bias), c row-major ------------------------------------------ */
-typedef struct {
-  dnnl_memory_desc_t a, b, c, bias;
-  bool has_bias;
-  bool accumulate; /* c += a @ b: a sum post-op */
-} mm_build_ctx;
-
-static dnnl_status_t mm_build(void *vctx, dnnl_primitive_desc_t *pd) {
-  mm_build_ctx *x = vctx;
-  dnnl_matmul_desc_t d;
-  dnnl_status_t st = dnnl_matmul_desc_init(&d, &x->a, &x->b, x->has_bias ? &x->bias : NULL, &x->c);
-  if (st != dnnl_success || !x->accumulate)
-    return st != dnnl_success ? st
-                              : dnnl_primitive_desc_create(pd, &d, NULL, em__dnnl_engine(), NULL);
-  dnnl_post_ops_t po = NULL;
-  dnnl_primitive_attr_t attr = NULL;
-  if ((st = dnnl_post_ops_create(&po)) == dnnl_success &&
-      (st = dnnl_post_ops_append_sum(po, 1.0f)) == dnnl_success &&
-      (st = dnnl_primitive_attr_create(&attr)) == dnnl_success &&
-      (st = dnnl_primitive_attr_set_post_ops(attr, po)) == dnnl_success)
-    st = dnnl_primitive_desc_create(pd, &d, attr, em__dnnl_engine(), NULL);
-  if (attr) dnnl_primitive_attr_destroy(attr);
-  if (po) dnnl_post_ops_destroy(po);
-  return st;
-}
-
-static int geom_key(char *buf, size_t n, const char *name, const mm_geom *g) {
-  int k = snprintf(buf, n, " %s", name);
-  for (int d = 0; d < g->nd && (size_t)k < n; d++)
-    k += snprintf(buf + k, n - (size_t)k, "%c%lld", d ? 'x' : ':', (long long)g->dims[d]);
-  for (int d = 0; d < g->nd && (size_t)k < n; d++)
-    k += snprintf(buf + k, n - (size_t)k, "%c%lld", d ? ',' : '/', (long long)g->strides[d]);
-  return k;
-}
-
-/* c (batch..., M, N) = a (batch..., M, K) @ b (batch..., K, N) + bias (N) (2-D only). Batch dims
- * of a and b are equal or 1; c is row-major with the broadcast batch dims. With accumulate (no
- * bias), c += a @ b instead. */
-static em_status mm_run_ex(const char *op, const mm_geom *ga, const float *pa, const mm_geom *gb,
-                           const float *pb, const mm_geom *gc, float *pc, const float *bias,
-                           bool accumulate) {
-  int nd = gc->nd;
-  int64_t n_out = em__shape_numel(nd, gc->dims), K = ga->dims[nd - 1], N = gc->dims[nd - 1];
-  if (n_out == 0) return EM_OK;
-  if (K == 0) { /* empty sum: zeros (+ bias) */
-    for (int64_t i = 0; i < n_out && !accumulate; i++) pc[i] = bias ? bias[i % N] : 0.0f;
-    return EM_OK;
-  }
-  char key[1280]; /* room for 3 x 8 dims and strides of 20 digits: never truncated */
-  int k =
-      snprintf(key, sizeof key, "matmul f32%s%s", bias ? " bias" : "", accumulate ? " acc" : "");
-  k += geom_key(key + k, sizeof key - (size_t)k, "a", ga);
-  k += geom_key(key + k, sizeof key - (size_t)k, "b", gb);
-  geom_key(key + k, sizeof key - (size_t)k, "c", gc);
-  mm_build_ctx x = {.a = geom_md(ga),
-                    .b = geom_md(gb),
-                    .c = geom_md(gc),
-                    .has_bias = bias != NULL,
-                    .accumulate = accumulate};
-  if (bias) {
-    int64_t bd[2] = {1, N};
-    x.bias = em__dnnl_md(2, bd);
-  }
-  const em_dnnl_prim *p = em__dnnl_get(key, mm_build, &x);
-  if (!p) return em_last_status();
-  em_dnnl_arg args[4] = {{DNNL_ARG_SRC, &x.a, (void *)pa},
-                         {DNNL_ARG_WEIGHTS, &x.b, (void *)pb},
-                         {DNNL_ARG_DST, &x.c, pc},
-                         {DNNL_ARG_BIAS, &x.bias, (void *)bias}};
-  return em__dnnl_exec(op, p, bias ? 4 : 3, args);
-}
-
-static em_status mm_run(const char *op, const mm_geom *ga, const float *pa, const mm_geom *gb,
-                        const float *pb, const mm_geom *gc, float *pc, const float *bias) {
-  return mm_run_ex(op, ga, pa, gb, pb, gc, pc, bias, false);
-}
-
-/* Try to see a (batch..., M, K) as one (prod, K) matrix: true when the batch dims and M merge. */
-static bool geom_flatten(const mm_geom *g, mm_geom *out) {
-  int nd = g->nd;
+/* Try to see g (batch..., M, K) as one (prod, K) matrix, in place: true when the batch dims and M
+ * merge (g is unchanged otherwise). */
+static bool geom_flatten(em_matrix *g) {
+  int nd = g->ndim;
   int64_t rows = g->dims[nd - 2], rs = g->strides[nd - 2];
   for (int d = nd - 3; d >= 0; d--) {
     if (g->dims[d] == 1) continue;
@@ -179,7 +79,8 @@ static bool geom_flatten(const mm_geom *g, mm_geom *out) {
     if (rows == 1) rs = g->strides[d];
     rows *= g->dims[d];
   }
-  *out = (mm_geom){.nd = 2, .dims = {rows, g->dims[nd - 1]}, .strides = {rs, g->strides[nd - 1]}};
+  int64_t cols = g->dims[nd - 1], cs = g->strides[nd - 1];
+  *g = (em_matrix){.t = g->t, .ndim = 2, .dims = {rows, cols}, .strides = {rs, cs}};
   return true;
 }
 
@@ -191,7 +92,9 @@ static em_tensor *matmul_impl(em_tensor *a, em_tensor *b, bool trans_a, bool tra
   EM_CHECK_INPUT(a, op);
   EM_CHECK_INPUT(b, op);
   if (!em__check_f32(op, a, "a") || !em__check_f32(op, b, "b")) return NULL;
-  if (!em__check_cpu(op, a) || !em__check_cpu(op, b)) return NULL;
+  if (!em__check_device(op, a, b, "b")) return NULL;
+  const em_kernels *k = EM_KERNELS(a, matmul, op);
+  if (!k) return NULL;
   char sa[EM_SHAPE_STR_LEN], sb[EM_SHAPE_STR_LEN];
   if (a->ndim < 2 || b->ndim < 2) {
     em_set_error(EM_ERR_INVALID, "matmul: a %s and b %s must both have at least 2 dims",
@@ -211,7 +114,7 @@ static em_tensor *matmul_impl(em_tensor *a, em_tensor *b, bool trans_a, bool tra
   em_tensor *ca = matrix_layout_ok(a) ? a : em__contig(a);
   em_tensor *cb = matrix_layout_ok(b) ? b : em__contig(b);
   if (!ca || !cb) return NULL;
-  mm_geom ga = geom_of(ca, trans_a, nd), gb = geom_of(cb, trans_b, nd);
+  em_matrix ga = geom_of(ca, trans_a, nd), gb = geom_of(cb, trans_b, nd);
   int64_t shape[EM_MAX_DIMS];
   for (int d = 0; d < nd - 2; d++) {
     int64_t x = ga.dims[d], y = gb.dims[d];
@@ -226,19 +129,11 @@ static em_tensor *matmul_impl(em_tensor *a, em_tensor *b, bool trans_a, bool tra
   }
   shape[nd - 2] = ga.dims[nd - 2];
   shape[nd - 1] = gb.dims[nd - 1];
-  em_tensor *out = em_empty(EM_F32, nd, shape);
+  em_tensor *out = em__empty_on(a->device, EM_F32, nd, shape);
   if (!out) return NULL;
-  mm_geom gc = geom_contig(nd, shape), fa;
-  em_status st;
   /* A batched a against a 2-D b: one (B*M, K) @ (K, N) product when a's rows merge. */
-  if (b->ndim == 2 && nd > 2 && geom_flatten(&ga, &fa)) {
-    mm_geom fb = geom_of(cb, trans_b, 2);
-    mm_geom fc = {.nd = 2, .dims = {fa.dims[0], shape[nd - 1]}, .strides = {shape[nd - 1], 1}};
-    st = mm_run(op, &fa, em_data_f32(ca), &fb, em_data_f32(cb), &fc, em_data_f32(out), NULL);
-  } else {
-    st = mm_run(op, &ga, em_data_f32(ca), &gb, em_data_f32(cb), &gc, em_data_f32(out), NULL);
-  }
-  if (st != EM_OK) return NULL;
+  if (b->ndim == 2 && nd > 2 && geom_flatten(&ga)) gb = geom_of(cb, trans_b, 2);
+  if (k->matmul(op, &ga, &gb, NULL, out, false) != EM_OK) return NULL;
   em_tensor *ins[2] = {a, b};
   em_node *n = em__record(out, op, matmul_backward, 2, ins);
   if (n) {
@@ -261,25 +156,24 @@ em_tensor *em_matmul(em_tensor *a, em_tensor *b) { return em_matmul_t(a, b, fals
 /* dB for a batched a (..., M, K) (not transposed) against a 2-D b: a^T (K, B*M) @ g (B*M, N),
  * transposed to (N, K) when b was. *out stays NULL (with EM_OK) when a's rows do not merge. */
 static em_status matmul_db_flat(em_tensor *a, em_tensor *g, bool trans_b, em_tensor **out) {
+  static const char *op = "matmul backward";
   *out = NULL;
   if (!matrix_layout_ok(a)) return EM_OK;
-  mm_geom ga = geom_of(a, false, a->ndim), fa;
-  if (!geom_flatten(&ga, &fa)) return EM_OK;
+  em_matrix fa = geom_of(a, false, a->ndim);
+  if (!geom_flatten(&fa)) return EM_OK;
+  const em_kernels *k = EM_KERNELS(a, matmul, op);
+  if (!k) return em_last_status();
   int64_t K = fa.dims[1], N = g->shape[g->ndim - 1], R = fa.dims[0];
-  mm_geom fg = {.nd = 2, .dims = {R, N}, .strides = {N, 1}};
-  em_tensor *d = em_empty(EM_F32, EM_SHAPE(trans_b ? N : K, trans_b ? K : N));
+  em_matrix fg = {.t = g, .ndim = 2, .dims = {R, N}, .strides = {N, 1}};
+  em_tensor *d = em__empty_on(a->device, EM_F32, EM_SHAPE(trans_b ? N : K, trans_b ? K : N));
   if (!d) return em_last_status();
   em_status st;
   if (!trans_b) { /* (K, R) @ (R, N) */
     geom_swap_last(&fa);
-    mm_geom gc = {.nd = 2, .dims = {K, N}, .strides = {N, 1}};
-    st = mm_run("matmul backward", &fa, em_data_f32(a), &fg, em_data_f32(g), &gc, em_data_f32(d),
-                NULL);
+    st = k->matmul(op, &fa, &fg, NULL, d, false);
   } else { /* (N, R) @ (R, K) */
     geom_swap_last(&fg);
-    mm_geom gc = {.nd = 2, .dims = {N, K}, .strides = {K, 1}};
-    st = mm_run("matmul backward", &fg, em_data_f32(g), &fa, em_data_f32(a), &gc, em_data_f32(d),
-                NULL);
+    st = k->matmul(op, &fg, &fa, NULL, d, false);
   }
   if (st == EM_OK) *out = d;
   return st;
@@ -310,11 +204,11 @@ static em_status matmul_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
 
 /* ---- linear ------------------------------------------------------------------------------ */
 /* x as an (R, in) matrix: its own strides when x is 2-D with a usable layout or contiguous. */
-static bool linear_x_geom(const em_tensor *x, mm_geom *g) {
+static bool linear_x_geom(const em_tensor *x, em_matrix *g) {
   int64_t in = x->shape[x->ndim - 1];
   if (em_is_contiguous(x)) {
     int64_t R = in ? em_numel(x) / in : em__shape_numel(x->ndim - 1, x->shape);
-    *g = (mm_geom){.nd = 2, .dims = {R, in}, .strides = {in, 1}};
+    *g = (em_matrix){.t = x, .ndim = 2, .dims = {R, in}, .strides = {in, 1}};
     return true;
   }
   if (x->ndim == 2 && matrix_layout_ok(x)) {
@@ -331,8 +225,11 @@ static em_tensor *linear_impl(em_tensor *x, em_tensor *w, em_tensor *bias) {
   EM_CHECK_INPUT(x, op);
   EM_CHECK_INPUT(w, op);
   if (!em__check_f32(op, x, "x") || !em__check_f32(op, w, "weight")) return NULL;
-  if (!em__check_cpu(op, x) || !em__check_cpu(op, w)) return NULL;
-  if (bias && (!em__check_f32(op, bias, "bias") || !em__check_cpu(op, bias))) return NULL;
+  if (!em__check_device(op, x, w, "weight")) return NULL;
+  if (bias && (!em__check_f32(op, bias, "bias") || !em__check_device(op, x, bias, "bias")))
+    return NULL;
+  const em_kernels *k = EM_KERNELS(x, matmul, op);
+  if (!k) return NULL;
   char sx[EM_SHAPE_STR_LEN], sw[EM_SHAPE_STR_LEN], sb[EM_SHAPE_STR_LEN];
   if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
     em_set_error(EM_ERR_INVALID,
@@ -347,7 +244,7 @@ static em_tensor *linear_impl(em_tensor *x, em_tensor *w, em_tensor *bias) {
                  (long long)out_f);
     return NULL;
   }
-  mm_geom gx;
+  em_matrix gx;
   em_tensor *cx = x;
   if (!linear_x_geom(x, &gx)) {
     cx = em__contig(x);
@@ -356,16 +253,12 @@ static em_tensor *linear_impl(em_tensor *x, em_tensor *w, em_tensor *bias) {
   em_tensor *cw = matrix_layout_ok(w) ? w : em__contig(w);
   em_tensor *cbias = bias ? em__contig(bias) : NULL;
   if (!cw || (bias && !cbias)) return NULL;
-  mm_geom gw = geom_of(cw, true, 2); /* (in, out) */
+  em_matrix gw = geom_of(cw, true, 2); /* (in, out) */
   int64_t shape[EM_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = out_f;
-  em_tensor *out = em_empty(EM_F32, x->ndim, shape);
-  if (!out) return NULL;
-  mm_geom gc = {.nd = 2, .dims = {gx.dims[0], out_f}, .strides = {out_f, 1}};
-  if (mm_run(op, &gx, em_data_f32(cx), &gw, em_data_f32(cw), &gc, em_data_f32(out),
-             cbias ? em_data_f32(cbias) : NULL) != EM_OK)
-    return NULL;
+  em_tensor *out = em__empty_on(x->device, EM_F32, x->ndim, shape);
+  if (!out || k->matmul(op, &gx, &gw, cbias, out, false) != EM_OK) return NULL;
   em_tensor *ins[3] = {x, w, bias};
   em_node *n = em__record(out, op, linear_backward, bias ? 3 : 2, ins);
   if (n) {
@@ -381,20 +274,19 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
 }
 
 static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
+  static const char *op = "linear backward";
   em_tensor *x = n->saved[0], *w = n->saved[1];
-  int64_t out_f = w->shape[0], in_f = w->shape[1];
-  mm_geom gx;
+  const em_kernels *k = EM_KERNELS(x, matmul, op);
+  if (!k) return em_last_status();
+  int64_t out_f = w->shape[0];
+  em_matrix gx;
   linear_x_geom(x, &gx); /* saved x has a usable layout (checked in forward) */
-  int64_t R = gx.dims[0];
-  mm_geom gg = {.nd = 2, .dims = {R, out_f}, .strides = {out_f, 1}};
-  const float *pg = em_data_f32(gout);
+  em_matrix gg = {.t = gout, .ndim = 2, .dims = {gx.dims[0], out_f}, .strides = {out_f, 1}};
   if (n->inputs[0]->requires_grad) { /* dx (R, in) = dy (R, out) @ w (out, in) */
-    em_tensor *dx = em_empty(EM_F32, n->inputs[0]->ndim, n->inputs[0]->shape);
+    em_tensor *dx = em__empty_on(x->device, EM_F32, n->inputs[0]->ndim, n->inputs[0]->shape);
     if (!dx) return em_last_status();
-    mm_geom gw = geom_of(w, false, 2);
-    mm_geom gc = {.nd = 2, .dims = {R, in_f}, .strides = {in_f, 1}};
-    em_status st =
-        mm_run("linear backward", &gg, pg, &gw, em_data_f32(w), &gc, em_data_f32(dx), NULL);
+    em_matrix gw = geom_of(w, false, 2);
+    em_status st = k->matmul(op, &gg, &gw, NULL, dx, false);
     if (st != EM_OK) return st;
     gin[0] = dx;
   }
@@ -402,26 +294,20 @@ static em_status linear_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
    * usual training step): no temporary, no extra pass to add it in. */
   if (n->inputs[1]->requires_grad) { /* dw (out, in) = dy^T (out, R) @ x (R, in) */
     em_tensor *sink = em__grad_sink(n, 1);
-    em_tensor *dw = sink ? sink : em_empty(EM_F32, 2, w->shape);
+    em_tensor *dw = sink ? sink : em__empty_on(w->device, EM_F32, 2, w->shape);
     if (!dw) return em_last_status();
-    mm_geom gt = gg;
+    em_matrix gt = gg;
     geom_swap_last(&gt);
-    mm_geom gc = {.nd = 2, .dims = {out_f, in_f}, .strides = {in_f, 1}};
-    em_status st = mm_run_ex("linear backward", &gt, pg, &gx, em_data_f32(x), &gc, em_data_f32(dw),
-                             NULL, sink != NULL);
+    em_status st = k->matmul(op, &gt, &gx, NULL, dw, sink != NULL);
     if (st != EM_OK) return st;
     if (!sink) gin[1] = dw;
   }
   if (n->n_in == 3 && n->inputs[2]->requires_grad) { /* db (out) = sum over rows of dy */
     em_tensor *sink = em__grad_sink(n, 2);
-    em_tensor *db = sink ? sink : em_zeros(EM_F32, EM_SHAPE(out_f));
+    em_tensor *db = sink ? sink : em__empty_on(gout->device, EM_F32, 1, &out_f);
     if (!db) return em_last_status();
-    float *pb = em_data_f32(db);
-    for (int64_t r = 0; r < R; r++) {
-      const float *row = pg + r * out_f;
-#pragma omp simd
-      for (int64_t j = 0; j < out_f; j++) pb[j] += row[j];
-    }
+    em_status st = k->linear_bias_grad(gout, db, sink != NULL);
+    if (st != EM_OK) return st;
     if (!sink) gin[2] = db;
   }
   return EM_OK;
