@@ -3,6 +3,7 @@
  * Creating a primitive descriptor costs tens of microseconds: each distinct shape is built once and
  * reused for the life of the process. */
 #include "cpu/dnnl.h"
+#include "core/hash.h"
 
 #include <omp.h>
 #include <pthread.h>
@@ -65,15 +66,9 @@ typedef struct entry {
 static entry *buckets[NBUCKETS];
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
 const em_dnnl_prim *em__dnnl_get(const char *key, em_dnnl_build_fn build, void *ctx) {
   if (!em__dnnl_engine()) return NULL;
-  uint64_t h = fnv1a(key);
+  uint64_t h = em__fnv1a(EM__FNV_OFFSET, key, strlen(key));
   pthread_mutex_lock(&cache_lock);
   entry *e = buckets[h % NBUCKETS];
   for (; e; e = e->next)

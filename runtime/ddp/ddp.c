@@ -10,6 +10,7 @@
 #include "ddp.h"
 #include "ddp_init.h"
 #include "em_half.h"
+#include "core/hash.h"
 #include "core/internal.h"
 #include "em_timeline.h"
 
@@ -80,12 +81,6 @@ static em_status agree(coll_comm *c, int64_t v, bool *same) {
   return st;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 static void describe_param(const ddp_model *d, int i, char *buf, size_t n) {
   char sh[EM_SHAPE_STR_LEN];
   if (i < d->n_params)
@@ -113,7 +108,7 @@ static em_status check_models(ddp_model *d) {
   for (int i = 0; i < n; i++) {
     char b[256];
     describe_param(d, i, b, sizeof b);
-    mine[i] = fnv(1469598103934665603ull, b, strlen(b));
+    mine[i] = em__fnv1a(EM__FNV_OFFSET, b, strlen(b));
   }
   /* First index where ranks differ: gather every rank's hashes up to the longest list. */
   int64_t *hashes = calloc((size_t)(W * (maxn ? maxn : 1)), sizeof *hashes), *padded = NULL;
@@ -199,10 +194,10 @@ static em_status plan_buckets(ddp_model *d) {
   d->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
   if (!d->grads) return em_last_status();
   /* The plan's fingerprint is compared across ranks: same buckets, same sizes, same order. */
-  uint64_t h = fnv(1469598103934665603ull, &d->n_buckets, sizeof d->n_buckets);
+  uint64_t h = em__fnv1a(EM__FNV_OFFSET, &d->n_buckets, sizeof d->n_buckets);
   for (int k = 0; k < d->n_buckets; k++) {
-    h = fnv(h, &d->buckets[k].len, sizeof d->buckets[k].len);
-    h = fnv(h, &d->buckets[k].n, sizeof d->buckets[k].n);
+    h = em__fnv1a(h, &d->buckets[k].len, sizeof d->buckets[k].len);
+    h = em__fnv1a(h, &d->buckets[k].n, sizeof d->buckets[k].n);
   }
   bool same;
   em_status st = agree(d->comm, (int64_t)(h >> 1), &same);
@@ -493,7 +488,7 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
     coll_buf ab = coll_host_buf(p.arena, p.arena_numel, EM_F32);
     if ((st = coll_run(coll_broadcast(d->comm, ab, p.arena_numel, 0))) != EM_OK) goto fail;
     bool same;
-    uint64_t h = fnv(1469598103934665603ull, p.arena, (size_t)p.arena_numel * sizeof(float));
+    uint64_t h = em__fnv1a(EM__FNV_OFFSET, p.arena, (size_t)p.arena_numel * sizeof(float));
     if ((st = agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) goto fail;
     if (!same) {
       st = em_set_error(EM_ERR_COMM, "ddp_wrap: parameters differ across ranks after the "
