@@ -12,6 +12,7 @@
 #include "em_half.h"
 #include "core/hash.h"
 #include "core/internal.h"
+#include "em_env.h"
 #include "em_timeline.h"
 
 #include <math.h>
@@ -160,14 +161,24 @@ done:
 
 /* ---- buckets ------------------------------------------------------------------------------------
  */
-static double default_cap_mb(const ddp_options *o) {
-  if (o->bucket_cap_mb > 0) return o->bucket_cap_mb;
-  const char *e = getenv("EMBER_DDP_BUCKET_MB");
-  return e && *e && atof(e) > 0 ? atof(e) : 4.0;
+/* The bucket size in MB: the option, else EMBER_DDP_BUCKET_MB, else 4. */
+static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
+  if (o->bucket_cap_mb > 0) {
+    *mb = o->bucket_cap_mb;
+    return EM_OK;
+  }
+  return em_env_num("EMBER_DDP_BUCKET_MB", mb);
 }
 
+/* Collective: every rank reaches the plan's comparison, also a rank whose EMBER_DDP_BUCKET_MB is
+ * bad (it offers -1, which no real plan's fingerprint equals, and returns its own error; the
+ * others then see plans that differ). */
 static em_status plan_buckets(ddp_model *d) {
-  int64_t cap = (int64_t)(default_cap_mb(&d->opts) * 1048576.0 / sizeof(float));
+  double cap_mb = 0;
+  em_status cap_st = bucket_cap_mb(&d->opts, &cap_mb);
+  char cap_msg[512];
+  snprintf(cap_msg, sizeof cap_msg, "%s", cap_st == EM_OK ? "" : em_last_error());
+  int64_t cap = (int64_t)(cap_mb * 1048576.0 / sizeof(float));
   d->order = malloc((size_t)d->n_params * sizeof *d->order);
   d->goff = malloc((size_t)d->n_params * sizeof *d->goff);
   d->buckets = calloc((size_t)d->n_params, sizeof *d->buckets);
@@ -198,18 +209,19 @@ static em_status plan_buckets(ddp_model *d) {
     h = em__fnv1a(h, &d->buckets[k].n, sizeof d->buckets[k].n);
   }
   bool same;
-  em_status st = agree(d->comm, (int64_t)(h >> 1), &same);
+  em_status st = agree(d->comm, cap_st == EM_OK ? (int64_t)(h >> 1) : -1, &same);
   if (st == EM_OK && !same) {
     int64_t nb[2] = {d->n_buckets, -(int64_t)d->n_buckets};
     run_i64(d->comm, nb, 2, COLL_MAX);
-    st = em_set_error(EM_ERR_INVALID,
-                      "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
-                      "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
-                      "(EMBER_DDP_BUCKET_MB) on every rank",
-                      coll_rank(d->comm), d->n_buckets, default_cap_mb(&d->opts), (long long)-nb[1],
-                      (long long)nb[0]);
+    st =
+        em_set_error(EM_ERR_INVALID,
+                     "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
+                     "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
+                     "(EMBER_DDP_BUCKET_MB) on every rank",
+                     coll_rank(d->comm), d->n_buckets, cap_mb, (long long)-nb[1], (long long)nb[0]);
   }
-  return st;
+  if (st == EM_OK || cap_st == EM_OK) return st;
+  return em_set_error(cap_st, "ddp_wrap: %s", cap_msg);
 }
 
 /* Point every parameter's .grad at its slice of the flat buffer (keeping existing values). */
@@ -485,8 +497,9 @@ static em_status wrap_local(ddp_model *d) {
     if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i])))
       return em_last_status();
   if (!(d->observer = em_autograd_on_backward(on_begin, on_end, d))) return em_last_status();
-  const char *tl = d->opts.timeline ? d->opts.timeline : getenv("EMBER_TIMELINE");
-  if (tl && *tl) {
+  const char *tl = d->opts.timeline;
+  if (!tl && (st = em_env_str("EMBER_TIMELINE", &tl)) != EM_OK) return st;
+  if (*tl) {
     if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) return em_last_status();
     em_timeline_set_current(d->tl);
   }
