@@ -2,6 +2,7 @@
  * device choice, and the world communicator. */
 #include "coll_internal.h"
 #include "ddp_init.h"
+#include "em_env.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,10 +63,12 @@ static int env_local_rank(const char **which) {
 }
 
 static em_status choose_device(void) {
-  const char *want = getenv("EMBER_DEVICE");
+  const char *want;
+  em_status st = em_env_str("EMBER_DEVICE", &want); /* cpu, cuda or auto */
+  if (st != EM_OK) return st;
   int n = em_cuda_device_count();
   g.device = EM_DEVICE_CPU;
-  if (!want || !*want || !strcmp(want, "auto")) {
+  if (!strcmp(want, "auto")) {
     if (n > 0) g.device = (em_device){EM_CUDA, g.local_rank % n};
   } else if (!strcmp(want, "cuda")) {
     if (n == 0)
@@ -73,9 +76,6 @@ static em_status choose_device(void) {
                           "ddp_init: EMBER_DEVICE=cuda but no CUDA device is visible%s",
                           em_built_with_cuda() ? "" : " (this build has no CUDA)");
     g.device = (em_device){EM_CUDA, g.local_rank % n};
-  } else if (strcmp(want, "cpu") != 0) {
-    return em_set_error(EM_ERR_INVALID, "ddp_init: EMBER_DEVICE=%s: expected cpu, cuda or auto",
-                        want);
   }
   return EM_OK;
 }

@@ -2,6 +2,7 @@
  * sizes, dtypes, devices, roots), numbers operations, hands them to the backend that owns the
  * buffers' device, and implements waiting with timeouts and the timeout report. */
 #include "coll_internal.h"
+#include "em_env.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -80,23 +81,6 @@ size_t coll__payload_bytes(const coll_req *r) {
 }
 
 /* ---- the communicator ------------------------------------------------------------------------ */
-/* The number in environment variable name, or def when unset; false (error set, quoting the
- * value) when it is not a number. */
-static bool env_number(const char *name, double def, double *out) {
-  const char *e = getenv(name);
-  *out = def;
-  if (!e || !*e) return true;
-  char *end;
-  double v = strtod(e, &end);
-  while (*end == ' ') end++;
-  if (end == e || *end) {
-    em_set_error(EM_ERR_INVALID, "communicator: %s=%s is not a number", name, e);
-    return false;
-  }
-  *out = v;
-  return true;
-}
-
 coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda_device) {
   (void)cuda_device;
   coll_comm *c = calloc(1, sizeof *c);
@@ -108,18 +92,21 @@ coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda
   c->size = size;
   c->next_seq = 1;
   coll_options o = opts ? *opts : (coll_options){0};
-  double v;
-  bool ok = !(o.timeout_s < 0) && o.chunk_bytes >= 0; /* explicit negatives are errors */
-  if (ok && o.timeout_s == 0 && (ok = env_number("EMBER_COLL_TIMEOUT", 300, &v))) o.timeout_s = v;
-  if (ok && o.chunk_bytes == 0 && (ok = env_number("EMBER_COLL_CHUNK_BYTES", 1 << 20, &v)))
-    o.chunk_bytes = (int64_t)v;
-  if (ok && o.check_every == 0 && (ok = env_number("EMBER_COLL_CHECK_EVERY", 1, &v)))
-    o.check_every = (int)v;
-  if (!ok && em_last_status() != EM_OK && strstr(em_last_error(), "is not a number")) {
+  /* Zero options take the environment (or its defaults); explicit negatives are errors below. */
+  int64_t chunk, every;
+  em_status st = EM_OK;
+  if (o.timeout_s == 0) st = em_env_num("EMBER_COLL_TIMEOUT", &o.timeout_s);
+  if (st == EM_OK && o.chunk_bytes == 0 &&
+      (st = em_env_int("EMBER_COLL_CHUNK_BYTES", &chunk)) == EM_OK)
+    o.chunk_bytes = chunk;
+  if (st == EM_OK && o.check_every == 0 &&
+      (st = em_env_int("EMBER_COLL_CHECK_EVERY", &every)) == EM_OK)
+    o.check_every = (int)every;
+  if (st != EM_OK) {
     free(c);
     return NULL;
   }
-  if (!ok || !(o.timeout_s > 0) || o.chunk_bytes < 64 || o.check_every == 0 || o.check_every < -1) {
+  if (!(o.timeout_s > 0) || o.chunk_bytes < 64 || o.check_every == 0 || o.check_every < -1) {
     em_set_error(EM_ERR_INVALID,
                  "communicator: bad settings timeout_s=%g (EMBER_COLL_TIMEOUT, > 0), "
                  "chunk_bytes=%lld (EMBER_COLL_CHUNK_BYTES, >= 64), check_every=%d "

@@ -1,6 +1,7 @@
 /* idx.c: IDX reader (see dl_idx.h). Every size is checked against the header before it is
  * trusted: a truncated or corrupt file gives an error naming the file and byte offset. */
 #include "dl_idx.h"
+#include "em_env.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,8 +87,9 @@ fail:
 }
 
 const char *dl_fmnist_dir(void) {
-  const char *e = getenv("EMBER_FMNIST_DIR");
-  return e && *e ? e : "/usr/share/datasets/fashion-mnist";
+  const char *dir;
+  em_env_str("EMBER_FMNIST_DIR", &dir); /* any text: cannot fail */
+  return dir;
 }
 
 em_status dl_fmnist_load(const char *dir, const char *prefix, em_tensor **images,

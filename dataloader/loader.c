@@ -15,6 +15,7 @@
  * progress, so no worker ever touches a freed plan. */
 #include "dl.h"
 #include "ddp_init.h"
+#include "em_env.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -274,12 +275,6 @@ static void *worker_main(void *arg) {
 
 /* ---- public API --------------------------------------------------------------------------- */
 
-static double default_timeout(void) {
-  const char *e = getenv("EMBER_DL_TIMEOUT");
-  double t = e && *e ? atof(e) : 0;
-  return t > 0 ? t : 600;
-}
-
 static em_status check_options(const dl_dataset *d, const dl_options *o, int rank, int world) {
   if (!d) return em_set_error(EM_ERR_INVALID, "dl_loader_new: dataset is NULL");
   if (!o) return em_set_error(EM_ERR_INVALID, "dl_loader_new: options are NULL (batch is needed)");
@@ -311,6 +306,8 @@ dl_loader *dl_loader_new(dl_dataset *d, const dl_options *opt) {
   int world = opt && opt->world ? opt->world : ddp_world_size();
   int rank = opt && opt->world ? opt->rank : ddp_rank();
   if (check_options(d, opt, rank, world) != EM_OK) return NULL;
+  double timeout_s = opt->timeout_s; /* 0: EMBER_DL_TIMEOUT or its default */
+  if (timeout_s == 0 && em_env_num("EMBER_DL_TIMEOUT", &timeout_s) != EM_OK) return NULL;
   dl_loader *l = calloc(1, sizeof *l);
   if (!l) goto nomem;
   l->ds = d;
@@ -318,7 +315,7 @@ dl_loader *dl_loader_new(dl_dataset *d, const dl_options *opt) {
   l->rank = rank;
   l->world = world;
   l->n = dl_dataset_len(d);
-  if (l->opt.timeout_s == 0) l->opt.timeout_s = default_timeout();
+  l->opt.timeout_s = timeout_s;
   l->prefetch = opt->prefetch ? opt->prefetch : (opt->workers > 4 ? 2 * opt->workers : 8);
   l->pinned = opt->pin_memory && em_cuda_device_count() > 0;
   l->order = malloc((size_t)l->n * sizeof *l->order);

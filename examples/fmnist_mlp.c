@@ -11,6 +11,7 @@
  *                                  [--workers N] */
 #include "ember.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,35 +51,47 @@ static double accuracy(em_module *model, dl_loader *test) {
   return (double)counts[0] / (double)counts[1];
 }
 
+/* msg (NULL: getopt_long has said what is wrong) and the usage line; returns exit status 2. */
+static int usage(const char *msg) {
+  if (msg) fprintf(stderr, "fmnist_mlp: %s\n", msg);
+  fprintf(stderr, "usage: fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] [--data DIR] "
+                  "[--workers N]\n");
+  return 2;
+}
+
+/* optarg as an integer in [lo, hi] for option name; false (message set) if it is not one. */
+static bool int_opt(const char *name, int64_t lo, int64_t hi, int *out) {
+  int64_t v;
+  if (em_arg_int(name, optarg, lo, hi, &v) != EM_OK) return false;
+  *out = (int)v;
+  return true;
+}
+
 int main(int argc, char **argv) {
+  static const struct option opts[] = {{"epochs", required_argument, NULL, 'e'},
+                                       {"batch", required_argument, NULL, 'b'},
+                                       {"lr", required_argument, NULL, 'l'},
+                                       {"threads", required_argument, NULL, 't'},
+                                       {"data", required_argument, NULL, 'd'},
+                                       {"workers", required_argument, NULL, 'w'},
+                                       {NULL, 0, NULL, 0}};
   int epochs = 10, batch = 64, threads = 1, workers = 1;
-  double lr = 0;
+  double lr = 0; /* 0: 0.01 per rank */
   const char *dir = dl_fmnist_dir();
-  for (int i = 1; i < argc; i++) {
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--epochs") && v)
-      epochs = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && v)
-      batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--lr") && v)
-      lr = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && v)
-      threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--data") && v)
-      dir = argv[++i];
-    else if (!strcmp(argv[i], "--workers") && v)
-      workers = atoi(argv[++i]);
-    else {
-      fprintf(stderr, "usage: fmnist_mlp [--epochs N] [--batch N] [--lr X] [--threads N] "
-                      "[--data DIR] [--workers N]\n");
-      return 2;
+  for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+    bool ok = true;
+    switch (c) {
+    case 'e': ok = int_opt("--epochs", 1, 100000, &epochs); break;
+    case 'b': ok = int_opt("--batch", 1, 60000, &batch); break;
+    case 'l': ok = em_arg_num("--lr", optarg, 0, 10, &lr) == EM_OK; break;
+    case 't': ok = int_opt("--threads", 1, 4096, &threads); break;
+    case 'd': dir = optarg; break;
+    case 'w': ok = int_opt("--workers", 0, 256, &workers); break;
+    default: return usage(NULL);
     }
+    if (!ok) return usage(em_last_error());
   }
-  if (epochs < 1 || batch < 1 || threads < 1 || lr < 0 || workers < 0) {
-    fprintf(stderr, "fmnist_mlp: --epochs, --batch, --threads and --lr must be positive, "
-                    "--workers >= 0\n");
-    return 2;
-  }
+  if (optind < argc) return usage("unexpected arguments after the options");
   if (ddp_init(&argc, &argv) != EM_OK) return fail("ddp_init");
   int W = ddp_world_size();
   if (lr == 0) lr = 0.01 * W;

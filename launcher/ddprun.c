@@ -12,6 +12,7 @@
 #include "ddprun.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -124,37 +125,59 @@ static int parse_choice(const char *opt, const char *v, const char *const *choic
 static const char *const BIND_NAMES[] = {"none", "core", "numa", NULL};
 static const char *const LAUNCHER_NAMES[] = {"auto", "mpirun", "srun", NULL};
 
+/* getopt_long over OPTS: a long option's val is LONG_VAL + its index, a short one's its letter. */
+enum { LONG_VAL = 0x100 };
+
+static int option_id(int c) {
+  if (c >= LONG_VAL) return c - LONG_VAL;
+  for (int k = 0; k < NOPTS; k++)
+    if (OPTS[k].letter == c) return k;
+  return -1;
+}
+
+/* Option id's name as the user gave it: "--nproc-per-node" or "-n". */
+static void option_name(int id, bool typed_long, char *buf, size_t n) {
+  if (typed_long)
+    snprintf(buf, n, "--%s", OPTS[id].name);
+  else
+    snprintf(buf, n, "-%c", OPTS[id].letter);
+}
+
+/* getopt_long's complaint (':' a missing value, '?' anything else) as ddprun's message. The word
+ * at fault is argv[optind - 1]: getopt_long has stepped past it. */
+static void option_error(int c, char **argv) {
+  const char *word = argv[optind - 1];
+  bool typed_long = !strncmp(word, "--", 2);
+  int id = option_id(optopt); /* -1: an unknown option */
+  char name[80];
+  if (id >= 0) option_name(id, typed_long, name, sizeof name);
+  if (c == ':') dr_usage_error("option %s needs a value (%s %s)", name, name, OPTS[id].value);
+  if (id >= 0) dr_usage_error("option %s takes no value (got '%s')", name, word);
+  if (optopt) dr_usage_error("unknown option '-%c'", optopt);
+  dr_usage_error("unknown option '%s'", word);
+}
+
 static void parse_args(int argc, char **argv, dr_options *o) {
   *o = (dr_options){.bind = DR_BIND_UNSET, .max_restarts = -1};
-  int i = 1;
-  for (; i < argc; i++) {
-    const char *a = argv[i], *val = NULL;
-    if (!strcmp(a, "--")) {
-      i++;
-      break;
-    }
-    if (a[0] != '-' || !a[1]) break; /* the program */
-    int id = -1;
+  /* "+": options end at the program (its own options are its own); ":": report a missing value
+   * as ':' rather than '?'. */
+  char shorts[2 + 2 * NOPTS + 1] = "+:";
+  struct option longs[NOPTS + 1] = {{0}};
+  for (int k = 0, n = 2; k < NOPTS; k++) {
+    longs[k] = (struct option){OPTS[k].name, OPTS[k].value ? required_argument : no_argument, NULL,
+                               LONG_VAL + k};
+    shorts[n++] = OPTS[k].letter;
+    if (OPTS[k].value) shorts[n++] = ':';
+  }
+  opterr = 0; /* the messages are ddprun's */
+  for (;;) {
+    int longindex = -1, c = getopt_long(argc, argv, shorts, longs, &longindex);
+    if (c == -1) break;
+    if (c == ':' || c == '?') option_error(c, argv);
+    int id = option_id(c);
+    const char *val = optarg;
     char name[80];
-    if (a[1] == '-') {
-      size_t len = strcspn(a + 2, "=");
-      for (int k = 0; k < NOPTS && id < 0; k++)
-        if (strlen(OPTS[k].name) == len && !strncmp(OPTS[k].name, a + 2, len)) id = k;
-      if (a[2 + len] == '=') val = a + 3 + len;
-      snprintf(name, sizeof name, "--%.*s", (int)(len < 60 ? len : 60), a + 2);
-    } else {
-      for (int k = 0; k < NOPTS && id < 0; k++)
-        if (OPTS[k].letter == a[1]) id = k;
-      if (a[2]) val = a + 2; /* -n4 */
-      snprintf(name, sizeof name, "-%c", a[1]);
-    }
-    if (id < 0) dr_usage_error("unknown option '%s'", a);
-    if (OPTS[id].value && !val) {
-      if (i + 1 >= argc)
-        dr_usage_error("option %s needs a value (%s %s)", name, name, OPTS[id].value);
-      val = argv[++i];
-    }
-    if (!OPTS[id].value && val) dr_usage_error("option %s takes no value (got '%s')", name, a);
+    option_name(id, longindex >= 0, name, sizeof name);
     switch (id) {
     case O_NPROC:
       o->nproc = !strcmp(val, "auto") ? DR_NPROC_AUTO : parse_count(name, val, 1, 4096);
@@ -184,7 +207,7 @@ static void parse_args(int argc, char **argv, dr_options *o) {
     case O_HELP: fputs(HELP, stdout); exit(0);
     }
   }
-  for (; i < argc; i++) dr_strv_push(&o->prog, argv[i]);
+  for (int i = optind; i < argc; i++) dr_strv_push(&o->prog, argv[i]);
   if (o->hosts && o->hostfile) dr_usage_error("--hosts and --hostfile: give one of them");
 }
 

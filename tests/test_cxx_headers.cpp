@@ -46,6 +46,7 @@ int main() {
   em_ckpt_free(ck);
   EXPECT(em_atomic_file_open("") == nullptr && em_last_status() == EM_ERR_INVALID);
   EXPECT(em_timeline_now() > 0);
+  EXPECT(em_env_find("EMBER_THREADS") && em_env_count() > 0);
   /* coll.h, ddp_init.h, ddp.h, dl.h, dl_idx.h */
   EXPECT(std::strcmp(coll_kind_name(COLL_BARRIER), "barrier") == 0);
   EXPECT(ddp_rank() == 0 && ddp_world_size() == 1);

@@ -18,17 +18,26 @@
 #include "dl_idx.h"
 #include "ember.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* msg (NULL: getopt_long has said what is wrong) and the usage line; returns exit status 2. */
 static int usage(const char *msg) {
-  ddp_eprint(
-      "ember-ddp-bench: %s\nusage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] "
-      "[--threads N] [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]\n",
-      msg);
+  if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
+  ddp_eprint("usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] "
+             "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]\n");
   ddp_finalize();
   return 2;
+}
+
+/* optarg as an integer in [lo, hi] for option name; false (message set) if it is not one. */
+static bool int_opt(const char *name, int64_t lo, int64_t hi, int *out) {
+  int64_t v;
+  if (em_arg_int(name, optarg, lo, hi, &v) != EM_OK) return false;
+  *out = (int)v;
+  return true;
 }
 
 static int fail(const char *what) {
@@ -42,32 +51,36 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ember-ddp-bench: %s\n", em_last_error());
     return 1;
   }
+  static const struct option opts[] = {{"steps", required_argument, NULL, 's'},
+                                       {"warmup", required_argument, NULL, 'w'},
+                                       {"batch", required_argument, NULL, 'b'},
+                                       {"threads", required_argument, NULL, 't'},
+                                       {"bucket-mb", required_argument, NULL, 'k'},
+                                       {"compress", required_argument, NULL, 'c'},
+                                       {"timeline", required_argument, NULL, 'l'},
+                                       {"tag", required_argument, NULL, 'g'},
+                                       {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   ddp_options dopts = {0};
   const char *compress = "none", *tag = "main";
-  for (int i = 1; i < argc; i++) {
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--steps") && v)
-      steps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--warmup") && v)
-      warmup = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && v)
-      batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && v)
-      threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--bucket-mb") && v)
-      dopts.bucket_cap_mb = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--compress") && v)
-      compress = argv[++i];
-    else if (!strcmp(argv[i], "--timeline") && v)
-      dopts.timeline = argv[++i];
-    else if (!strcmp(argv[i], "--tag") && v)
-      tag = argv[++i];
-    else
-      return usage("unknown or incomplete option");
+  for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+    bool ok = true;
+    switch (c) {
+    case 's': ok = int_opt("--steps", 1, 100000000, &steps); break;
+    case 'w': ok = int_opt("--warmup", 0, 100000000, &warmup); break;
+    case 'b': ok = int_opt("--batch", 1, 60000, &batch); break; /* the training set's size */
+    case 't': ok = int_opt("--threads", 1, 4096, &threads); break;
+    case 'k': /* 0: EMBER_DDP_BUCKET_MB or 4 */
+      ok = em_arg_num("--bucket-mb", optarg, 0, 1024, &dopts.bucket_cap_mb) == EM_OK;
+      break;
+    case 'c': compress = optarg; break;
+    case 'l': dopts.timeline = optarg; break;
+    case 'g': tag = optarg; break;
+    default: return usage(NULL);
+    }
+    if (!ok) return usage(em_last_error());
   }
-  if (steps < 1 || warmup < 0 || batch < 1 || threads < 1 || dopts.bucket_cap_mb < 0)
-    return usage("--steps, --batch and --threads must be positive, --bucket-mb not negative");
+  if (optind < argc) return usage("unexpected arguments after the options");
   if (!strcmp(compress, "bf16"))
     dopts.compression = DDP_COMPRESS_BF16;
   else if (!strcmp(compress, "fp16"))
@@ -132,8 +145,7 @@ int main(int argc, char **argv) {
              fwd * ms, bwd * ms, comm * ms, exposed * ms, overlapped * ms,
              comm > 0 ? 100 * overlapped / comm : 0.0);
   double cap = dopts.bucket_cap_mb; /* as ddp.h resolves it: option, environment, default */
-  const char *env_cap = getenv("EMBER_DDP_BUCKET_MB");
-  if (cap <= 0) cap = env_cap && atof(env_cap) > 0 ? atof(env_cap) : 4.0;
+  if (cap <= 0 && em_env_num("EMBER_DDP_BUCKET_MB", &cap) != EM_OK) return fail("bucket size");
   ddp_print0("BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
              "compress=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
              "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",

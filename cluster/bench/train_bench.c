@@ -8,6 +8,7 @@
 #include "dl_idx.h"
 #include "ember.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,36 +20,44 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* msg (NULL: getopt_long has said what is wrong) and the usage line; returns exit status 2. */
 static int usage(const char *msg) {
-  fprintf(stderr,
-          "ember-train-bench: %s\nusage: ember-train-bench --model mlp|cnn [--steps N] "
-          "[--warmup N] [--batch N] [--threads N]\n",
-          msg);
+  if (msg) fprintf(stderr, "ember-train-bench: %s\n", msg);
+  fprintf(stderr, "usage: ember-train-bench --model mlp|cnn [--steps N] [--warmup N] [--batch N] "
+                  "[--threads N]\n");
   return 2;
 }
 
+/* optarg as an integer in [lo, hi] for option name; false (message set) if it is not one. */
+static bool int_opt(const char *name, int64_t lo, int64_t hi, int *out) {
+  int64_t v;
+  if (em_arg_int(name, optarg, lo, hi, &v) != EM_OK) return false;
+  *out = (int)v;
+  return true;
+}
+
 int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"model", required_argument, NULL, 'm'},   {"steps", required_argument, NULL, 's'},
+      {"warmup", required_argument, NULL, 'w'},  {"batch", required_argument, NULL, 'b'},
+      {"threads", required_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
   const char *model_name = NULL;
   int steps = 200, warmup = 10, batch = 64, threads = 1;
-  for (int i = 1; i < argc; i++) {
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--model") && v)
-      model_name = argv[++i];
-    else if (!strcmp(argv[i], "--steps") && v)
-      steps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--warmup") && v)
-      warmup = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--batch") && v)
-      batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && v)
-      threads = atoi(argv[++i]);
-    else
-      return usage("unknown or incomplete option");
+  for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+    bool ok = true;
+    switch (c) {
+    case 'm': model_name = optarg; break;
+    case 's': ok = int_opt("--steps", 1, 100000000, &steps); break;
+    case 'w': ok = int_opt("--warmup", 0, 100000000, &warmup); break;
+    case 'b': ok = int_opt("--batch", 1, 60000, &batch); break; /* the training set's size */
+    case 't': ok = int_opt("--threads", 1, 4096, &threads); break;
+    default: return usage(NULL);
+    }
+    if (!ok) return usage(em_last_error());
   }
+  if (optind < argc) return usage("unexpected arguments after the options");
   if (!model_name || (strcmp(model_name, "mlp") && strcmp(model_name, "cnn")))
     return usage("--model must be mlp or cnn");
-  if (steps < 1 || warmup < 0 || batch < 1 || threads < 1)
-    return usage("--steps, --batch and --threads must be positive");
   em_set_num_threads(threads);
 
   em_tensor *images, *labels;

@@ -41,7 +41,7 @@
  * Output ends with one BENCH line per measurement (DESIGN.md, "Performance rules"). */
 #include <ember.h>
 
-#include <limits.h>
+#include <getopt.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -539,14 +539,6 @@ static bool parse_size(const char *s, int64_t *out) {
   return true;
 }
 
-static bool parse_int(const char *s, int lo, int *out) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (end == s || *end || v < lo || v > 1000000) return false;
-  *out = (int)v;
-  return true;
-}
-
 static bool parse_ops(char *s, bool *ops) {
   memset(ops, 0, NKINDS * sizeof *ops);
   for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
@@ -556,6 +548,34 @@ static bool parse_ops(char *s, bool *ops) {
     if (!found) return false;
   }
   return true;
+}
+
+/* Option values from optarg: false, with a message naming the option in em_last_error(), if
+ * optarg is not one. */
+static bool int_opt(const char *name, int lo, int *out) {
+  int64_t v;
+  if (em_arg_int(name, optarg, lo, 1000000, &v) != EM_OK) return false;
+  *out = (int)v;
+  return true;
+}
+
+static bool size_opt(const char *name, int64_t *out) {
+  if (parse_size(optarg, out)) return true;
+  em_set_error(EM_ERR_INVALID,
+               "%s '%s': expected a size in bytes such as 4096, 64K or 1G (at most 1024G)", name,
+               optarg);
+  return false;
+}
+
+static bool ops_opt(bool *ops) {
+  char list[256];
+  snprintf(list, sizeof list, "%s", optarg); /* parse_ops cuts its string up */
+  if (strlen(optarg) < sizeof list && parse_ops(list, ops)) return true;
+  em_set_error(EM_ERR_INVALID,
+               "--ops '%s': expected all, or a comma-separated list of allreduce, broadcast, "
+               "reduce_scatter, allgather",
+               optarg);
+  return false;
 }
 
 /* 0: run; 1: help printed; 2: bad arguments (message printed on rank 0). */
@@ -574,64 +594,83 @@ static int parse_args(int argc, char **argv, bench_args *a) {
                     .table = true,
                     .check_cost = true,
                     .sweep = true};
-  int check_every = INT_MIN; /* not given */
-  const struct {
-    const char *name;
-    bool *flag;
-    bool value;
-  } flags[] = {{"--check", &a->check, true},
-               {"--no-check", &a->check, false},
-               {"--no-mpi", &a->mpi, false},
-               {"--no-table", &a->table, false},
-               {"--no-check-cost", &a->check_cost, false},
-               {"--no-sweep", &a->sweep, false}};
-  const struct {
-    const char *short_name, *name;
-    int64_t *size; /* a size, or */
-    int *num;      /* an int >= min */
-    int min;
-  } values[] = {{"-b", "--min-bytes", &a->min_bytes, NULL, 0},
-                {"-e", "--max-bytes", &a->max_bytes, NULL, 0},
-                {"", "--sweep-bytes", &a->sweep_bytes, NULL, 0},
-                {"", "--round-bytes", &a->round_bytes, NULL, 0},
-                {"", "--chunk-bytes", &a->coll.chunk_bytes, NULL, 0},
-                {"-f", "--factor", NULL, &a->factor, 2},
-                {"-n", "--iters", NULL, &a->iters, 1},
-                {"-w", "--warmup", NULL, &a->warmup, 0},
-                {"-r", "--rounds", NULL, &a->rounds, 1},
-                {"", "--check-every", NULL, &check_every, -1}};
-  for (int i = 1; i < argc; i++) {
-    const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    bool ok = false, known = false;
-    if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+  enum {
+    SWEEP_BYTES = 0x100, /* long-only options */
+    ROUND_BYTES,
+    CHUNK_BYTES,
+    CHECK_EVERY,
+    CHECK,
+    NO_CHECK,
+    NO_MPI,
+    NO_TABLE,
+    NO_CHECK_COST,
+    NO_SWEEP
+  };
+  static const struct option opts[] = {{"min-bytes", required_argument, NULL, 'b'},
+                                       {"max-bytes", required_argument, NULL, 'e'},
+                                       {"sweep-bytes", required_argument, NULL, SWEEP_BYTES},
+                                       {"round-bytes", required_argument, NULL, ROUND_BYTES},
+                                       {"chunk-bytes", required_argument, NULL, CHUNK_BYTES},
+                                       {"factor", required_argument, NULL, 'f'},
+                                       {"iters", required_argument, NULL, 'n'},
+                                       {"warmup", required_argument, NULL, 'w'},
+                                       {"rounds", required_argument, NULL, 'r'},
+                                       {"check-every", required_argument, NULL, CHECK_EVERY},
+                                       {"ops", required_argument, NULL, 'o'},
+                                       {"check", no_argument, NULL, CHECK},
+                                       {"no-check", no_argument, NULL, NO_CHECK},
+                                       {"no-mpi", no_argument, NULL, NO_MPI},
+                                       {"no-table", no_argument, NULL, NO_TABLE},
+                                       {"no-check-cost", no_argument, NULL, NO_CHECK_COST},
+                                       {"no-sweep", no_argument, NULL, NO_SWEEP},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  opterr = rank == 0; /* getopt_long's own complaints, once */
+  for (int c; (c = getopt_long(argc, argv, "b:e:f:n:w:r:o:h", opts, NULL)) != -1;) {
+    bool ok = true;
+    switch (c) {
+    case 'b': ok = size_opt("--min-bytes", &a->min_bytes); break;
+    case 'e': ok = size_opt("--max-bytes", &a->max_bytes); break;
+    case SWEEP_BYTES: ok = size_opt("--sweep-bytes", &a->sweep_bytes); break;
+    case ROUND_BYTES: ok = size_opt("--round-bytes", &a->round_bytes); break;
+    case CHUNK_BYTES: ok = size_opt("--chunk-bytes", &a->coll.chunk_bytes); break;
+    case 'f': ok = int_opt("--factor", 2, &a->factor); break;
+    case 'n': ok = int_opt("--iters", 1, &a->iters); break;
+    case 'w': ok = int_opt("--warmup", 0, &a->warmup); break;
+    case 'r': ok = int_opt("--rounds", 1, &a->rounds); break;
+    case CHECK_EVERY: /* -1: off; 0 would mean "the environment's" */
+      ok = int_opt("--check-every", -1, &a->coll.check_every);
+      if (ok && a->coll.check_every == 0) {
+        em_set_error(EM_ERR_INVALID, "--check-every 0: expected -1 (off) or 1 or more");
+        ok = false;
+      }
+      break;
+    case 'o': ok = ops_opt(a->ops); break;
+    case CHECK: a->check = true; break;
+    case NO_CHECK: a->check = false; break;
+    case NO_MPI: a->mpi = false; break;
+    case NO_TABLE: a->table = false; break;
+    case NO_CHECK_COST: a->check_cost = false; break;
+    case NO_SWEEP: a->sweep = false; break;
+    case 'h':
       if (rank == 0) usage(stdout);
       return 1;
+    default: /* getopt_long said what */
+      if (rank == 0) usage(stderr);
+      return 2;
     }
-    for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !known; k++)
-      if (!strcmp(o, flags[k].name)) *flags[k].flag = flags[k].value, known = ok = true;
-    for (size_t k = 0; k < sizeof values / sizeof values[0] && !known; k++) {
-      if (strcmp(o, values[k].name) && strcmp(o, values[k].short_name)) continue;
-      known = true;
-      if (v && values[k].size)
-        ok = parse_size(v, values[k].size);
-      else if (v)
-        ok = parse_int(v, values[k].min, values[k].num);
-      i++;
-    }
-    if (!known && (!strcmp(o, "-o") || !strcmp(o, "--ops"))) {
-      known = true;
-      ok = v && parse_ops(argv[++i], a->ops);
-    }
-    if (!ok || check_every == 0) {
+    if (!ok) {
       if (rank == 0) {
-        fprintf(stderr, "ember-collbench: %s: %s%s%s\n", known ? "bad value" : "unknown option", o,
-                known && v ? " " : "", known && v ? v : "");
+        fprintf(stderr, "ember-collbench: %s\n", em_last_error());
         usage(stderr);
       }
       return 2;
     }
   }
-  if (check_every != INT_MIN) a->coll.check_every = check_every;
+  if (optind < argc) {
+    if (rank == 0) fprintf(stderr, "ember-collbench: unexpected arguments after the options\n");
+    return 2;
+  }
   if (a->min_bytes > a->max_bytes) {
     if (rank == 0) fprintf(stderr, "ember-collbench: --min-bytes is above --max-bytes\n");
     return 2;

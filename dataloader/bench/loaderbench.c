@@ -25,6 +25,7 @@
 #include "dl.h"
 #include "ember.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,9 +63,19 @@ static const char usage_line[] =
     "usage: ember-loaderbench [--workers 0,1,2] [--rounds 5] [--epochs 1] [--batch 64] "
     "[--prefetch 0] [--train-rate SAMPLES_PER_S]\n";
 
+/* msg (NULL: getopt_long has said what is wrong) and the usage line; returns exit status 2. */
 static int usage(const char *msg) {
-  fprintf(stderr, "ember-loaderbench: %s\n%s", msg, usage_line);
+  if (msg) fprintf(stderr, "ember-loaderbench: %s\n", msg);
+  fputs(usage_line, stderr);
   return 2;
+}
+
+/* optarg as an integer in [lo, hi] for option name; false (message set) if it is not one. */
+static bool int_opt(const char *name, int64_t lo, int64_t hi, int *out) {
+  int64_t v;
+  if (em_arg_int(name, optarg, lo, hi, &v) != EM_OK) return false;
+  *out = (int)v;
+  return true;
 }
 
 /* "0,1,2" -> a->workers. Returns false on a malformed list. */
@@ -135,34 +146,29 @@ done:
 }
 
 int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"workers", required_argument, NULL, 'w'},  {"rounds", required_argument, NULL, 'r'},
+      {"epochs", required_argument, NULL, 'e'},   {"batch", required_argument, NULL, 'b'},
+      {"prefetch", required_argument, NULL, 'p'}, {"train-rate", required_argument, NULL, 't'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
   bench_args a = {.workers = {0, 1, 2}, .nworkers = 3, .rounds = 5, .epochs = 1, .batch = 64};
-  for (int i = 1; i < argc; i++) {
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(usage_line, stdout);
-      return 0;
+  for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+    bool ok = true;
+    switch (c) {
+    case 'w':
+      if (!parse_workers(optarg, &a)) return usage("--workers takes a list such as 0,1,2 (0..256)");
+      break;
+    case 'r': ok = int_opt("--rounds", 1, MAX_ROUNDS, &a.rounds); break;
+    case 'e': ok = int_opt("--epochs", 1, 100000, &a.epochs); break;
+    case 'b': ok = em_arg_int("--batch", optarg, 1, 1000000, &a.batch) == EM_OK; break;
+    case 'p': ok = int_opt("--prefetch", 0, 1024, &a.prefetch); break; /* 0: the loader's */
+    case 't': ok = em_arg_num("--train-rate", optarg, 1e-3, 1e12, &a.train_rate) == EM_OK; break;
+    case 'h': fputs(usage_line, stdout); return 0;
+    default: return usage(NULL);
     }
-    if (!v) return usage("unknown or incomplete option");
-    if (!strcmp(argv[i], "--workers")) {
-      if (!parse_workers(v, &a)) return usage("--workers takes a list such as 0,1,2 (0..256)");
-    } else if (!strcmp(argv[i], "--rounds")) {
-      a.rounds = atoi(v);
-    } else if (!strcmp(argv[i], "--epochs")) {
-      a.epochs = atoi(v);
-    } else if (!strcmp(argv[i], "--batch")) {
-      a.batch = atoll(v);
-    } else if (!strcmp(argv[i], "--prefetch")) {
-      a.prefetch = atoi(v);
-    } else if (!strcmp(argv[i], "--train-rate")) {
-      a.train_rate = atof(v);
-      if (a.train_rate <= 0) return usage("--train-rate must be positive");
-    } else {
-      return usage("unknown option");
-    }
-    i++;
+    if (!ok) return usage(em_last_error());
   }
-  if (a.rounds < 1 || a.rounds > MAX_ROUNDS || a.epochs < 1 || a.batch < 1 || a.prefetch < 0)
-    return usage("--rounds (1..1000), --epochs and --batch must be positive, --prefetch >= 0");
+  if (optind < argc) return usage("unexpected arguments after the options");
 
   dl_dataset *ds = dl_fmnist_open(NULL, "train", NULL);
   if (!ds) {

@@ -21,7 +21,7 @@
  *
  * Testing knob: EMBER_FAULT_KILL="rank=R,step=S" makes rank R kill itself (SIGKILL) right after
  * step S (its checkpoint, if one is due, included), unless EMBER_RESTART_COUNT is set and not 0
- * (a restarted job runs on). */
+ * (a restarted job runs on). Both are declared with Ember's other variables (em_env.h). */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -127,13 +127,16 @@ typedef struct {
 
 static em_status fault_parse(fault_plan *f) {
   memset(f, 0, sizeof *f);
-  const char *v = getenv("EMBER_FAULT_KILL"), *rc = getenv("EMBER_RESTART_COUNT");
-  if (!v || !*v) return EM_OK;
+  const char *v;
+  int64_t attempt;
+  em_status st = em_env_str("EMBER_FAULT_KILL", &v);
+  if (st != EM_OK || !*v) return st;
   int r, n = 0;
   long long s;
   if (sscanf(v, "rank=%d,step=%lld%n", &r, &s, &n) != 2 || v[n] || r < 0 || s < 0)
     return em_set_error(EM_ERR_FORMAT, "EMBER_FAULT_KILL='%s': expected rank=R,step=S", v);
-  f->armed = !rc || !*rc || !strcmp(rc, "0");
+  if ((st = em_env_int("EMBER_RESTART_COUNT", &attempt)) != EM_OK) return st;
+  f->armed = attempt == 0;
   f->rank = r;
   f->step = s;
   return EM_OK;

@@ -3,6 +3,7 @@
  * the program did ask for; em_config_hash fingerprints the effective tree (mappings in key order,
  * so reordering a file does not change it). The tree itself: config.c. */
 #include "config/internal.h"
+#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,19 +91,10 @@ em_status em_config_check_unused(const em_config *c, const char *prefix) {
 
 /* ---- hash ------------------------------------------------------------------------------------ */
 
-#define FNV_OFFSET 1469598103934665603ull
-#define FNV_PRIME 1099511628211ull
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-  return h;
-}
-
 static uint64_t fnv_str(uint64_t h, const char *s) {
   uint64_t len = strlen(s);
-  h = fnv(h, &len, sizeof len);
-  return fnv(h, s, len);
+  h = em__fnv1a(h, &len, sizeof len);
+  return em__fnv1a(h, s, len);
 }
 
 typedef struct {
@@ -118,10 +110,10 @@ static int cmp_entries(const void *a, const void *b) {
  * mapping's (key, value) pairs in key order. Lines, origins and "used" do not count. */
 static uint64_t hash_node(uint64_t h, const node *n) {
   char tag = n->kind == NODE_MAP ? 'M' : n->kind == NODE_SEQ ? 'L' : n->null ? 'N' : 'S';
-  h = fnv(h, &tag, 1);
+  h = em__fnv1a(h, &tag, 1);
   if (n->kind == NODE_SCALAR) return n->null ? h : fnv_str(h, n->text);
   uint64_t count = (uint64_t)n->n;
-  h = fnv(h, &count, sizeof count);
+  h = em__fnv1a(h, &count, sizeof count);
   if (n->kind == NODE_SEQ) {
     for (int i = 0; i < n->n; i++) h = hash_node(h, n->kids[i]);
     return h;
@@ -138,4 +130,4 @@ static uint64_t hash_node(uint64_t h, const node *n) {
   return h;
 }
 
-uint64_t em_config_hash(const em_config *c) { return c ? hash_node(FNV_OFFSET, c->root) : 0; }
+uint64_t em_config_hash(const em_config *c) { return c ? hash_node(EM__FNV_OFFSET, c->root) : 0; }

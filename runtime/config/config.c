@@ -14,10 +14,10 @@
  * value has one place, one line, one "used" flag. Nesting is limited to MAX_DEPTH levels so that
  * no input can exhaust the stack. The unused-key check and the hash: config_check.c. */
 #include "config/internal.h"
+#include "em_env.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,30 +465,11 @@ void em_config_ignore(em_config *c, const char *path) {
 
 /* ---- scalars --------------------------------------------------------------------------------- */
 
-static bool parse_int(const char *s, int64_t *out) {
-  if (!*s || isspace((unsigned char)*s)) return false;
-  char *end;
-  errno = 0;
-  long long v = strtoll(s, &end, 10);
-  if (errno == ERANGE || *end || end == s) return false;
-  *out = v;
-  return true;
-}
-
-static bool parse_num(const char *s, double *out) {
-  if (!*s || isspace((unsigned char)*s)) return false;
-  char *end;
-  double v = strtod(s, &end);
-  if (*end || end == s || !isfinite(v)) return false;
-  *out = v;
-  return true;
-}
-
 static em_status int_value(em_config *c, const node *n, const char *path, int64_t lo, int64_t hi,
                            int64_t *out) {
   char at[600];
   int64_t v;
-  if (n->null || !parse_int(n->text, &v))
+  if (n->null || !em_parse_int(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected an integer, got %s%s%s",
                         em__config_where(c, n, at, sizeof at), path,
                         n->null ? "an empty value" : "'", n->null ? "" : n->text,
@@ -524,7 +505,7 @@ em_status em_config_num(em_config *c, const char *path, double def, double lo, d
   }
   char at[600];
   double v;
-  if (n->null || !parse_num(n->text, &v))
+  if (n->null || !em_parse_num(n->text, &v))
     return em_set_error(EM_ERR_FORMAT, "%s: %s: expected a (finite) number, got %s%s%s",
                         em__config_where(c, n, at, sizeof at), path,
                         n->null ? "an empty value" : "'", n->null ? "" : n->text,

@@ -3,6 +3,8 @@
  * Creating a primitive descriptor costs tens of microseconds: each distinct shape is built once and
  * reused for the life of the process. */
 #include "cpu/dnnl.h"
+#include "core/hash.h"
+#include "em_env.h"
 
 #include <omp.h>
 #include <pthread.h>
@@ -13,16 +15,28 @@
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static dnnl_status_t init_status = dnnl_success;
+static em_status init_status = EM_OK; /* and its message: a bad EMBER_THREADS, or oneDNN failed */
+static char init_msg[512];
 static int num_threads = 1;
 
+/* Once per process. A bad EMBER_THREADS leaves the CPU without an engine: every oneDNN kernel then
+ * fails with the message naming the variable (em__dnnl_engine), rather than running silently on
+ * another thread count. */
 static void init_dnnl(void) {
-  const char *env = getenv("EMBER_THREADS");
-  if (env && atoi(env) > 0) num_threads = atoi(env);
+  int64_t n;
+  if ((init_status = em_env_int("EMBER_THREADS", &n)) != EM_OK) {
+    snprintf(init_msg, sizeof init_msg, "%s", em_last_error());
+    return;
+  }
+  num_threads = (int)n;
   omp_set_num_threads(num_threads);
-  init_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
-  if (init_status == dnnl_success)
-    init_status = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  dnnl_status_t st = dnnl_engine_create(&engine, dnnl_cpu, 0);
+  if (st == dnnl_success) st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  if (st != dnnl_success) {
+    init_status = EM_ERR_BACKEND;
+    snprintf(init_msg, sizeof init_msg, "oneDNN: creating the CPU engine failed (status %d)",
+             (int)st);
+  }
 }
 
 void em_set_num_threads(int n) {
@@ -39,9 +53,10 @@ int em_num_threads(void) {
 
 dnnl_engine_t em__dnnl_engine(void) {
   pthread_once(&init_once, init_dnnl);
-  if (init_status != dnnl_success)
-    em_set_error(EM_ERR_BACKEND, "oneDNN: creating the CPU engine failed (status %d)",
-                 (int)init_status);
+  if (init_status != EM_OK) {
+    em_set_error(init_status, "%s", init_msg);
+    return NULL;
+  }
   return engine;
 }
 
@@ -65,15 +80,9 @@ typedef struct entry {
 static entry *buckets[NBUCKETS];
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
 const em_dnnl_prim *em__dnnl_get(const char *key, em_dnnl_build_fn build, void *ctx) {
   if (!em__dnnl_engine()) return NULL;
-  uint64_t h = fnv1a(key);
+  uint64_t h = em__fnv1a(EM__FNV_OFFSET, key, strlen(key));
   pthread_mutex_lock(&cache_lock);
   entry *e = buckets[h % NBUCKETS];
   for (; e; e = e->next)

@@ -1,8 +1,10 @@
 /* cpu/memory.c: the CPU table's memory kernels: a caching allocator of 64-byte aligned blocks,
  * zeroing, copies (memcpy on the host) and fills. */
 #include "cpu/cpu.h"
+#include "em_env.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +14,11 @@
  * again (measured: 240 us instead of 52 us for a relu forward+backward on (64, 1024)). Freed
  * blocks of at least CACHE_MIN bytes are kept by exact size, up to EMBER_CPU_CACHE_MB (default
  * 256) in all, and handed out again. A free block holds its own list link. Sanitizer builds skip
- * the cache so that AddressSanitizer sees every use after free. */
+ * the cache so that AddressSanitizer sees every use after free.
+ *
+ * The limit is read at the first free of a large block, which has no error path: a bad
+ * EMBER_CPU_CACHE_MB is reported once on stderr and the default kept (the thread's last error is
+ * left as it was). */
 #if defined(__SANITIZE_ADDRESS__)
 #define CACHE_ENABLED 0
 #else
@@ -31,6 +37,27 @@ static size_t cache_bytes, cache_limit = (size_t)-1;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static size_t cache_bucket(size_t size) { return (size / 64) % CACHE_BUCKETS; }
+
+/* The cache's limit in bytes (reads EMBER_CPU_CACHE_MB the first time). Under cache_lock. */
+static size_t limit_bytes(void) {
+  if (cache_limit != (size_t)-1) return cache_limit;
+  em_status prev = em_last_status();
+  char prev_msg[1024];
+  snprintf(prev_msg, sizeof prev_msg, "%s", em_last_error());
+  int64_t mb;
+  if (em_env_int("EMBER_CPU_CACHE_MB", &mb) != EM_OK) {
+    const char *def = em_env_find("EMBER_CPU_CACHE_MB")->def;
+    fprintf(stderr, "ember: %s; the CPU block cache keeps its default, %s MB\n", em_last_error(),
+            def);
+    em_parse_int(def, &mb);
+    if (prev == EM_OK)
+      em_clear_error();
+    else
+      em_set_error(prev, "%s", prev_msg);
+  }
+  cache_limit = (size_t)mb << 20;
+  return cache_limit;
+}
 
 static void *block_alloc(size_t padded) {
   if (CACHE_ENABLED && padded >= CACHE_MIN) {
@@ -52,11 +79,7 @@ static void *block_alloc(size_t padded) {
 static void block_free(void *data, size_t padded) {
   if (CACHE_ENABLED && padded >= CACHE_MIN) {
     pthread_mutex_lock(&cache_lock);
-    if (cache_limit == (size_t)-1) {
-      const char *e = getenv("EMBER_CPU_CACHE_MB");
-      cache_limit = (size_t)(e && *e ? atol(e) : 256) << 20;
-    }
-    if (cache_bytes + padded <= cache_limit) {
+    if (cache_bytes + padded <= limit_bytes()) {
       free_block *b = data;
       b->size = padded;
       b->next = cache[cache_bucket(padded)];

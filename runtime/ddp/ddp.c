@@ -10,7 +10,9 @@
 #include "ddp.h"
 #include "ddp_init.h"
 #include "em_half.h"
+#include "core/hash.h"
 #include "core/internal.h"
+#include "em_env.h"
 #include "em_timeline.h"
 
 #include <math.h>
@@ -80,12 +82,6 @@ static em_status agree(coll_comm *c, int64_t v, bool *same) {
   return st;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 static void describe_param(const ddp_model *d, int i, char *buf, size_t n) {
   char sh[EM_SHAPE_STR_LEN];
   if (i < d->n_params)
@@ -102,7 +98,7 @@ static em_status check_models(ddp_model *d) {
   int64_t n = d->n_params;
   int64_t *all_n = calloc((size_t)W, sizeof *all_n);
   uint64_t *mine = calloc((size_t)(n ? n : 1), sizeof *mine);
-  int64_t *desc = NULL;
+  int64_t *hashes = NULL, *padded = NULL, *desc = NULL;
   em_status st = EM_ERR_NOMEM;
   if (!all_n || !mine) goto done;
   st =
@@ -113,14 +109,12 @@ static em_status check_models(ddp_model *d) {
   for (int i = 0; i < n; i++) {
     char b[256];
     describe_param(d, i, b, sizeof b);
-    mine[i] = fnv(1469598103934665603ull, b, strlen(b));
+    mine[i] = em__fnv1a(EM__FNV_OFFSET, b, strlen(b));
   }
   /* First index where ranks differ: gather every rank's hashes up to the longest list. */
-  int64_t *hashes = calloc((size_t)(W * (maxn ? maxn : 1)), sizeof *hashes), *padded = NULL;
+  hashes = calloc((size_t)W * (size_t)(maxn ? maxn : 1), sizeof *hashes);
   padded = calloc((size_t)(maxn ? maxn : 1), sizeof *padded);
   if (!hashes || !padded) {
-    free(hashes);
-    free(padded);
     st = EM_ERR_NOMEM;
     goto done;
   }
@@ -135,8 +129,6 @@ static em_status check_models(ddp_model *d) {
         other = r;
         break;
       }
-  free(hashes);
-  free(padded);
   if (st != EM_OK || first < 0) goto done;
   /* Gather the description of parameter `first` from every rank to name both sides. */
   enum { DL = 192 };
@@ -161,20 +153,32 @@ done:
   if (st == EM_ERR_NOMEM && em_last_status() == EM_OK) em_set_error(st, "ddp_wrap: out of memory");
   free(all_n);
   free(mine);
+  free(hashes);
+  free(padded);
   free(desc);
   return st;
 }
 
 /* ---- buckets ------------------------------------------------------------------------------------
  */
-static double default_cap_mb(const ddp_options *o) {
-  if (o->bucket_cap_mb > 0) return o->bucket_cap_mb;
-  const char *e = getenv("EMBER_DDP_BUCKET_MB");
-  return e && *e && atof(e) > 0 ? atof(e) : 4.0;
+/* The bucket size in MB: the option, else EMBER_DDP_BUCKET_MB, else 4. */
+static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
+  if (o->bucket_cap_mb > 0) {
+    *mb = o->bucket_cap_mb;
+    return EM_OK;
+  }
+  return em_env_num("EMBER_DDP_BUCKET_MB", mb);
 }
 
+/* Collective: every rank reaches the plan's comparison, also a rank whose EMBER_DDP_BUCKET_MB is
+ * bad (it offers -1, which no real plan's fingerprint equals, and returns its own error; the
+ * others then see plans that differ). */
 static em_status plan_buckets(ddp_model *d) {
-  int64_t cap = (int64_t)(default_cap_mb(&d->opts) * 1048576.0 / sizeof(float));
+  double cap_mb = 0;
+  em_status cap_st = bucket_cap_mb(&d->opts, &cap_mb);
+  char cap_msg[512];
+  snprintf(cap_msg, sizeof cap_msg, "%s", cap_st == EM_OK ? "" : em_last_error());
+  int64_t cap = (int64_t)(cap_mb * 1048576.0 / sizeof(float));
   d->order = malloc((size_t)d->n_params * sizeof *d->order);
   d->goff = malloc((size_t)d->n_params * sizeof *d->goff);
   d->buckets = calloc((size_t)d->n_params, sizeof *d->buckets);
@@ -199,24 +203,25 @@ static em_status plan_buckets(ddp_model *d) {
   d->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
   if (!d->grads) return em_last_status();
   /* The plan's fingerprint is compared across ranks: same buckets, same sizes, same order. */
-  uint64_t h = fnv(1469598103934665603ull, &d->n_buckets, sizeof d->n_buckets);
+  uint64_t h = em__fnv1a(EM__FNV_OFFSET, &d->n_buckets, sizeof d->n_buckets);
   for (int k = 0; k < d->n_buckets; k++) {
-    h = fnv(h, &d->buckets[k].len, sizeof d->buckets[k].len);
-    h = fnv(h, &d->buckets[k].n, sizeof d->buckets[k].n);
+    h = em__fnv1a(h, &d->buckets[k].len, sizeof d->buckets[k].len);
+    h = em__fnv1a(h, &d->buckets[k].n, sizeof d->buckets[k].n);
   }
   bool same;
-  em_status st = agree(d->comm, (int64_t)(h >> 1), &same);
+  em_status st = agree(d->comm, cap_st == EM_OK ? (int64_t)(h >> 1) : -1, &same);
   if (st == EM_OK && !same) {
     int64_t nb[2] = {d->n_buckets, -(int64_t)d->n_buckets};
     run_i64(d->comm, nb, 2, COLL_MAX);
-    st = em_set_error(EM_ERR_INVALID,
-                      "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
-                      "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
-                      "(EMBER_DDP_BUCKET_MB) on every rank",
-                      coll_rank(d->comm), d->n_buckets, default_cap_mb(&d->opts), (long long)-nb[1],
-                      (long long)nb[0]);
+    st =
+        em_set_error(EM_ERR_INVALID,
+                     "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
+                     "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
+                     "(EMBER_DDP_BUCKET_MB) on every rank",
+                     coll_rank(d->comm), d->n_buckets, cap_mb, (long long)-nb[1], (long long)nb[0]);
   }
-  return st;
+  if (st == EM_OK || cap_st == EM_OK) return st;
+  return em_set_error(cap_st, "ddp_wrap: %s", cap_msg);
 }
 
 /* Point every parameter's .grad at its slice of the flat buffer (keeping existing values). */
@@ -445,6 +450,81 @@ void ddp_free(ddp_model *d) {
   free(d);
 }
 
+/* Rank 0's parameters (the whole arena in one broadcast, then checked) and buffers for everyone.
+ * Collective. */
+static em_status broadcast_state(ddp_model *d, const em_params *p) {
+  em_status st;
+  if (p->arena) {
+    coll_buf ab = coll_host_buf(p->arena, p->arena_numel, EM_F32);
+    if ((st = coll_run(coll_broadcast(d->comm, ab, p->arena_numel, 0))) != EM_OK) return st;
+    bool same;
+    uint64_t h = em__fnv1a(EM__FNV_OFFSET, p->arena, (size_t)p->arena_numel * sizeof(float));
+    if ((st = agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) return st;
+    if (!same)
+      return em_set_error(EM_ERR_COMM, "ddp_wrap: parameters differ across ranks after the "
+                                       "broadcast from rank 0 (checksum)");
+  }
+  for (int i = p->n, nt = em_module_num_tensors(d->model); i < nt; i++) {
+    coll_buf bb = coll_buf_of(em_module_tensor_at(d->model, i));
+    if (bb.dtype != EM_F32 && bb.dtype != EM_I64) continue;
+    if ((st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0))) != EM_OK) return st;
+  }
+  return EM_OK;
+}
+
+/* What follows the bucket plan: gradient views, pass state, hooks, the observer, the timeline.
+ * Local to this rank (no collective); what it acquired, ddp_free releases. */
+static em_status wrap_local(ddp_model *d) {
+  em_status st = bind_grads(d);
+  if (st != EM_OK) return st;
+  d->used = calloc((size_t)d->n_params + 1, 1);
+  d->used_all = calloc((size_t)d->n_params + 1, 1);
+  d->saved = calloc((size_t)em_numel(d->grads), sizeof *d->saved);
+  d->slots = calloc((size_t)d->n_params + 1, sizeof *d->slots);
+  d->hook_ids = calloc((size_t)d->n_params + 1, sizeof *d->hook_ids);
+  if (!d->used || !d->used_all || !d->saved || !d->slots || !d->hook_ids)
+    return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  for (int k = 0; k < d->n_buckets; k++) {
+    if (d->opts.compression != DDP_COMPRESS_NONE &&
+        !(d->buckets[k].half = malloc((size_t)d->buckets[k].len * sizeof(uint16_t))))
+      return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+    for (int j = 0; j < d->buckets[k].n; j++) {
+      int i = d->order[d->buckets[k].first + j];
+      d->slots[i] = (param_slot){d, i, k};
+    }
+  }
+  for (int i = 0; i < d->n_params; i++)
+    if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i])))
+      return em_last_status();
+  if (!(d->observer = em_autograd_on_backward(on_begin, on_end, d))) return em_last_status();
+  const char *tl = d->opts.timeline;
+  if (!tl && (st = em_env_str("EMBER_TIMELINE", &tl)) != EM_OK) return st;
+  if (*tl) {
+    if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) return em_last_status();
+    em_timeline_set_current(d->tl);
+  }
+  d->stats.n_buckets = d->n_buckets;
+  return EM_OK;
+}
+
+/* st: how this rank's local steps went. The steps were local: make sure every rank got through
+ * them, or all fail together (else the others' next backward would wait for this rank forever).
+ * Collective. */
+static em_status all_ranks_ok(coll_comm *c, em_status st) {
+  int64_t ok[2] = {st == EM_OK ? 1 : 0, st == EM_OK ? -1 : -(int64_t)coll_rank(c) - 2};
+  char why[600];
+  snprintf(why, sizeof why, "%s", st == EM_OK ? "" : em_last_error());
+  em_status cs = run_i64(c, ok, 2, COLL_MIN);
+  if (cs != EM_OK) return cs;
+  if (ok[0] == 0) {
+    if (st == EM_OK)
+      return em_set_error(EM_ERR_STATE, "ddp_wrap: failed on rank %lld (see its message)",
+                          (long long)(-ok[1] - 2));
+    em_set_error(st, "%s", why);
+  }
+  return st;
+}
+
 ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   if (!model) {
     em_set_error(EM_ERR_INVALID, "ddp_wrap: model is NULL");
@@ -476,96 +556,22 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   d->comm = ddp_comm();
   d->opts = opts ? *opts : (ddp_options){0};
   em_params p = em_parameters(model); /* packs the arena */
-  em_status st = p.n || em_last_status() == EM_OK ? EM_OK : em_last_status();
-  if (st != EM_OK) goto fail;
+  if (!p.n && em_last_status() != EM_OK) goto fail;
   for (int i = 0; i < p.n; i++)
     if (p.t[i]->dtype != EM_F32 || p.t[i]->device.kind != EM_CPU) {
-      st = em_set_error(EM_ERR_UNSUPPORTED, "ddp_wrap: parameter '%s' is not an f32 CPU tensor",
-                        p.names[i]);
+      em_set_error(EM_ERR_UNSUPPORTED, "ddp_wrap: parameter '%s' is not an f32 CPU tensor",
+                   p.names[i]);
       goto fail;
     }
   d->n_params = p.n;
   d->params = p.t;
   d->names = p.names;
-  if ((st = check_models(d)) != EM_OK) goto fail;
-  /* Rank 0's parameters (the whole arena in one broadcast) and buffers for everyone. */
-  if (p.arena) {
-    coll_buf ab = coll_host_buf(p.arena, p.arena_numel, EM_F32);
-    if ((st = coll_run(coll_broadcast(d->comm, ab, p.arena_numel, 0))) != EM_OK) goto fail;
-    bool same;
-    uint64_t h = fnv(1469598103934665603ull, p.arena, (size_t)p.arena_numel * sizeof(float));
-    if ((st = agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) goto fail;
-    if (!same) {
-      st = em_set_error(EM_ERR_COMM, "ddp_wrap: parameters differ across ranks after the "
-                                     "broadcast from rank 0 (checksum)");
-      goto fail;
-    }
-  }
-  for (int i = p.n, nt = em_module_num_tensors(model); i < nt; i++) {
-    coll_buf bb = coll_buf_of(em_module_tensor_at(model, i));
-    if (bb.dtype != EM_F32 && bb.dtype != EM_I64) continue;
-    if ((st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0))) != EM_OK) goto fail;
-  }
-  if ((st = plan_buckets(d)) != EM_OK) goto fail; /* collective: all ranks agree already */
-  if ((st = bind_grads(d)) != EM_OK) goto local_fail;
-  d->used = calloc((size_t)d->n_params + 1, 1);
-  d->used_all = calloc((size_t)d->n_params + 1, 1);
-  d->saved = calloc((size_t)em_numel(d->grads), sizeof *d->saved);
-  d->slots = calloc((size_t)d->n_params + 1, sizeof *d->slots);
-  d->hook_ids = calloc((size_t)d->n_params + 1, sizeof *d->hook_ids);
-  if (!d->used || !d->used_all || !d->saved || !d->slots || !d->hook_ids) goto nomem;
-  for (int k = 0; k < d->n_buckets; k++) {
-    if (d->opts.compression != DDP_COMPRESS_NONE &&
-        !(d->buckets[k].half = malloc((size_t)d->buckets[k].len * sizeof(uint16_t))))
-      goto nomem;
-    for (int j = 0; j < d->buckets[k].n; j++) {
-      int i = d->order[d->buckets[k].first + j];
-      d->slots[i] = (param_slot){d, i, k};
-    }
-  }
-  for (int i = 0; i < d->n_params; i++)
-    if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i]))) {
-      st = em_last_status();
-      goto local_fail;
-    }
-  if (!(d->observer = em_autograd_on_backward(on_begin, on_end, d))) {
-    st = em_last_status();
-    goto local_fail;
-  }
-  const char *tl = d->opts.timeline ? d->opts.timeline : getenv("EMBER_TIMELINE");
-  if (tl && *tl) {
-    if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) {
-      st = em_last_status();
-      goto local_fail;
-    }
-    em_timeline_set_current(d->tl);
-  }
-  d->stats.n_buckets = d->n_buckets;
-  st = EM_OK;
-local_fail:
-  /* The steps since the last collective were local: make sure every rank got through them, or
-   * all fail together (else the others' next backward would wait for this rank forever). */
-  {
-    int64_t ok[2] = {st == EM_OK ? 1 : 0, st == EM_OK ? -1 : -(int64_t)coll_rank(d->comm) - 2};
-    char why[600];
-    snprintf(why, sizeof why, "%s", st == EM_OK ? "" : em_last_error());
-    em_status cs = run_i64(d->comm, ok, 2, COLL_MIN);
-    if (cs != EM_OK) {
-      st = cs;
-    } else if (ok[0] == 0) {
-      if (st == EM_OK)
-        st = em_set_error(EM_ERR_STATE, "ddp_wrap: failed on rank %lld (see its message)",
-                          (long long)(-ok[1] - 2));
-      else
-        em_set_error(st, "%s", why);
-    }
-  }
-  if (st != EM_OK) goto fail;
+  /* Collective steps, in the same order on every rank. */
+  if (check_models(d) != EM_OK || broadcast_state(d, &p) != EM_OK || plan_buckets(d) != EM_OK ||
+      all_ranks_ok(d->comm, wrap_local(d)) != EM_OK)
+    goto fail;
   wrapped[slot] = d;
   return d;
-nomem:
-  st = em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
-  goto local_fail;
 fail:
   ddp_free(d);
   return NULL;

@@ -5,7 +5,8 @@
 include_guard(GLOBAL)
 
 # Without a launcher: a world of 1. And start-up errors: EMBER_DEVICE=cuda without a GPU (skips
-# itself where a GPU is present), an unknown EMBER_DEVICE value, a malformed EMBER_COLL_TIMEOUT.
+# itself where a GPU is present), an unknown EMBER_DEVICE value, malformed or out-of-range
+# EMBER_COLL_* values (each case: name, the message's pattern, EMBER_DEVICE, one more variable).
 # These run the program directly, so they take mpirun.sh's sanitizer settings here (Open MPI's
 # singleton keeps allocations until exit: tests/lsan.supp).
 set(lsan_supp ${CMAKE_SOURCE_DIR}/tests/lsan.supp)
@@ -17,20 +18,20 @@ if(NOT TARGET test_coll_bootstrap)
   target_link_libraries(test_coll_bootstrap PRIVATE ember)
   target_include_directories(test_coll_bootstrap PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 endif()
-foreach(t single:--single:cpu cuda_missing:cuda:cuda bad_device:EMBER_DEVICE=tpu:tpu
-          bad_timeout:EMBER_COLL_TIMEOUT:cpu)
+foreach(t single:--single:cpu: cuda_missing:cuda:cuda: bad_device:EMBER_DEVICE=tpu:tpu:
+          bad_timeout:EMBER_COLL_TIMEOUT=soon:cpu:EMBER_COLL_TIMEOUT=soon
+          bad_chunk:EMBER_COLL_CHUNK_BYTES=1e999:cpu:EMBER_COLL_CHUNK_BYTES=1e999
+          bad_check_every:check_every=0:cpu:EMBER_COLL_CHECK_EVERY=0)
   string(REPLACE ":" ";" t ${t})
   list(GET t 0 name)
   list(GET t 1 arg)
   list(GET t 2 device)
-  set(env ${single_env} EMBER_DEVICE=${device})
+  list(GET t 3 extra)
+  set(env ${single_env} EMBER_DEVICE=${device} ${extra})
   if(arg STREQUAL "--single")
     add_test(NAME coll_bootstrap_${name} COMMAND test_coll_bootstrap --single)
   else()
     add_test(NAME coll_bootstrap_${name} COMMAND test_coll_bootstrap --init-error ${arg})
-  endif()
-  if(name STREQUAL "bad_timeout")
-    list(APPEND env EMBER_COLL_TIMEOUT=soon)
   endif()
   set_tests_properties(coll_bootstrap_${name} PROPERTIES TIMEOUT 60 ENVIRONMENT "${env}")
 endforeach()

@@ -7,7 +7,8 @@
  *   init     ddp_wrap before ddp_init: NULL, EM_ERR_STATE, "ddp_init"
  *   models   rank 1 builds hidden size 48 instead of 64: NULL on every rank within seconds, the
  *            message names the parameter ('0.weight') and both shapes ([64, 20] and [48, 20])
- *   plan     EMBER_DDP_BUCKET_MB set (setenv) on rank 1 only: NULL on every rank, "bucket"
+ *   plan     EMBER_DDP_BUCKET_MB set (setenv) on rank 1 only: NULL on every rank, "bucket";
+ *            then set to "abc" on rank 1: NULL on every rank, rank 1 names the variable
  *   twice    wrapping a wrapped model: NULL, "wrapped already"; after ddp_free it wraps again
  *   grad     em_set_grad(p, another tensor) after wrapping (on every rank): the next backward
  *            returns EM_ERR_STATE naming the parameter; putting the bucket view back heals it
@@ -84,6 +85,21 @@ int main(int argc, char **argv) {
   ddp_free(d);
   em_module_free(m);
   still_works("mismatched bucket plans");
+
+  /* plan, a bad value */
+  if (rank == 1) setenv("EMBER_DDP_BUCKET_MB", "abc", 1);
+  m = mlp(64);
+  t0 = chk_now();
+  d = ddp_wrap(m, NULL);
+  snprintf(msg, sizeof msg, "%s", em_last_error());
+  unsetenv("EMBER_DDP_BUCKET_MB");
+  CHECK(d == NULL, "a bad EMBER_DDP_BUCKET_MB on rank 1: ddp_wrap succeeded");
+  CHECK(chk_now() - t0 < 5, "a bad EMBER_DDP_BUCKET_MB on rank 1: took %.1f s", chk_now() - t0);
+  CHECK_STR(msg, rank == 1 ? "EMBER_DDP_BUCKET_MB=abc: expected a number in [0.001, 1024]"
+                           : "bucket plans differ");
+  ddp_free(d);
+  em_module_free(m);
+  still_works("a bad EMBER_DDP_BUCKET_MB");
 
   /* twice */
   m = mlp(64);
