@@ -1,4 +1,4 @@
-/* checkpoint_read.c: reading safetensors checkpoints and loading them into modules and
+/* checkpoint/read.c: reading safetensors checkpoints and loading them into modules and
  * optimizers (see em_checkpoint.h). Uses only the public em_ckpt API (checkpoint.c).
  *
  * Reading checks every size before trusting it: the header length against the file size, the

@@ -50,7 +50,7 @@ struct em_ckpt {
   int n_meta, cap_meta;
 };
 
-/* safetensors dtype strings, indexed by em_dtype (as in checkpoint_read.c). */
+/* safetensors dtype strings, indexed by em_dtype (as in read.c). */
 static const char *const st_dtype[EM_DTYPE_COUNT] = {
     [EM_F32] = "F32", [EM_I64] = "I64",   [EM_I32] = "I32",
     [EM_U8] = "U8",   [EM_BF16] = "BF16", [EM_F16] = "F16",

@@ -1,4 +1,4 @@
-/* config_check.c: what a program asks of its configuration once it has read it (em_config.h):
+/* config/check.c: what a program asks of its configuration once it has read it (em_config.h):
  * em_config_check_unused finds the first key nobody read, with a "did you mean" from the paths
  * the program did ask for; em_config_hash fingerprints the effective tree (mappings in key order,
  * so reordering a file does not change it). The tree itself: config.c. */

@@ -1,4 +1,4 @@
-/* config.c: YAML configuration files (em_config.h). libyaml's event stream is built into a tree
+/* config/config.c: YAML configuration files (em_config.h). libyaml's event stream is built into a tree
  * of mappings, sequences and scalars, each remembering where it came from; the typed getters walk
  * dotted paths through it, mark what they read, and check types and ranges; overrides replace
  * subtrees; em_config_check_unused reports the first key nobody read.
@@ -12,7 +12,7 @@
  * A mapping's value carries its key's line (messages about "optim.lr" point at the key); sequence
  * items carry their own. Anchors and aliases are refused: a config is a plain tree, so that every
  * value has one place, one line, one "used" flag. Nesting is limited to MAX_DEPTH levels so that
- * no input can exhaust the stack. The unused-key check and the hash: config_check.c. */
+ * no input can exhaust the stack. The unused-key check and the hash: config/check.c. */
 #include "config/internal.h"
 #include "em_env.h"
 

@@ -1,4 +1,4 @@
-/* config_internal.h: the tree behind em_config (config.c builds and reads it, config_check.c
+/* config/internal.h: the tree behind em_config (config.c builds and reads it, check.c
  * checks and hashes it). Private to those two files. */
 #ifndef EMBER_CONFIG_INTERNAL_H
 #define EMBER_CONFIG_INTERNAL_H

@@ -1,4 +1,4 @@
-/* atomic_file.c: files replaced atomically (em_file.h), and the directory fsync that makes a
+/* core/atomic_file.c: files replaced atomically (em_file.h), and the directory fsync that makes a
  * rename durable (core/internal.h).
  *
  * The sequence, and what a crash at each point leaves at path:

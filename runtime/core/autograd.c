@@ -1,4 +1,4 @@
-/* autograd.c: graph recording and the backward engine.
+/* core/autograd.c: graph recording and the backward engine.
  *
  * Graph ownership:   out --grad_fn--> node --inputs--> in0, in1 ...  (all counted references)
  * A node never references its own output, so there are no cycles: releasing the loss (or ending

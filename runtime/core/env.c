@@ -1,4 +1,4 @@
-/* env.c: the table of Ember's environment variables (em_env.h) and their one parser.
+/* core/env.c: the table of Ember's environment variables (em_env.h) and their one parser.
  *
  * A row per variable; README.md's "Environment" table is this table by hand, and
  * tests/test_env.c checks that the two agree. Adding a variable: add a row here and one there,

@@ -1,4 +1,4 @@
-/* error.c: status names and the per-thread last-error message. */
+/* core/error.c: status names and the per-thread last-error message. */
 #include "em_core.h"
 
 #include <stdarg.h>

@@ -1,11 +1,13 @@
 /* core/internal.h: private to runtime/. Node layout, op-recording helpers, allocation without
  * scope ownership and shape helpers.
  *
- * How an op is written (see ops_binary.c for a full example):
+ * How an op front end is written (runtime/ops/; ops/binary.c is a short full example):
  *
  *   em_tensor *em_foo(em_tensor *a) {
  *     EM_CHECK_INPUT(a, "foo");                       // NULL in -> NULL out, keep first error
- *     em_tensor *out = em_empty(...);  ...compute...
+ *     const em_kernels *k = EM_KERNELS(a, foo, "foo"); // a's device table (ops/kernels.h)
+ *     em_tensor *out = k ? em__empty_on(a->device, ...) : NULL;
+ *     if (!out || k->foo(a, out) != EM_OK) return NULL;          // the device computes
  *     em_node *n = em__record(out, "foo", foo_backward, 1, &a);   // NULL if no grad needed
  *     if (n) em__save(n, a);                          // saved tensors are detached aliases
  *     return out;
@@ -158,15 +160,6 @@ em_status em__accumulate(em_tensor *out, const em_tensor *g);
 /* Normalise a possibly negative dim into [0, ndim). Returns -1 and sets an error if out of range.
  */
 int em__dim(const char *op, int dim, int ndim);
-
-/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time: the build
- * targets baseline x86-64, whose 4-wide SSE runs them 3-5x slower. Not under ThreadSanitizer: its
- * instrumented ifunc resolvers run before the TSan runtime is up and crash. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define EM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EM_SIMD_CLONES
-#endif
 
 /* Input checks: NULL propagation and dtype/device checks with a message naming the op. */
 #define EM_CHECK_INPUT(t, opname)                                                                  \

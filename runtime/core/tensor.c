@@ -1,4 +1,4 @@
-/* tensor.c: storage, tensor construction, views, reference counting, scopes, element access.
+/* core/tensor.c: storage, tensor construction, views, reference counting, scopes, element access.
  *
  * Ownership: a storage is shared by every view of it and freed with the last one. A tensor holds
  * one storage reference, its grad, its grad_fn node and its hooks. Scopes keep a per-thread stack

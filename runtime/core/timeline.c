@@ -1,4 +1,4 @@
-/* timeline.c: Chrome trace writer (see em_timeline.h). */
+/* core/timeline.c: Chrome trace writer (see em_timeline.h). */
 #include "em_timeline.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* dnnl.c: the oneDNN CPU engine and stream, the thread count, and a cache of primitives keyed by
+/* cpu/dnnl.c: the oneDNN CPU engine and stream, the thread count, and a cache of primitives keyed by
  * a string that the op builds from its shapes and attributes ("matmul f32 64x784x1024 tb").
  * Creating a primitive descriptor costs tens of microseconds: each distinct shape is built once and
  * reused for the life of the process. */

@@ -1,4 +1,4 @@
-/* ddp.c: the data-parallel reducer behind ddp_wrap (see ddp.h for the model).
+/* ddp/ddp.c: the data-parallel reducer behind ddp_wrap (see ddp.h for the model).
  *
  * Per synced backward pass:
  *   begin (engine observer)  check the wrap is intact; mark parameters this pass does not reach

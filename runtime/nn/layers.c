@@ -1,4 +1,4 @@
-/* layers.c: the standard layers as modules (Linear, Conv2d, BatchNorm2d, LayerNorm, Embedding,
+/* nn/layers.c: the standard layers as modules (Linear, Conv2d, BatchNorm2d, LayerNorm, Embedding,
  * Dropout, the activations, Flatten, MaxPool2d, Sequential) and the default generator their
  * constructors draw initial weights from.
  *

@@ -1,4 +1,4 @@
-/* module.c: the module tree (named parameters, buffers, children), whole-tree queries, lookup by
+/* nn/module.c: the module tree (named parameters, buffers, children), whole-tree queries, lookup by
  * dotted name, train/eval, and the flat parameter arena (see em_nn.h for the contracts).
  *
  * Each module caches a flattened view of its subtree (names, tensors, arena offsets), built on

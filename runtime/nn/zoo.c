@@ -1,4 +1,4 @@
-/* zoo.c: ready-made models (em_mlp, em_small_cnn). Each is a Sequential whose parameter names and
+/* nn/zoo.c: ready-made models (em_mlp, em_small_cnn). Each is a Sequential whose parameter names and
  * shapes equal those of the torch.nn.Sequential given in em_nn.h, so a PyTorch peer script can
  * build the same model and exchange weights by name. */
 #include "em_nn.h"

@@ -1,4 +1,4 @@
-/* lr_schedule.c: learning-rate schedules (constant, step decay, cosine), each with an optional
+/* optim/lr_schedule.c: learning-rate schedules (constant, step decay, cosine), each with an optional
  * linear warmup, as a pure function of the step (formulas in em_optim.h). */
 #include "em_optim.h"
 

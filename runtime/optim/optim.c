@@ -1,4 +1,4 @@
-/* optim.c: SGD, Adam and AdamW, with torch.optim's exact update order (see em_optim.h).
+/* optim/optim.c: SGD, Adam and AdamW, with torch.optim's exact update order (see em_optim.h).
  *
  * The optimizer keeps references to its parameters and a state arena laid out like the parameter
  * arena (slot k of parameter i at k * slot_numel + offset[i]). Each update is one kernel call per
