@@ -173,6 +173,9 @@ bool em__check_f32(const char *op, const em_tensor *t, const char *what);
 /* True when b is on a's device; otherwise false with "<op>: <what> is on cuda:0 but the input is
  * on cpu" set. */
 bool em__check_device(const char *op, const em_tensor *a, const em_tensor *b, const char *what);
+/* x, weight w and the optional bias (NULL) of a layer op: all f32 and on x's device. */
+bool em__check_layer_inputs(const char *op, const em_tensor *x, const em_tensor *w,
+                            const em_tensor *bias);
 /* "cpu", "cuda:1": the device's name, written into buf (at least EM_DEVICE_STR_LEN bytes). */
 #define EM_DEVICE_STR_LEN 24
 const char *em__device_str(em_device d, char *buf, size_t n);

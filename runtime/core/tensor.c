@@ -393,6 +393,13 @@ bool em__check_f32(const char *op, const em_tensor *t, const char *what) {
   return false;
 }
 
+bool em__check_layer_inputs(const char *op, const em_tensor *x, const em_tensor *w,
+                            const em_tensor *bias) {
+  if (!em__check_f32(op, x, "x") || !em__check_f32(op, w, "weight")) return false;
+  if (!em__check_device(op, x, w, "weight")) return false;
+  return !bias || (em__check_f32(op, bias, "bias") && em__check_device(op, x, bias, "bias"));
+}
+
 const char *em__device_str(em_device d, char *buf, size_t n) {
   if (d.kind == EM_CPU)
     snprintf(buf, n, "cpu");

@@ -128,10 +128,7 @@ static em_tensor *conv_impl(em_tensor *x, em_tensor *w, em_tensor *bias,
   static const char *op = "conv2d";
   EM_CHECK_INPUT(x, op);
   EM_CHECK_INPUT(w, op);
-  if (!em__check_f32(op, x, "x") || !em__check_f32(op, w, "weight")) return NULL;
-  if (!em__check_device(op, x, w, "weight")) return NULL;
-  if (bias && (!em__check_f32(op, bias, "bias") || !em__check_device(op, x, bias, "bias")))
-    return NULL;
+  if (!em__check_layer_inputs(op, x, w, bias)) return NULL;
   const em_kernels *k = EM_KERNELS(x, conv2d, op);
   em_conv2d_geom c;
   if (!k || !conv_setup(x, w, bias, opts, &c)) return NULL;

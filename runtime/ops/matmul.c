@@ -224,10 +224,7 @@ static em_tensor *linear_impl(em_tensor *x, em_tensor *w, em_tensor *bias) {
   static const char *op = "linear";
   EM_CHECK_INPUT(x, op);
   EM_CHECK_INPUT(w, op);
-  if (!em__check_f32(op, x, "x") || !em__check_f32(op, w, "weight")) return NULL;
-  if (!em__check_device(op, x, w, "weight")) return NULL;
-  if (bias && (!em__check_f32(op, bias, "bias") || !em__check_device(op, x, bias, "bias")))
-    return NULL;
+  if (!em__check_layer_inputs(op, x, w, bias)) return NULL;
   const em_kernels *k = EM_KERNELS(x, matmul, op);
   if (!k) return NULL;
   char sx[EM_SHAPE_STR_LEN], sw[EM_SHAPE_STR_LEN], sb[EM_SHAPE_STR_LEN];
