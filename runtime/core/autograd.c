@@ -12,7 +12,7 @@
  *      hooks fire when its last contribution has been accumulated;
  *   4. release saved tensors and inputs of each node after it ran, unless retain_graph;
  *   5. call the end observers. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* core/device.c: which kernel table serves a device, and moving tensors between devices
  * (em_to, em__move_tensors for em_module_to). A copy between two devices goes through the host
  * when neither side is the CPU. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>

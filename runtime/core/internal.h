@@ -5,7 +5,7 @@
  *
  *   em_tensor *em_foo(em_tensor *a) {
  *     EM_CHECK_INPUT(a, "foo");                       // NULL in -> NULL out, keep first error
- *     const em_kernels *k = EM_KERNELS(a, foo, "foo"); // a's device table (ops/kernels.h)
+ *     const em_kernels *k = EM_KERNELS(a, foo, "foo"); // a's device table (core/kernels.h)
  *     em_tensor *out = k ? em__empty_on(a->device, ...) : NULL;
  *     if (!out || k->foo(a, out) != EM_OK) return NULL;          // the device computes
  *     em_node *n = em__record(out, "foo", foo_backward, 1, &a);   // NULL if no grad needed

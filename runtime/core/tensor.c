@@ -5,7 +5,7 @@
  * of tensor references; em_scope_end releases everything pushed since em_scope_begin. */
 #include "em_half.h"
 #include "core/internal.h"
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <math.h>
 #include <pthread.h>

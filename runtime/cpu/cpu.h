@@ -1,9 +1,9 @@
 /* cpu/cpu.h: private to runtime/cpu/. The CPU kernels that cpu/table.c puts in the CPU table; each
- * follows the contract in ops/kernels.h. One section per source file. */
+ * follows the contract in core/kernels.h. One section per source file. */
 #ifndef EMBER_CPU_H
 #define EMBER_CPU_H
 
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 /* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time: the build
  * targets baseline x86-64, whose 4-wide SSE runs them 3-5x slower. Not under ThreadSanitizer: its

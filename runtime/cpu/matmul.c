@@ -1,5 +1,5 @@
 /* cpu/matmul.c: the CPU's matmul kernels. matmul runs oneDNN's matmul primitive on the operand
- * geometry the front end describes (em_matrix, ops/kernels.h); the bias gradient of linear is a
+ * geometry the front end describes (em_matrix, core/kernels.h); the bias gradient of linear is a
  * plain loop.
  *
  * oneDNN describes every operand by dims and element strides, so an em_matrix is exactly one

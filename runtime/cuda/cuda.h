@@ -1,9 +1,9 @@
 /* cuda/cuda.h: private to runtime/cuda/. The CUDA kernels that cuda/table.c puts in the CUDA
- * table, following the contract in ops/kernels.h. */
+ * table, following the contract in core/kernels.h. */
 #ifndef EMBER_CUDA_H
 #define EMBER_CUDA_H
 
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 /* ---- device.c: memory on device `index` (cudaMalloc, cudaMemset, cudaMemcpy, synchronous) --- */
 void *em__cuda_alloc(int index, size_t nbytes);

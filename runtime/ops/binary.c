@@ -4,7 +4,7 @@
  * Broadcasting aligns shapes on the right; a dim of size 1 (or a missing one) repeats:
  *   a (4, 1, 3) + b (5, 1) -> (4, 5, 3)
  * Backward sums the output gradient over the broadcast dims back to each input's shape. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

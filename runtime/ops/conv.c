@@ -7,7 +7,7 @@
  *
  * The node keeps the geometry and the x and w that the forward kernel handed back (on the CPU,
  * copies in oneDNN's blocked layouts), so that the backward kernel need not convert them again. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

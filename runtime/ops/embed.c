@@ -7,7 +7,7 @@
  * dropout:    out = x * m, m[i] = 0 with probability p, else 1/(1-p). The mask comes from the
  *             caller's em_rng, one em_rng_uniform draw per element in row-major order (kept when
  *             u >= p), so a seed reproduces it; backward = dout * m. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

@@ -10,7 +10,7 @@
  * (over the rows not ignored, as PyTorch), their sum, or kept per row. cross_entropy saves x and
  * lse_i = logsumexp(x_i) (N): backward recomputes softmax from them, so no (N, C) probability
  * buffer is kept between forward and backward. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 /* Check x (N, C) f32 and labels (N) i64/i32 on x's device; every label in [0, C) or ignore. Sets
  * *count to the number of labels not ignored and *lab to contiguous labels. */

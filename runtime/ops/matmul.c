@@ -1,7 +1,7 @@
 /* ops/matmul.c: matmul (plain, transposed, batched) and linear (front ends: checks, operand
  * geometry, outputs, autograd; the kernels are the device table's matmul and linear_bias_grad).
  *
- * Operands reach the kernel as em_matrix geometries (ops/kernels.h): dims and element strides over
+ * Operands reach the kernel as em_matrix geometries (core/kernels.h): dims and element strides over
  * the tensor's own data, so a transposed operand is the same memory with its last two strides
  * swapped: no copy. A matrix is used as it lies when one of its last two strides is 1 (row-major
  * or column-major, any leading dimension and batch strides); anything else (a strided column
@@ -17,7 +17,7 @@
  *                                   dB is one (K, B*M) @ (B*M, N) product)
  *   linear: dx = dy @ w, dw = dy^T @ x, db = column sums of dy; dw and db go straight into the
  *           parameters' .grad when they can (em__grad_sink). */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

@@ -12,7 +12,7 @@
  *   running = (1 - momentum) running + momentum stat,  stat = mean, or var * M / (M - 1)
  * (the unbiased variance). In eval it normalises with the running statistics, and backward
  * treats them as constants. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

@@ -11,7 +11,7 @@
  * Adaptive average pooling uses PyTorch's windows: output row i averages input rows
  * floor(i H / OH) .. ceil((i + 1) H / OH) - 1. When OH divides H (and OW divides W) that is a plain
  * average pool with kernel = stride = H / OH; otherwise the adaptive kernels do it. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

@@ -7,7 +7,7 @@
  * The input is made contiguous first. Backward of sum/mean broadcasts the output gradient back
  * over the reduced dims (times 1/count for the mean); backward of max sends it to the first
  * maximal element. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <math.h>
 

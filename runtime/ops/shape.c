@@ -13,7 +13,7 @@
  * Copying ops (concat, stack, index_select, clone, contiguous) work on every dtype (byte copies);
  * gradients exist for f32 only, as everywhere. Backward functions always return fresh tensors,
  * never views of gout: the engine accumulates into a node's pending gradient in place. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * x (...) -> y (...), normalised along dim, computed on a contiguous copy of x. Backward reads
  * the saved output y: dx = y * (dy - sum(dy * y)) for softmax, dy - exp(y) * sum(dy) for
  * log_softmax (sums along dim). */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 /* Node: saved {y}; i[0] = log_softmax, i[1] = dim (normalised). */
 static em_status softmax_backward(em_node *n, em_tensor *gout, em_tensor **gin) {

@@ -5,7 +5,7 @@
  * saved x, or y for the ops whose derivative is cheaper from the output (em__unary_uses_output).
  *
  * em_where(cond, a, b) broadcasts all three operands NumPy-style. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 
 #include <string.h>
 

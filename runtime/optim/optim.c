@@ -6,7 +6,7 @@
  * adam_update); options are resolved once at construction, so the kernels only see floats.
  * Gradients are checked for every parameter before any parameter changes, so a failed em_step
  * leaves the model untouched. */
-#include "ops/kernels.h"
+#include "core/kernels.h"
 #include "em_timeline.h"
 #include "em_optim.h"
 

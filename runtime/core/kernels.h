@@ -1,4 +1,4 @@
-/* ops/kernels.h: private to runtime/. The per-device kernel table: the contract between the op
+/* core/kernels.h: private to runtime/. The per-device kernel table: the contract between the op
  * front ends (runtime/ops/, which check inputs, allocate outputs and record autograd nodes) and
  * the devices that compute (runtime/cpu/ with oneDNN and plain loops, runtime/cuda/).
  *
@@ -16,8 +16,8 @@
  * - A NULL slot means "not supported on this device": front ends fetch the table with
  *   EM_KERNELS, which turns a NULL slot into "<op>: not supported on <device>".
  * Adding a device adds a table (a file set), not #ifdefs across the front ends. */
-#ifndef EMBER_OPS_KERNELS_H
-#define EMBER_OPS_KERNELS_H
+#ifndef EMBER_CORE_KERNELS_H
+#define EMBER_CORE_KERNELS_H
 
 #include "core/internal.h"
 
