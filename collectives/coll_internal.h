@@ -94,6 +94,20 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device,
                              void *mpi_comm /* MPI_Comm * or NULL */);
 #endif
 
+#ifdef EMBER_HAVE_MPI
+/* All-reduce between the ranks of one node through a shared segment (shm.c). coll__shm_new is
+ * collective over node_comm (an MPI_Comm *): NULL with the error set on every rank when any rank
+ * cannot map the segment. world[node rank] names ranks in messages (borrowed). chunk: bytes per
+ * pipeline stage. coll__shm_allreduce makes no MPI call; avg is left as a sum (the caller
+ * divides); on a timeout it returns EM_ERR_TIMEOUT with msg naming the rank it waited for. */
+#define COLL_SHM_MAX_RANKS 256
+typedef struct coll_shm coll_shm;
+coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk,
+                        double timeout_s);
+em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t n);
+void coll__shm_free(coll_shm *s);
+#endif
+
 /* The communicator over MPI_COMM_WORLD (or a world of 1), made by ddp_init. */
 coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda_device);
 void coll__comm_free(coll_comm *c);

@@ -21,6 +21,7 @@
  * its node are behind, or in a different operation. */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
+#include "em_env.h"
 #include "em_half.h"
 
 #include <mpi.h>
@@ -43,6 +44,7 @@ typedef struct {
   int64_t *slots; /* node_size * SLOT_N, node-shared; NULL if the window could not be made */
   int node_rank, node_size;
   int *node_world; /* world rank of each node rank */
+  coll_shm *shm;   /* all ranks on this node: the shared-memory all-reduce, else NULL */
   pthread_t thread;
   bool thread_started;
   pthread_mutex_t qlock;
@@ -203,6 +205,11 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   char *send = r->send, *recv = r->recv;
   switch (r->kind) {
   case COLL_ALLREDUCE: {
+    if (s->shm) {
+      em_status st = coll__shm_allreduce(s->shm, r, msg, n);
+      if (st == EM_OK && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
+      return st;
+    }
     bool in_place = send == recv;
     for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
       int len = (int)(r->count - off < chunk ? r->count - off : chunk);
@@ -426,6 +433,7 @@ static void mpi_destroy(void *state) {
       MPI_Abort(MPI_COMM_WORLD, 70);
     }
   }
+  coll__shm_free(s->shm);
   if (s->slots) MPI_Win_free(&s->win);
   if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
   if (s->comm != MPI_COMM_NULL) MPI_Comm_free(&s->comm);
@@ -477,6 +485,22 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     }
   }
   MPI_Barrier(s->node); /* every slot is zeroed before anyone reads one */
+  /* One node holds the whole world: all-reduce in shared memory (EMBER_COLL_SHM=0: MPI). */
+  int64_t want = 1;
+  int use_shm = em_env_int("EMBER_COLL_SHM", &want) == EM_OK ? (int)want : -1;
+  MPI_Allreduce(MPI_IN_PLACE, &use_shm, 1, MPI_INT, MPI_MIN, s->node); /* the node agrees */
+  if (use_shm < 0) {
+    if (em_last_status() == EM_OK)
+      em_set_error(EM_ERR_INVALID, "EMBER_COLL_SHM: a bad value on another rank of this node");
+    goto fail;
+  }
+  if (use_shm && s->node_size == c->size && c->size > 1) {
+    s->shm = coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world,
+                           c->opts.chunk_bytes, c->opts.timeout_s);
+    if (!s->shm && c->rank == 0)
+      fprintf(stderr, "[rank 0] ember: %s; all-reduce goes through MPI\n", em_last_error());
+    em_clear_error();
+  }
   if (pthread_create(&s->thread, NULL, comm_thread, s) != 0) {
     em_set_error(EM_ERR_BACKEND, "MPI communicator: cannot start the communication thread");
     goto fail;

@@ -21,7 +21,8 @@ endif()
 foreach(t single:--single:cpu: cuda_missing:cuda:cuda: bad_device:EMBER_DEVICE=tpu:tpu:
           bad_timeout:EMBER_COLL_TIMEOUT=soon:cpu:EMBER_COLL_TIMEOUT=soon
           bad_chunk:EMBER_COLL_CHUNK_BYTES=1e999:cpu:EMBER_COLL_CHUNK_BYTES=1e999
-          bad_check_every:check_every=0:cpu:EMBER_COLL_CHECK_EVERY=0)
+          bad_check_every:check_every=0:cpu:EMBER_COLL_CHECK_EVERY=0
+          bad_shm:EMBER_COLL_SHM=2:cpu:EMBER_COLL_SHM=2)
   string(REPLACE ":" ";" t ${t})
   list(GET t 0 name)
   list(GET t 1 arg)

@@ -3,6 +3,7 @@
 #
 #   coll_ops_*          every operation, f32 from 1 element to 3 Mi, i32/i64/u8/bf16/f16, argument
 #                       errors; default chunk and 4 KiB chunks; fingerprint checks off or sparse
+#                       (coll_ops_mpi_*: through MPI, not the shared-memory all-reduce)
 #   coll_allreduce_big  64 Mi elements (256 MB a buffer), 2 and 4 ranks
 #   coll_async_*        64 outstanding requests, polling, ordering, detach, explicit timeouts;
 #                       the storm: timeout reports while detached requests complete
@@ -39,6 +40,13 @@ foreach(np 2 3 4)
                        ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHUNK_BYTES=4096")
   ember_mpi_test(coll_bootstrap_np${np} ${np} test_coll_bootstrap.c)
   set_tests_properties(coll_bootstrap_np${np} PROPERTIES ENVIRONMENT "EMBER_DEVICE=cpu")
+endforeach()
+# The same through MPI: ranks of one node all-reduce in shared memory (collectives/shm.c) by
+# default, so these keep the MPI path tested.
+foreach(np 2 3)
+  ember_mpi_test(coll_ops_mpi_np${np} ${np} test_coll_ops.c --max-count 65537)
+  set_tests_properties(coll_ops_mpi_np${np} PROPERTIES
+                       ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_SHM=0")
 endforeach()
 # Fingerprint checks off, and every third operation: same results, fewer checks.
 ember_mpi_test(coll_ops_nocheck_np2 2 test_coll_ops.c --max-count 65537)
@@ -88,6 +96,12 @@ ember_coll_expect_fail(coll_hang_np2 2 25 test_coll_hang.c
 ember_coll_expect_fail(coll_hang_np3 3 25 test_coll_hang.c
   EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind" -x "UNEXPECTED" -x "rank 2 is behind"
   ENV EMBER_COLL_TIMEOUT=2)
+# Without fingerprint checks rank 0 goes straight into the shared-memory all-reduce and waits
+# there for rank 1's input: the report still names the operation and rank 1.
+ember_coll_expect_fail(coll_hang_shm_np2 2 25 test_coll_hang.c
+  EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind"
+         -x "UNEXPECTED"
+  ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_CHECK_EVERY=-1)
 # The same through ddp_finalize: rank 0 finalizes with an allreduce queued that rank 1 never
 # issues. ddp_finalize is bounded by the timeout too, and its report names the operation and rank 1.
 ember_coll_expect_fail(coll_hang_finalize_np2 2 25 test_coll_hang.c

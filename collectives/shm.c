@@ -1,0 +1,275 @@
+/* shm.c: all-reduce between the ranks of one node through shared memory, by plain loads and
+ * stores (no MPI call after set-up, so the comm thread may run it like any other operation).
+ *
+ * The segment comes from MPI itself (MPI_Win_allocate_shared over the node communicator): each
+ * rank owns three flags, on cache lines of their own, and SHM_NBUF stage buffers of chunk bytes.
+ * An operation is cut into chunks; chunk number g (counted over the life of the communicator,
+ * the same on every rank because every rank runs the same operations in the same order) uses
+ * stage buffer g % SHM_NBUF of every rank, and each chunk is cut into one part per rank:
+ *
+ *   rank r, chunk g                                   waits for
+ *   1. copy my input chunk into my stage[g % NBUF]    all consumed >= g - NBUF (buffer free)
+ *      written = g
+ *   2. part r of every stage, summed in rank order    all written >= g
+ *      0, 1, ..., W-1, into part r of my stage
+ *      reduced = g
+ *   3. part p of rank p's stage -> my output, all p   all reduced >= g
+ *      consumed = g
+ *
+ * Chunks pipeline: a rank may be NBUF chunks ahead of the slowest, so the first chunk of a
+ * bucket is being reduced while its last is still being copied in. The summation order is fixed
+ * (rank order, each part reduced once and copied to everyone), so the result is bit-identical
+ * from run to run and on every rank. 16-bit floats are summed in f32 and rounded once. Every wait
+ * spins briefly, then yields, then sleeps, and gives up a while after the collective timeout (a
+ * thread in coll_wait reports first), naming the rank it waited for. */
+#include "coll_internal.h"
+#include "em_half.h"
+
+#include <mpi.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SHM_NBUF 4
+#define SHM_LINE 64
+#define SHM_BLOCK 2048 /* elements reduced per pass through the ranks' parts (in cache) */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define SHM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SHM_SIMD_CLONES
+#endif
+
+enum { F_WRITTEN, F_REDUCED, F_CONSUMED, F_N };
+static const char *flag_what[F_N] = {"copy its input in", "reduce its part", "read the result"};
+
+struct coll_shm {
+  MPI_Win win;
+  int rank, size;
+  const int *world; /* world rank of each node rank, for messages */
+  int64_t chunk;    /* bytes per stage buffer, a multiple of SHM_LINE */
+  uint64_t **flags; /* [size]: F_N flags of each rank, SHM_LINE bytes apart */
+  char **stage;     /* [size]: SHM_NBUF * chunk bytes of each rank */
+  uint64_t gen;     /* chunks this rank has finished */
+  double timeout_s;
+};
+
+static uint64_t *flag(const coll_shm *s, int p, int f) {
+  return (uint64_t *)((char *)s->flags[p] + f * SHM_LINE);
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Wait until every rank's flag f is at least g. On the timeout: false, and msg names the first
+ * rank that has not got there. Spins ~1 us, yields up to ~50 us, then sleeps in 20 us steps so
+ * that a rank waiting for a slower one leaves its core to the compute thread. */
+static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *msg, size_t n) {
+  double t0 = 0;
+  for (int p = 0; p < s->size; p++) {
+    const uint64_t *x = flag(s, p, f);
+    for (long spins = 0; __atomic_load_n(x, __ATOMIC_ACQUIRE) < g; spins++) {
+      if (spins < 256) {
+        cpu_relax();
+        continue;
+      }
+      double now = coll__now();
+      if (t0 == 0) t0 = now;
+      if (now - t0 > s->timeout_s) {
+        coll_fingerprint fp = coll__fingerprint(r);
+        char d[160];
+        snprintf(msg, n,
+                 "%s: timeout after %.1f s in the shared-memory all-reduce on rank %d: rank %d "
+                 "did not %s (chunk %llu; it is at %llu)",
+                 coll__describe(&fp, d, sizeof d), now - t0, r->comm->rank, s->world[p],
+                 flag_what[f], (unsigned long long)g,
+                 (unsigned long long)__atomic_load_n(x, __ATOMIC_ACQUIRE));
+        return false;
+      }
+      if (now - t0 < 50e-6) {
+        sched_yield();
+      } else {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  return true;
+}
+
+/* First element of part p of a chunk of len elements: parts start on SHM_LINE / 4 elements. */
+static int64_t part_lo(int64_t len, int p, int W) {
+  return p == W ? len : (len * p / W) & ~(int64_t)15;
+}
+
+/* ---- reductions of W parts, in rank order, into dst (which may be one of the parts) ---------- */
+#define REDUCE_FN(name, T, ACC, LOAD, STORE, COMBINE)                                              \
+  SHM_SIMD_CLONES static void name(void *dst, char *const *src, int W, int64_t n) {                \
+    ACC acc[SHM_BLOCK];                                                                            \
+    for (int64_t b = 0; b < n; b += SHM_BLOCK) {                                                   \
+      int64_t m = n - b < SHM_BLOCK ? n - b : SHM_BLOCK;                                           \
+      const T *s0 = (const T *)src[0] + b;                                                         \
+      for (int64_t i = 0; i < m; i++) acc[i] = LOAD(s0[i]);                                        \
+      for (int p = 1; p < W; p++) {                                                                \
+        const T *sp = (const T *)src[p] + b;                                                       \
+        for (int64_t i = 0; i < m; i++) {                                                          \
+          ACC x = acc[i], y = LOAD(sp[i]);                                                         \
+          acc[i] = COMBINE;                                                                        \
+        }                                                                                          \
+      }                                                                                            \
+      T *d = (T *)dst + b;                                                                         \
+      for (int64_t i = 0; i < m; i++) d[i] = STORE(acc[i]);                                        \
+    }                                                                                              \
+  }
+#define ID(v) (v)
+#define SUM (x + y)
+#define MAX (x > y ? x : y)
+#define MIN (x < y ? x : y)
+REDUCE_FN(f32_sum, float, float, ID, ID, SUM)
+REDUCE_FN(f32_max, float, float, ID, ID, MAX)
+REDUCE_FN(f32_min, float, float, ID, ID, MIN)
+REDUCE_FN(i64_sum, int64_t, int64_t, ID, ID, SUM)
+REDUCE_FN(i64_max, int64_t, int64_t, ID, ID, MAX)
+REDUCE_FN(i64_min, int64_t, int64_t, ID, ID, MIN)
+REDUCE_FN(i32_sum, int32_t, int32_t, ID, ID, SUM)
+REDUCE_FN(i32_max, int32_t, int32_t, ID, ID, MAX)
+REDUCE_FN(i32_min, int32_t, int32_t, ID, ID, MIN)
+REDUCE_FN(u8_sum, uint8_t, uint8_t, ID, ID, (uint8_t)(x + y))
+REDUCE_FN(u8_max, uint8_t, uint8_t, ID, ID, MAX)
+REDUCE_FN(u8_min, uint8_t, uint8_t, ID, ID, MIN)
+REDUCE_FN(bf16_sum, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, SUM)
+REDUCE_FN(bf16_max, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, MAX)
+REDUCE_FN(bf16_min, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, MIN)
+REDUCE_FN(f16_sum, uint16_t, float, em_f16_to_f32, em_f32_to_f16, SUM)
+REDUCE_FN(f16_max, uint16_t, float, em_f16_to_f32, em_f32_to_f16, MAX)
+REDUCE_FN(f16_min, uint16_t, float, em_f16_to_f32, em_f32_to_f16, MIN)
+
+typedef void (*reduce_fn)(void *dst, char *const *src, int W, int64_t n);
+
+/* The reduction for a dtype and operation (avg is a sum: the caller divides). */
+static reduce_fn reduction(em_dtype dt, coll_redop op) {
+  static const reduce_fn fns[EM_DTYPE_COUNT][3] = {
+      [EM_F32] = {f32_sum, f32_max, f32_min},    [EM_I64] = {i64_sum, i64_max, i64_min},
+      [EM_I32] = {i32_sum, i32_max, i32_min},    [EM_U8] = {u8_sum, u8_max, u8_min},
+      [EM_BF16] = {bf16_sum, bf16_max, bf16_min}, [EM_F16] = {f16_sum, f16_max, f16_min},
+  };
+  int k = op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : 0;
+  return (unsigned)dt < EM_DTYPE_COUNT ? fns[dt][k] : NULL;
+}
+
+em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t n) {
+  size_t es = em_dtype_size(r->dtype);
+  reduce_fn fn = reduction(r->dtype, r->op);
+  if (!fn || !es) {
+    snprintf(msg, n, "allreduce: dtype %s has no shared-memory reduction",
+             em_dtype_name(r->dtype));
+    return EM_ERR_UNSUPPORTED;
+  }
+  int W = s->size, me = s->rank;
+  int64_t per = s->chunk / (int64_t)es; /* elements per chunk */
+  const char *send = r->send;
+  char *recv = r->recv;
+  char *parts[COLL_SHM_MAX_RANKS];
+  for (int64_t off = 0; off < r->count; off += per) {
+    int64_t len = r->count - off < per ? r->count - off : per;
+    uint64_t g = ++s->gen;
+    size_t buf = (size_t)(g % SHM_NBUF) * (size_t)s->chunk;
+    /* 1. my input in, once every rank has finished with this buffer's previous chunk */
+    if (g > SHM_NBUF && !wait_all(s, F_CONSUMED, g - SHM_NBUF, r, msg, n)) return EM_ERR_TIMEOUT;
+    memcpy(s->stage[me] + buf, send + off * (int64_t)es, (size_t)len * es);
+    __atomic_store_n(flag(s, me, F_WRITTEN), g, __ATOMIC_RELEASE);
+    /* 2. my part of everyone's input, reduced in rank order into my stage */
+    if (!wait_all(s, F_WRITTEN, g, r, msg, n)) return EM_ERR_TIMEOUT;
+    int64_t lo = part_lo(len, me, W), hi = part_lo(len, me + 1, W);
+    for (int p = 0; p < W; p++) parts[p] = s->stage[p] + buf + lo * (int64_t)es;
+    if (hi > lo) fn(parts[me], parts, W, hi - lo);
+    __atomic_store_n(flag(s, me, F_REDUCED), g, __ATOMIC_RELEASE);
+    /* 3. every rank's reduced part out */
+    if (!wait_all(s, F_REDUCED, g, r, msg, n)) return EM_ERR_TIMEOUT;
+    for (int p = 0; p < W; p++) {
+      int64_t a = part_lo(len, p, W), b = part_lo(len, p + 1, W);
+      if (b > a)
+        memcpy(recv + (off + a) * (int64_t)es, s->stage[p] + buf + a * (int64_t)es,
+               (size_t)(b - a) * es);
+    }
+    __atomic_store_n(flag(s, me, F_CONSUMED), g, __ATOMIC_RELEASE);
+  }
+  return EM_OK;
+}
+
+coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk,
+                        double timeout_s) {
+  MPI_Comm node = *(MPI_Comm *)node_comm;
+  if (size < 2 || size > COLL_SHM_MAX_RANKS) {
+    em_set_error(EM_ERR_UNSUPPORTED, "shared-memory all-reduce: %d ranks on the node (2 to %d)",
+                 size, COLL_SHM_MAX_RANKS);
+    return NULL;
+  }
+  coll_shm *s = calloc(1, sizeof *s);
+  if (s) {
+    s->flags = calloc((size_t)size, sizeof *s->flags);
+    s->stage = calloc((size_t)size, sizeof *s->stage);
+  }
+  if (!s || !s->flags || !s->stage) {
+    if (s) free(s->flags), free(s->stage);
+    free(s);
+    em_set_error(EM_ERR_NOMEM, "shared-memory all-reduce: out of memory");
+    return NULL;
+  }
+  s->rank = rank;
+  s->size = size;
+  s->world = world;
+  s->chunk = (chunk + SHM_LINE - 1) / SHM_LINE * SHM_LINE;
+  /* A backstop past the collective timeout: a waiter in coll_wait reports and aborts first, with
+   * the progress of every rank; this one ends operations nobody waits for (detached). */
+  s->timeout_s = timeout_s * 1.5 + 1;
+  /* Each rank's flags then its stage buffers; its own memory is placed near it (noncontig). MPI
+   * may start a segment anywhere (Open MPI: 8 bytes past a line): each rank's part starts at
+   * its first cache line, the same offset in every process since mappings are page-aligned. */
+  MPI_Aint mine = (MPI_Aint)(F_N * SHM_LINE) + (MPI_Aint)SHM_NBUF * (MPI_Aint)s->chunk;
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  char *base = NULL;
+  int err = MPI_Win_allocate_shared(mine + SHM_LINE, 1, info, node, &base, &s->win);
+  MPI_Info_free(&info);
+  bool ok = err == MPI_SUCCESS;
+  if (ok) /* stage buffers need no zeroing */
+    memset(base + (SHM_LINE - (uintptr_t)base % SHM_LINE) % SHM_LINE, 0, F_N * SHM_LINE);
+  for (int p = 0; p < size && ok; p++) {
+    MPI_Aint sz;
+    int disp;
+    char *q = NULL;
+    ok = MPI_Win_shared_query(s->win, p, &sz, &disp, &q) == MPI_SUCCESS && q &&
+         sz >= mine + SHM_LINE;
+    if (ok) q += (SHM_LINE - (uintptr_t)q % SHM_LINE) % SHM_LINE;
+    s->flags[p] = (uint64_t *)q;
+    s->stage[p] = q + F_N * SHM_LINE;
+  }
+  /* Every rank must agree before anyone relies on the segment: one rank's failure is all's. */
+  int all_ok = ok;
+  MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_LAND, node);
+  if (!all_ok) {
+    if (err == MPI_SUCCESS) MPI_Win_free(&s->win);
+    free(s->flags);
+    free(s->stage);
+    free(s);
+    em_set_error(EM_ERR_BACKEND, "shared-memory all-reduce: no node-shared segment of %lld bytes",
+                 (long long)mine);
+    return NULL;
+  }
+  return s;
+}
+
+void coll__shm_free(coll_shm *s) {
+  if (!s) return;
+  MPI_Win_free(&s->win);
+  free(s->flags);
+  free(s->stage);
+  free(s);
+}
