@@ -2,7 +2,8 @@
  * stores (no MPI call after set-up, so the comm thread may run it like any other operation).
  *
  * The segment comes from MPI itself (MPI_Win_allocate_shared over the node communicator): each
- * rank owns three flags, on cache lines of their own, and SHM_NBUF stage buffers of chunk bytes.
+ * rank owns three flags on cache lines of their own (each with a count of the ranks sleeping on
+ * it), and SHM_NBUF stage buffers of chunk bytes.
  * An operation is cut into chunks; chunk number g (counted over the life of the communicator,
  * the same on every rank because every rank runs the same operations in the same order) uses
  * stage buffer g % SHM_NBUF of every rank, and each chunk is cut into one part per rank:
@@ -25,12 +26,15 @@
 #include "coll_internal.h"
 #include "em_half.h"
 
+#include <linux/futex.h>
 #include <mpi.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SHM_NBUF 4
 #define SHM_LINE 64
@@ -66,9 +70,32 @@ static void cpu_relax(void) {
 #endif
 }
 
+/* Sleep until rank p's flag f may have reached g (or 1 ms passed): a futex on the flag's low 32
+ * bits, shared between processes. The sleeper count beside the flag tells the rank that stores it
+ * to wake us; both sides use sequentially consistent order, so a store between our check and
+ * our sleep makes FUTEX_WAIT return at once (the word no longer holds what we saw). */
+static void sleep_on(coll_shm *s, int p, int f, uint64_t g) {
+  uint64_t *x = flag(s, p, f), *sleepers = x + 1;
+  __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+  uint64_t seen = __atomic_load_n(x, __ATOMIC_SEQ_CST);
+  if (seen < g) {
+    struct timespec ts = {0, 1000000};
+    syscall(SYS_futex, (uint32_t *)x, FUTEX_WAIT, (uint32_t)seen, &ts, NULL, 0);
+  }
+  __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Publish my flag f = g and wake the ranks sleeping on it. */
+static void publish(coll_shm *s, int f, uint64_t g) {
+  uint64_t *x = flag(s, s->rank, f);
+  __atomic_store_n(x, g, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(x + 1, __ATOMIC_SEQ_CST))
+    syscall(SYS_futex, (uint32_t *)x, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
 /* Wait until every rank's flag f is at least g. On the timeout: false, and msg names the first
- * rank that has not got there. Spins ~1 us, yields up to ~50 us, then sleeps in 20 us steps so
- * that a rank waiting for a slower one leaves its core to the compute thread. */
+ * rank that has not got there. Spins ~1 us, yields up to 20 us, then sleeps on a futex until
+ * the flag moves, so that a rank waiting for a slower one leaves its core to the compute thread. */
 static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *msg, size_t n) {
   double t0 = 0;
   for (int p = 0; p < s->size; p++) {
@@ -91,12 +118,10 @@ static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *ms
                  (unsigned long long)__atomic_load_n(x, __ATOMIC_ACQUIRE));
         return false;
       }
-      if (now - t0 < 50e-6) {
+      if (now - t0 < 20e-6)
         sched_yield();
-      } else {
-        struct timespec ts = {0, 20000};
-        nanosleep(&ts, NULL);
-      }
+      else
+        sleep_on(s, p, f, g);
     }
   }
   return true;
@@ -182,13 +207,13 @@ em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t 
     /* 1. my input in, once every rank has finished with this buffer's previous chunk */
     if (g > SHM_NBUF && !wait_all(s, F_CONSUMED, g - SHM_NBUF, r, msg, n)) return EM_ERR_TIMEOUT;
     memcpy(s->stage[me] + buf, send + off * (int64_t)es, (size_t)len * es);
-    __atomic_store_n(flag(s, me, F_WRITTEN), g, __ATOMIC_RELEASE);
+    publish(s, F_WRITTEN, g);
     /* 2. my part of everyone's input, reduced in rank order into my stage */
     if (!wait_all(s, F_WRITTEN, g, r, msg, n)) return EM_ERR_TIMEOUT;
     int64_t lo = part_lo(len, me, W), hi = part_lo(len, me + 1, W);
     for (int p = 0; p < W; p++) parts[p] = s->stage[p] + buf + lo * (int64_t)es;
     if (hi > lo) fn(parts[me], parts, W, hi - lo);
-    __atomic_store_n(flag(s, me, F_REDUCED), g, __ATOMIC_RELEASE);
+    publish(s, F_REDUCED, g);
     /* 3. every rank's reduced part out */
     if (!wait_all(s, F_REDUCED, g, r, msg, n)) return EM_ERR_TIMEOUT;
     for (int p = 0; p < W; p++) {
@@ -197,7 +222,7 @@ em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t 
         memcpy(recv + (off + a) * (int64_t)es, s->stage[p] + buf + a * (int64_t)es,
                (size_t)(b - a) * es);
     }
-    __atomic_store_n(flag(s, me, F_CONSUMED), g, __ATOMIC_RELEASE);
+    publish(s, F_CONSUMED, g);
   }
   return EM_OK;
 }
