@@ -75,6 +75,9 @@ typedef struct {
   void *hook_ctx;
   bool no_broadcast_buffers;
   const char *timeline;
+  /* Start no bucket before backward ends, then all of them in order: what a reducer without
+   * overlap does (a blocking all-reduce after backward). For measuring what overlap gains. */
+  bool no_overlap;
 } ddp_options;
 
 /* Wrap model (not owned; it must outlive the result). NULL opts = defaults. Needs ddp_init.

@@ -14,7 +14,9 @@
  *
  * usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] [--bucket-mb X]
  *                        [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]
- * --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
+ *                        [--no-overlap]
+ * --no-overlap: every bucket is all-reduced after backward (ddp_options.no_overlap), to measure
+ * what overlapping communication with backward gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
 #include "dl_idx.h"
 #include "ember.h"
 
@@ -27,7 +29,8 @@
 static int usage(const char *msg) {
   if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
   ddp_eprint("usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] "
-             "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]\n");
+             "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME] "
+             "[--no-overlap]\n");
   ddp_finalize();
   return 2;
 }
@@ -59,6 +62,7 @@ int main(int argc, char **argv) {
                                        {"compress", required_argument, NULL, 'c'},
                                        {"timeline", required_argument, NULL, 'l'},
                                        {"tag", required_argument, NULL, 'g'},
+                                       {"no-overlap", no_argument, NULL, 'o'},
                                        {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   ddp_options dopts = {0};
@@ -76,6 +80,7 @@ int main(int argc, char **argv) {
     case 'c': compress = optarg; break;
     case 'l': dopts.timeline = optarg; break;
     case 'g': tag = optarg; break;
+    case 'o': dopts.no_overlap = true; break;
     default: return usage(NULL);
     }
     if (!ok) return usage(em_last_error());
@@ -147,9 +152,9 @@ int main(int argc, char **argv) {
   double cap = dopts.bucket_cap_mb; /* as ddp.h resolves it: option, environment, default */
   if (cap <= 0 && em_env_num("EMBER_DDP_BUCKET_MB", &cap) != EM_OK) return fail("bucket size");
   ddp_print0("BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
-             "compress=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
+             "compress=%s overlap=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
              "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
-             W, threads, batch, cap, compress, st.n_buckets, sps, 1000 * dt / steps, comm * ms,
+             W, threads, batch, cap, compress, dopts.no_overlap ? "no" : "yes", st.n_buckets, sps, 1000 * dt / steps, comm * ms,
              exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
   free(perm);
   em_optim_free(opt);

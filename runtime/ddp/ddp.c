@@ -273,6 +273,7 @@ static void launch(ddp_model *d, int k) {
 }
 
 static void launch_ready(ddp_model *d) {
+  if (d->opts.no_overlap) return; /* on_end launches every bucket */
   while (d->next_launch < d->n_buckets && d->buckets[d->next_launch].pending == 0)
     launch(d, d->next_launch++);
 }
@@ -350,10 +351,11 @@ static em_status on_end(em_status pass, void *ctx) {
   ddp_model *d = ctx;
   if (!d->in_sync_pass) return EM_OK;
   d->in_sync_pass = false;
-  /* Launch what is left (a failed pass may stop early): every rank must issue every bucket. */
+  /* Launch what is left (a failed pass may stop early; no_overlap: every bucket): every rank must
+   * issue every bucket. What runs from here on is exposed, launches included. */
+  double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
   for (int k = d->next_launch; k < d->n_buckets; k++) launch(d, k);
   d->next_launch = d->n_buckets;
-  double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
   em_status st = coll_run(d->used_req);
   d->used_req = NULL;
   char msg[768] = "";

@@ -11,7 +11,9 @@
  *                backward_s > 0; the buckets cover every parameter once, bucket 0 holds the last
  *                registered one, and every .grad is a view into one shared buffer
  *   comm hook    a user hook (all-reduce SUM instead of the default average) is called once per
- *                bucket in bucket order, and its result is the gradient: W times the default's */
+ *                bucket in bucket order, and its result is the gradient: W times the default's
+ *   no_overlap   every bucket reduced after backward: the same gradients bit for bit, and no
+ *                communication overlapped with backward (ddp_get_stats) */
 #include "ddp_util.h"
 
 enum { STEPS = 3 };
@@ -144,6 +146,68 @@ static void check_comm_hook(void) {
   free(sum);
 }
 
+/* When each bucket starts, how many parameter gradients were final (a grad-ready hook per
+ * parameter counts them; the reducer's own hook runs first, so a bucket launched by the last
+ * gradient of backward sees n - 1). */
+typedef struct {
+  int ready, min_at_launch;
+} launch_log;
+
+static void count_ready(em_tensor *leaf, void *ctx) { ((launch_log *)ctx)->ready++; }
+
+static coll_req *logging_hook(const ddp_bucket_view *b, void *ctx) {
+  launch_log *l = ctx;
+  if (l->ready < l->min_at_launch) l->min_at_launch = l->ready;
+  coll_buf buf = coll_host_buf(b->data, b->count, EM_F32);
+  return coll_allreduce(b->comm, buf, buf, b->count, COLL_AVG);
+}
+
+/* One backward with many small buckets, overlapped or not: its gradients and its launch log. */
+static float *late_or_not(bool no_overlap, launch_log *l, ddp_stats *st, int64_t *n) {
+  em_manual_seed(11);
+  em_module *m = em_mlp(20, (int[]){32, 16}, 2, 5);
+  ddp_options o = {.bucket_cap_mb = 0.001, .hook = logging_hook, .hook_ctx = l,
+                   .no_overlap = no_overlap};
+  ddp_model *d = ddp_wrap(m, &o);
+  CHECK(d != NULL, "ddp_wrap: %s", em_last_error());
+  float *g = NULL;
+  em_params p = em_parameters(m);
+  *l = (launch_log){0, 1 << 30};
+  for (int i = 0; d && i < p.n; i++) em_tensor_on_grad_ready(p.t[i], count_ready, l);
+  if (d) {
+    em_scope s = em_scope_begin();
+    em_tensor *x = du_inputs(100 + (uint64_t)ddp_rank(), 0, 2, (int64_t[]){8, 20});
+    CHECK_OK(em_backward(em_cross_entropy(em_forward(m, x), du_labels(7, 0, 8, 5))));
+    em_scope_end(s);
+    *st = ddp_get_stats(d);
+    g = du_grads(m);
+    *n = p.arena_numel;
+  }
+  ddp_free(d);
+  em_module_free(m);
+  return g;
+}
+
+static void check_no_overlap(void) {
+  launch_log early, late;
+  ddp_stats se, sl;
+  int64_t n1 = 0, n2 = 0, np = 6; /* the MLP's parameters: 3 weights, 3 biases */
+  float *a = late_or_not(false, &early, &se, &n1);
+  float *b = late_or_not(true, &late, &sl, &n2);
+  CHECK(a && b && n1 == n2, "no_overlap: gradients");
+  if (a && b && n1 == n2) CHECK_SAME(b, a, n1, EM_F32, "no_overlap against overlapped buckets");
+  CHECK(se.n_buckets > 1 && early.min_at_launch < np - 1,
+        "overlapped: the first of %d buckets started with %d of %lld gradients final",
+        se.n_buckets, early.min_at_launch, (long long)np);
+  CHECK(late.min_at_launch == np, "no_overlap: a bucket started with %d of %lld gradients final",
+        late.min_at_launch, (long long)np);
+  CHECK(sl.comm_s > 0 && sl.comm_overlapped_s == 0,
+        "no_overlap: comm %g s, of which overlapped %g s (nothing may run during backward)",
+        sl.comm_s, sl.comm_overlapped_s);
+  free(a);
+  free(b);
+}
+
 int main(int argc, char **argv) {
   CHECK_OK(du_init(&argc, &argv));
   const char *tl = argc > 1 ? argv[1] : NULL;
@@ -160,5 +224,6 @@ int main(int argc, char **argv) {
   free(b);
   if (tl) free(run(tl, false, &n1));
   check_comm_hook();
+  check_no_overlap();
   return chk_finish("test_ddp_misc");
 }
