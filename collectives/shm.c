@@ -167,20 +167,42 @@ REDUCE_FN(i32_min, int32_t, int32_t, ID, ID, MIN)
 REDUCE_FN(u8_sum, uint8_t, uint8_t, ID, ID, (uint8_t)(x + y))
 REDUCE_FN(u8_max, uint8_t, uint8_t, ID, ID, MAX)
 REDUCE_FN(u8_min, uint8_t, uint8_t, ID, ID, MIN)
-REDUCE_FN(bf16_sum, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, SUM)
-REDUCE_FN(bf16_max, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, MAX)
-REDUCE_FN(bf16_min, uint16_t, float, em_bf16_to_f32, em_f32_to_bf16, MIN)
-REDUCE_FN(f16_sum, uint16_t, float, em_f16_to_f32, em_f32_to_f16, SUM)
-REDUCE_FN(f16_max, uint16_t, float, em_f16_to_f32, em_f32_to_f16, MAX)
-REDUCE_FN(f16_min, uint16_t, float, em_f16_to_f32, em_f32_to_f16, MIN)
+
+/* 16-bit floats: each block converted to f32 in bulk (F16C where the CPU has it), combined in
+ * f32 in rank order, rounded once. */
+#define HALF_REDUCE_FN(name, TO32, FROM32, COMBINE)                                                \
+  static void name(void *dst, char *const *src, int W, int64_t n) {                                \
+    float acc[SHM_BLOCK], y[SHM_BLOCK];                                                            \
+    for (int64_t b = 0; b < n; b += SHM_BLOCK) {                                                   \
+      int64_t m = n - b < SHM_BLOCK ? n - b : SHM_BLOCK;                                           \
+      TO32(acc, (const uint16_t *)src[0] + b, m);                                                  \
+      for (int p = 1; p < W; p++) {                                                                \
+        TO32(y, (const uint16_t *)src[p] + b, m);                                                  \
+        for (int64_t i = 0; i < m; i++) {                                                          \
+          float x = acc[i], v = y[i];                                                              \
+          acc[i] = COMBINE;                                                                        \
+        }                                                                                          \
+      }                                                                                            \
+      FROM32((uint16_t *)dst + b, acc, m, 1.0f);                                                   \
+    }                                                                                              \
+  }
+#define HSUM (x + v)
+#define HMAX (x > v ? x : v)
+#define HMIN (x < v ? x : v)
+HALF_REDUCE_FN(bf16_sum, em_bf16_to_f32_n, em_f32_to_bf16_n, HSUM)
+HALF_REDUCE_FN(bf16_max, em_bf16_to_f32_n, em_f32_to_bf16_n, HMAX)
+HALF_REDUCE_FN(bf16_min, em_bf16_to_f32_n, em_f32_to_bf16_n, HMIN)
+HALF_REDUCE_FN(f16_sum, em_f16_to_f32_n, em_f32_to_f16_n, HSUM)
+HALF_REDUCE_FN(f16_max, em_f16_to_f32_n, em_f32_to_f16_n, HMAX)
+HALF_REDUCE_FN(f16_min, em_f16_to_f32_n, em_f32_to_f16_n, HMIN)
 
 typedef void (*reduce_fn)(void *dst, char *const *src, int W, int64_t n);
 
 /* The reduction for a dtype and operation (avg is a sum: the caller divides). */
 static reduce_fn reduction(em_dtype dt, coll_redop op) {
   static const reduce_fn fns[EM_DTYPE_COUNT][3] = {
-      [EM_F32] = {f32_sum, f32_max, f32_min},    [EM_I64] = {i64_sum, i64_max, i64_min},
-      [EM_I32] = {i32_sum, i32_max, i32_min},    [EM_U8] = {u8_sum, u8_max, u8_min},
+      [EM_F32] = {f32_sum, f32_max, f32_min},     [EM_I64] = {i64_sum, i64_max, i64_min},
+      [EM_I32] = {i32_sum, i32_max, i32_min},     [EM_U8] = {u8_sum, u8_max, u8_min},
       [EM_BF16] = {bf16_sum, bf16_max, bf16_min}, [EM_F16] = {f16_sum, f16_max, f16_min},
   };
   int k = op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : 0;
@@ -191,8 +213,7 @@ em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t 
   size_t es = em_dtype_size(r->dtype);
   reduce_fn fn = reduction(r->dtype, r->op);
   if (!fn || !es) {
-    snprintf(msg, n, "allreduce: dtype %s has no shared-memory reduction",
-             em_dtype_name(r->dtype));
+    snprintf(msg, n, "allreduce: dtype %s has no shared-memory reduction", em_dtype_name(r->dtype));
     return EM_ERR_UNSUPPORTED;
   }
   int W = s->size, me = s->rank;

@@ -4,6 +4,7 @@
 #ifndef EMBER_HALF_H
 #define EMBER_HALF_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -69,6 +70,15 @@ static inline float em_f16_to_f32(uint16_t h) {
   memcpy(&f, &x, sizeof f);
   return f;
 }
+
+/* Bulk conversions (core/half.c), for gradient compression and 16-bit reductions: the same
+ * results as the functions above, bit for bit, except that a NaN may keep more of its payload.
+ * On x86-64 CPUs with F16C the f16 ones use its instructions (picked at run time); the others are
+ * loops that vectorise. dst and src do not overlap. to_f16/to_bf16 multiply by scale first. */
+void em_f32_to_f16_n(uint16_t *dst, const float *src, int64_t n, float scale);
+void em_f16_to_f32_n(float *dst, const uint16_t *src, int64_t n);
+void em_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n, float scale);
+void em_bf16_to_f32_n(float *dst, const uint16_t *src, int64_t n);
 
 #ifdef __cplusplus
 }

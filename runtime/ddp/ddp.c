@@ -246,8 +246,6 @@ static em_status bind_grads(ddp_model *d) {
 
 /* ---- launching
  * ----------------------------------------------------------------------------------- */
-static uint16_t to_half(float f, bool bf) { return bf ? em_f32_to_bf16(f) : em_f32_to_f16(f); }
-static float from_half(uint16_t u, bool bf) { return bf ? em_bf16_to_f32(u) : em_f16_to_f32(u); }
 
 static void launch(ddp_model *d, int k) {
   bucket *b = &d->buckets[k];
@@ -259,7 +257,10 @@ static void launch(ddp_model *d, int k) {
   } else if (d->opts.compression != DDP_COMPRESS_NONE) {
     bool bf = d->opts.compression == DDP_COMPRESS_BF16;
     float inv = 1.0f / (float)coll_size(d->comm); /* pre-divide: the sum then stays in range */
-    for (int64_t i = 0; i < b->len; i++) b->half[i] = to_half(data[i] * inv, bf);
+    if (bf)
+      em_f32_to_bf16_n(b->half, data, b->len, inv);
+    else
+      em_f32_to_f16_n(b->half, data, b->len, inv);
     coll_buf hb = coll_host_buf(b->half, b->len, bf ? EM_BF16 : EM_F16);
     b->req = coll_allreduce(d->comm, hb, hb, b->len, COLL_SUM);
   } else {
@@ -372,7 +373,10 @@ static em_status on_end(em_status pass, void *ctx) {
     if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) {
       bool bf = d->opts.compression == DDP_COMPRESS_BF16;
       float *data = em_data_f32(d->grads) + b->off;
-      for (int64_t i = 0; i < b->len; i++) data[i] = from_half(b->half[i], bf);
+      if (bf)
+        em_bf16_to_f32_n(data, b->half, b->len);
+      else
+        em_f16_to_f32_n(data, b->half, b->len);
     }
     /* Buckets queue behind each other on the comm thread: count the union of their spans. */
     double from = b->t_launch > comm_end ? b->t_launch : comm_end;
