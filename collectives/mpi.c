@@ -73,22 +73,40 @@ static MPI_Op mpi_op(coll_redop op);
 #define f16_to_f32 em_f16_to_f32
 #define f32_to_f16 em_f32_to_f16
 
-#define HALF_OP(name, to32, from32, combine)                                                       \
+/* b = a op b for n 16-bit floats, in f32 blocks converted in bulk (em_half.h). */
+static void half_combine(const uint16_t *a, uint16_t *b, int n, bool bf, coll_redop op) {
+  float x[1024], y[1024];
+  for (int off = 0; off < n; off += 1024) {
+    int m = n - off < 1024 ? n - off : 1024;
+    if (bf) {
+      em_bf16_to_f32_n(x, a + off, m);
+      em_bf16_to_f32_n(y, b + off, m);
+    } else {
+      em_f16_to_f32_n(x, a + off, m);
+      em_f16_to_f32_n(y, b + off, m);
+    }
+    for (int i = 0; i < m; i++)
+      y[i] = op == COLL_MAX ? (x[i] > y[i] ? x[i] : y[i])
+             : op == COLL_MIN ? (x[i] < y[i] ? x[i] : y[i])
+                              : x[i] + y[i];
+    if (bf)
+      em_f32_to_bf16_n(b + off, y, m, 1.0f);
+    else
+      em_f32_to_f16_n(b + off, y, m, 1.0f);
+  }
+}
+
+#define HALF_OP(name, bf, op)                                                                      \
   static void name(void *in, void *inout, int *len, MPI_Datatype *dt) {                            \
     (void)dt;                                                                                      \
-    const uint16_t *a = in;                                                                        \
-    uint16_t *b = inout;                                                                           \
-    for (int i = 0; i < *len; i++) {                                                               \
-      float x = to32(a[i]), y = to32(b[i]);                                                        \
-      b[i] = from32(combine);                                                                      \
-    }                                                                                              \
+    half_combine(in, inout, *len, bf, op);                                                         \
   }
-HALF_OP(bf16_sum, bf16_to_f32, f32_to_bf16, x + y)
-HALF_OP(bf16_max, bf16_to_f32, f32_to_bf16, x > y ? x : y)
-HALF_OP(bf16_min, bf16_to_f32, f32_to_bf16, x < y ? x : y)
-HALF_OP(f16_sum, f16_to_f32, f32_to_f16, x + y)
-HALF_OP(f16_max, f16_to_f32, f32_to_f16, x > y ? x : y)
-HALF_OP(f16_min, f16_to_f32, f32_to_f16, x < y ? x : y)
+HALF_OP(bf16_sum, true, COLL_SUM)
+HALF_OP(bf16_max, true, COLL_MAX)
+HALF_OP(bf16_min, true, COLL_MIN)
+HALF_OP(f16_sum, false, COLL_SUM)
+HALF_OP(f16_max, false, COLL_MAX)
+HALF_OP(f16_min, false, COLL_MIN)
 
 static MPI_Op half_ops[2][3]; /* [bf16, f16][sum, max, min], made once per process */
 static pthread_once_t half_once = PTHREAD_ONCE_INIT;
