@@ -5,7 +5,6 @@
 
 #include "testutil.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -48,22 +47,6 @@ static inline void write_st(const char *path, const char *json, const void *data
   if (n) memcpy(buf + 8 + nj, data, n);
   write_raw(path, buf, 8 + nj + n);
   free(buf);
-}
-
-/* The sorted names in dir (without . and ..), joined by spaces. */
-static inline void list_dir(const char *dir, char *out, size_t cap) {
-  struct dirent **ents;
-  int n = scandir(dir, &ents, NULL, alphasort);
-  cr_assert_geq(n, 0, "scandir %s: %s", dir, strerror(errno));
-  out[0] = '\0';
-  for (int i = 0; i < n; i++) {
-    if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, "..")) {
-      if (out[0]) strncat(out, " ", cap - strlen(out) - 1);
-      strncat(out, ents[i]->d_name, cap - strlen(out) - 1);
-    }
-    free(ents[i]);
-  }
-  free(ents);
 }
 
 /* em_ckpt_read(path) fails and the message names the path and contains needle (and needle2). */

@@ -548,7 +548,7 @@ Test(checkpoint, killed_saves_never_leave_latest_at_a_partial_file, .timeout = 6
     good = s;
     free(latest);
     /* No checkpoint under a final name is partial, temporaries aside. */
-    list_dir(dir, listing, sizeof listing);
+    tu_list_dir(dir, listing, sizeof listing);
     for (char *tok = strtok(listing, " "); tok; tok = strtok(NULL, " ")) {
       char path[512];
       if (!strncmp(tok, "ckpt-", 5) && !strstr(tok, ".tmp.")) check_big(tu_path(path, dir, tok));

@@ -26,7 +26,7 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   cr_assert_null(em_ckpt_latest(sub, &st));
   cr_assert_eq(st, EM_OK, "no directory yet: no checkpoint, no error");
   for (int64_t s = 10; s <= 40; s += 10) save(sub, s, 2);
-  list_dir(sub, listing, sizeof listing);
+  tu_list_dir(sub, listing, sizeof listing);
   cr_assert_str_eq(listing, "ckpt-00000030.safetensors ckpt-00000040.safetensors latest");
   size_t n;
   char *text = read_raw(tu_path(buf, sub, "latest"), &n);
@@ -45,10 +45,10 @@ Test(checkpoint, save_dir_keeps_the_last_n_and_points_latest_at_the_newest) {
   /* keep_last 1 leaves only the new one; a step below the others (a restart from an older
    * checkpoint) becomes latest and removes nothing newer. */
   save(sub, 50, 1);
-  list_dir(sub, listing, sizeof listing);
+  tu_list_dir(sub, listing, sizeof listing);
   cr_assert_str_eq(listing, "ckpt-00000050.safetensors latest");
   save(sub, 7, 1);
-  list_dir(sub, listing, sizeof listing);
+  tu_list_dir(sub, listing, sizeof listing);
   cr_assert_str_eq(listing, "ckpt-00000007.safetensors ckpt-00000050.safetensors latest");
   latest = em_ckpt_latest(sub, NULL);
   cr_assert_str_eq(latest, tu_path(buf, sub, "ckpt-00000007.safetensors"));
@@ -93,7 +93,7 @@ Test(checkpoint, save_dir_removes_temporaries_of_dead_processes) {
   write_raw(tu_path(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
   write_raw(tu_path(buf, dir, "notes.tmp.1"), "x", 1); /* not a checkpoint's: kept */
   save(dir, 3, 5);
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   char expect[1024];
   snprintf(expect, sizeof expect,
            "ckpt-00000001.safetensors %s ckpt-00000003.safetensors latest notes.tmp.1", name);
@@ -119,23 +119,23 @@ Test(checkpoint, unwritable_destinations_are_errors_and_change_nothing) {
   char *dir = tu_tmpdir("ckpt"), buf[512], before[1024], after[1024];
   em_ckpt *c = small_ckpt(1);
   /* A directory that does not exist. */
-  list_dir(dir, before, sizeof before);
+  tu_list_dir(dir, before, sizeof before);
   const char *p = tu_path(buf, dir, "missing/x.safetensors");
   cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p) && strstr(em_last_error(), "cannot create the temporary"),
             "%s", em_last_error());
-  list_dir(dir, after, sizeof after);
+  tu_list_dir(dir, after, sizeof after);
   cr_assert_str_eq(after, before);
   /* A path through a regular file, for a file and for a checkpoint directory. */
   write_raw(tu_path(buf, dir, "file"), "x", 1);
-  list_dir(dir, before, sizeof before);
+  tu_list_dir(dir, before, sizeof before);
   p = tu_path(buf, dir, "file/x.safetensors");
   cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
   p = tu_path(buf, dir, "file/ckpts");
   cr_assert_eq(em_ckpt_save_dir(c, p, 1, 2), EM_ERR_IO);
   cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
-  list_dir(dir, after, sizeof after);
+  tu_list_dir(dir, after, sizeof after);
   cr_assert_str_eq(after, before);
   /* A read-only directory holding an older checkpoint (or /sys when running as root). */
   char ro[512], old[512];
@@ -146,11 +146,11 @@ Test(checkpoint, unwritable_destinations_are_errors_and_change_nothing) {
   chmod(ro, 0555);
   const char *target = can_create_in(ro) ? (can_create_in("/sys") ? NULL : "/sys") : ro;
   if (target) {
-    list_dir(target, before, sizeof before);
+    tu_list_dir(target, before, sizeof before);
     p = tu_path(buf, target, "m.safetensors");
     cr_assert_eq(em_ckpt_write(c, p), EM_ERR_IO);
     cr_assert(strstr(em_last_error(), p), "%s", em_last_error());
-    list_dir(target, after, sizeof after);
+    tu_list_dir(target, after, sizeof after);
     cr_assert_str_eq(after, before);
   } else {
     cr_log_warn("no read-only directory to test with (root, and /sys is writable)");
@@ -200,7 +200,7 @@ Test(checkpoint, a_full_disk_keeps_the_old_file_whole) {
   cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "write did not fail as expected: %s", msg);
   cr_assert(strstr(msg, path) && strstr(msg, "failed at byte offset 262144"), "%s", msg);
   cr_assert(strstr(msg, "is unchanged"), "%s", msg);
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   cr_assert_str_eq(listing, "m.safetensors", "the temporary was not removed");
   em_ckpt *r = em_ckpt_read(path);
   cr_assert(r && same_bits(em_ckpt_get(r, "w"), em_ckpt_get(old, "w")), "old file changed");

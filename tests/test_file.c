@@ -4,28 +4,11 @@
 #include "em_file.h"
 #include "testutil.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* The names in dir (without . and ..), sorted, joined by spaces. */
-static void list_dir(const char *dir, char *out, size_t cap) {
-  struct dirent **ents;
-  int n = scandir(dir, &ents, NULL, alphasort);
-  cr_assert_geq(n, 0, "scandir %s", dir);
-  out[0] = '\0';
-  for (int i = 0; i < n; i++) {
-    if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, "..")) {
-      if (out[0]) strncat(out, " ", cap - strlen(out) - 1);
-      strncat(out, ents[i]->d_name, cap - strlen(out) - 1);
-    }
-    free(ents[i]);
-  }
-  free(ents);
-}
 
 /* The whole content of path as a string ("" when absent). */
 static void read_text(const char *path, char *out, size_t cap) {
@@ -59,7 +42,7 @@ Test(file, commit_replaces_and_abort_keeps) {
   cr_assert_eq(em_atomic_file_write(f, "ond", 3), EM_OK);
   read_text(path, got, sizeof got);
   cr_assert_str_eq(got, "first");
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   char want[128];
   snprintf(want, sizeof want, "a.txt a.txt.tmp.%ld.", (long)getpid());
   cr_assert(!strncmp(listing, want, strlen(want)), "temporary: %s", listing);
@@ -74,7 +57,7 @@ Test(file, commit_replaces_and_abort_keeps) {
   em_atomic_file_abort(NULL);
   read_text(path, got, sizeof got);
   cr_assert_str_eq(got, "second");
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   cr_assert_str_eq(listing, "a.txt", "the aborted temporary was not removed");
   tu_rm_rf(dir);
 }
@@ -94,7 +77,7 @@ Test(file, concurrent_writers_of_one_path) {
   cr_assert_eq(em_atomic_file_commit(f1), EM_OK, "%s", em_last_error());
   read_text(path, got, sizeof got);
   cr_assert_str_eq(got, "one-one-one");
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   cr_assert_str_eq(listing, "b.txt");
   tu_rm_rf(dir);
 }
@@ -119,7 +102,7 @@ Test(file, errors_name_the_path) {
   cr_assert_eq(em_atomic_file_write(f, "x", 1), EM_OK);
   cr_assert_eq(em_atomic_file_commit(f), EM_ERR_IO);
   tu_assert_error(NULL, sub, "renaming");
-  list_dir(dir, listing, sizeof listing);
+  tu_list_dir(dir, listing, sizeof listing);
   cr_assert_str_eq(listing, "d");
   em_clear_error();
   tu_rm_rf(dir);

@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -140,4 +141,20 @@ const char *tu_path(char *buf, const char *dir, const char *name) {
   int n = snprintf(buf, TU_PATH_LEN, "%s/%s", dir, name);
   cr_assert(n > 0 && n < TU_PATH_LEN, "path too long: %s/%s", dir, name);
   return buf;
+}
+
+/* The sorted names in dir (without . and ..), joined by spaces. */
+void tu_list_dir(const char *dir, char *out, size_t cap) {
+  struct dirent **ents;
+  int n = scandir(dir, &ents, NULL, alphasort);
+  cr_assert_geq(n, 0, "scandir %s: %s", dir, strerror(errno));
+  out[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    if (strcmp(ents[i]->d_name, ".") && strcmp(ents[i]->d_name, "..")) {
+      if (out[0]) strncat(out, " ", cap - strlen(out) - 1);
+      strncat(out, ents[i]->d_name, cap - strlen(out) - 1);
+    }
+    free(ents[i]);
+  }
+  free(ents);
 }

@@ -40,6 +40,9 @@ void tu_assert_error(const em_tensor *t, const char *needle1, const char *needle
   cr_assert_eq(em_live_tensors(), live0_, "leaked %lld tensors",                                   \
                (long long)(em_live_tensors() - live0_))
 
+/* The sorted names in dir (without . and ..), joined by spaces, into out (cap bytes). */
+void tu_list_dir(const char *dir, char *out, size_t cap);
+
 /* Deterministic f32 values scale * sin(0.37 k + shift), k the flat index (scope-owned). */
 em_tensor *tu_ramp(int ndim, const int64_t *shape, double scale, double shift);
 
