@@ -68,11 +68,6 @@ static MPI_Datatype mpi_type(em_dtype dt) {
 static MPI_Op mpi_op(coll_redop op);
 
 /* ---- 16-bit floats: MPI has no bf16/f16 type; user-defined operations reduce them in f32 ---- */
-#define bf16_to_f32 em_bf16_to_f32
-#define f32_to_bf16 em_f32_to_bf16
-#define f16_to_f32 em_f16_to_f32
-#define f32_to_f16 em_f32_to_f16
-
 /* b = a op b for n 16-bit floats, in f32 blocks converted in bulk (em_half.h). */
 static void half_combine(const uint16_t *a, uint16_t *b, int n, bool bf, coll_redop op) {
   float x[1024], y[1024];
@@ -119,8 +114,19 @@ static void make_half_ops(void) {
 /* avg for 16-bit floats: divide in f32, round back. */
 static void half_divide(em_dtype dt, void *p, int64_t n, float w) {
   uint16_t *h = p;
-  for (int64_t i = 0; i < n; i++)
-    h[i] = dt == EM_BF16 ? f32_to_bf16(bf16_to_f32(h[i]) / w) : f32_to_f16(f16_to_f32(h[i]) / w);
+  float x[1024];
+  for (int64_t off = 0; off < n; off += 1024) {
+    int m = (int)(n - off < 1024 ? n - off : 1024);
+    if (dt == EM_BF16) {
+      em_bf16_to_f32_n(x, h + off, m);
+      for (int i = 0; i < m; i++) x[i] /= w;
+      em_f32_to_bf16_n(h + off, x, m, 1.0f);
+    } else {
+      em_f16_to_f32_n(x, h + off, m);
+      for (int i = 0; i < m; i++) x[i] /= w;
+      em_f32_to_f16_n(h + off, x, m, 1.0f);
+    }
+  }
 }
 
 static MPI_Op reduce_op(em_dtype dt, coll_redop op) {

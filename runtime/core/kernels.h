@@ -296,8 +296,9 @@ const em_kernels *em__unsupported(const char *op, em_device dev);
  *   const em_kernels *k = EM_KERNELS(x, unary, "relu");
  *   if (!k) return NULL;
  *   k->unary(...) */
-#define EM_KERNELS(t, slot, opname)                                                                \
-  (em__kernels((t)->device)->slot ? em__kernels((t)->device)                                       \
-                                  : em__unsupported(opname, (t)->device))
+#define EM_KERNELS(t, slot, opname) EM_DEVICE_KERNELS((t)->device, slot, opname)
+/* The same for a device (storage allocation, before any tensor exists). */
+#define EM_DEVICE_KERNELS(dev, slot, opname)                                                       \
+  (em__kernels(dev)->slot ? em__kernels(dev) : em__unsupported(opname, dev))
 
 #endif

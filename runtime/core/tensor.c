@@ -93,7 +93,7 @@ int64_t em_live_tensors(void) { return __atomic_load_n(&live_tensors, __ATOMIC_R
 /* A storage of nbytes on dev, from dev's kernel table (zeroed if asked). NULL with the error set
  * when the device cannot allocate. */
 em_storage *em__storage_new(em_device dev, size_t nbytes, bool zero) {
-  const em_kernels *k = EM_KERNELS(&(em_tensor){.device = dev}, alloc, "empty");
+  const em_kernels *k = EM_DEVICE_KERNELS(dev, alloc, "empty");
   if (!k) return NULL;
   em_storage *s = calloc(1, sizeof *s);
   size_t padded = em__padded_size(nbytes);
