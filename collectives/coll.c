@@ -70,6 +70,29 @@ const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n) {
   return buf;
 }
 
+void coll__mismatch_message(const coll_fingerprint *all, const int *ranks, int W, char *msg,
+                            size_t n) {
+  int k = snprintf(msg, n, "collective mismatch: ranks issued different operations:");
+  char *seen = calloc((size_t)W, 1);
+  for (int i = 0; i < W && seen && k >= 0 && (size_t)k < n; i++) {
+    if (seen[i]) continue;
+    char d[160];
+    k += snprintf(msg + k, n - (size_t)k, " rank %d", ranks ? ranks[i] : i);
+    int shown = 1;
+    for (int j = i + 1; j < W; j++) {
+      if (memcmp(&all[i], &all[j], sizeof all[i]) == 0) {
+        seen[j] = 1;
+        if (shown++ < 8 && (size_t)k < n)
+          k += snprintf(msg + k, n - (size_t)k, ",%d", ranks ? ranks[j] : j);
+      }
+    }
+    if (shown > 8 && (size_t)k < n) k += snprintf(msg + k, n - (size_t)k, ",... (%d ranks)", shown);
+    if ((size_t)k < n)
+      k += snprintf(msg + k, n - (size_t)k, ": %s;", coll__describe(&all[i], d, sizeof d));
+  }
+  free(seen);
+}
+
 size_t coll__payload_bytes(const coll_req *r) {
   size_t es = em_dtype_size(r->dtype);
   switch (r->kind) {
@@ -196,8 +219,9 @@ static bool check_buf(const char *op, const char *what, coll_buf b, int64_t need
   return true;
 }
 
-static coll_req *issue(coll_comm *c, coll_kind kind, coll_redop op, coll_buf send, coll_buf recv,
-                       int64_t count, int root) {
+/* A checked, numbered request for the operation, not yet started (NULL with the error set). */
+static coll_req *prepare(coll_comm *c, coll_kind kind, coll_redop op, coll_buf send, coll_buf recv,
+                         int64_t count, int root) {
   const char *name = coll_kind_name(kind);
   if (!c) {
     em_set_error(EM_ERR_STATE, "%s: no communicator (call ddp_init first)", name);
@@ -277,12 +301,37 @@ static coll_req *issue(coll_comm *c, coll_kind kind, coll_redop op, coll_buf sen
   }
   r->seq = c->next_seq++;
   pthread_mutex_unlock(&c->lock);
-  em_status st = be->start(be->state, r);
-  if (st != EM_OK) {
+  return r;
+}
+
+static coll_req *issue(coll_comm *c, coll_kind kind, coll_redop op, coll_buf send, coll_buf recv,
+                       int64_t count, int root) {
+  coll_req *r = prepare(c, kind, op, send, recv, count, root);
+  if (r && r->backend->start(r->backend->state, r) != EM_OK) {
     free(r);
     return NULL;
   }
   return r;
+}
+
+static void timeout_report(coll_req *r, double waited, char *buf, size_t n);
+
+/* Issue and wait with the communicator's timeout; the calling thread runs r itself when the
+ * backend can (coll_run_allreduce and the others). */
+static em_status run_now(coll_req *r) {
+  if (!r) return em_last_status();
+  const coll_backend *be = r->backend;
+  if (be->run_here && be->run_here(be->state, r)) {
+    if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != REQ_DONE) { /* timed out: as coll_wait */
+      char report[2048];
+      timeout_report(r, coll__now() - r->t_started, report, sizeof report);
+      coll_abort(r->comm, report); /* does not return */
+    }
+  } else if (be->start(be->state, r) != EM_OK) {
+    free(r);
+    return em_last_status();
+  }
+  return coll_wait(r, COLL_TIMEOUT_DEFAULT);
 }
 
 coll_req *coll_allreduce(coll_comm *c, coll_buf send, coll_buf recv, int64_t count, coll_redop op) {
@@ -301,6 +350,25 @@ coll_req *coll_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t cou
 coll_req *coll_barrier(coll_comm *c) {
   coll_buf none = {0};
   return issue(c, COLL_BARRIER, COLL_SUM, none, none, 0, 0);
+}
+
+em_status coll_run_allreduce(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,
+                             coll_redop op) {
+  return run_now(prepare(c, COLL_ALLREDUCE, op, send, recv, count, 0));
+}
+em_status coll_run_broadcast(coll_comm *c, coll_buf buf, int64_t count, int root) {
+  return run_now(prepare(c, COLL_BROADCAST, COLL_SUM, buf, buf, count, root));
+}
+em_status coll_run_reduce_scatter(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,
+                                  coll_redop op) {
+  return run_now(prepare(c, COLL_REDUCE_SCATTER, op, send, recv, count, 0));
+}
+em_status coll_run_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t count) {
+  return run_now(prepare(c, COLL_ALLGATHER, COLL_SUM, send, recv, count, 0));
+}
+em_status coll_run_barrier(coll_comm *c) {
+  coll_buf none = {0};
+  return run_now(prepare(c, COLL_BARRIER, COLL_SUM, none, none, 0, 0));
 }
 
 /* ---- completion --------------------------------------------------------------------------------

@@ -110,6 +110,19 @@ void coll_req_detach(coll_req *r);
 /* Issue and wait with the default timeout. */
 em_status coll_run(coll_req *r);
 
+/* Blocking operations: the same as coll_run(coll_allreduce(...)) and so on, with the same
+ * arguments and errors (r is NULL: the error of the issue). When the operation can run in the
+ * node's shared memory (all ranks on one node: allreduce, broadcast, barrier) and nothing is
+ * queued ahead of it, the calling thread runs it itself: no hand-off to the comm thread and back,
+ * which costs microseconds each way and more when the threads share a core. */
+em_status coll_run_allreduce(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,
+                             coll_redop op);
+em_status coll_run_broadcast(coll_comm *c, coll_buf buf, int64_t count, int root);
+em_status coll_run_reduce_scatter(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,
+                                  coll_redop op);
+em_status coll_run_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t count);
+em_status coll_run_barrier(coll_comm *c);
+
 /* ---- the communicator ---------------------------------------------------------------------------
  */
 int coll_rank(const coll_comm *c);
@@ -124,7 +137,8 @@ typedef struct {
   int64_t bytes;  /* payload bytes of those operations (per rank) */
   int64_t checks; /* fingerprint checks run */
   double check_s; /* seconds spent in fingerprint checks (comm thread) */
-  double busy_s;  /* seconds the comm thread spent in operations, checks included */
+  double busy_s;  /* seconds spent in operations (comm thread or caller), checks included */
+  int64_t by_caller; /* operations the calling thread ran itself (blocking forms, shared memory) */
 } coll_stats;
 coll_stats coll_get_stats(const coll_comm *c);
 

@@ -48,6 +48,11 @@ coll_fingerprint coll__fingerprint(const coll_req *r);
 uint64_t coll__fingerprint_hash(const coll_fingerprint *f);
 /* "allreduce #5 (f32 x 1000, sum)" into buf. */
 const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n);
+/* "collective mismatch: ranks issued different operations: rank 0,2: allreduce #5 (...); rank 1:
+ * ..." into msg, ranks grouped by fingerprint. all[i] is the fingerprint of rank ranks[i]
+ * (ranks NULL: of rank i), for i < W. */
+void coll__mismatch_message(const coll_fingerprint *all, const int *ranks, int W, char *msg,
+                            size_t n);
 
 typedef struct coll_backend {
   const char *name;
@@ -56,6 +61,11 @@ typedef struct coll_backend {
   /* For a timeout report: append to buf what is known of other ranks' progress (who is behind,
    * which operation each is in). */
   void (*progress_report)(void *state, const coll_req *r, char *buf, size_t n);
+  /* Run r (QUEUED, not started) on the calling thread now, if the backend can without a hand-off
+   * and nothing is queued or running ahead of it. True: r ran; it is complete, or its wait
+   * passed the communicator's timeout (state still REQ_RUNNING, status EM_ERR_TIMEOUT, msg
+   * set). False: start it as usual. NULL: never. */
+  bool (*run_here)(void *state, coll_req *r);
   /* Poll-driven completion (NCCL): called by waiters; may complete r. NULL if thread-driven. */
   void (*poll)(void *state, coll_req *r);
   /* Abort the job: does not return when possible. */
@@ -95,16 +105,25 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device,
 #endif
 
 #ifdef EMBER_HAVE_MPI
-/* All-reduce between the ranks of one node through a shared segment (shm.c). coll__shm_new is
- * collective over node_comm (an MPI_Comm *): NULL with the error set on every rank when any rank
- * cannot map the segment. world[node rank] names ranks in messages (borrowed). chunk: bytes per
- * pipeline stage. coll__shm_allreduce makes no MPI call; avg is left as a sum (the caller
- * divides); on a timeout it returns EM_ERR_TIMEOUT with msg naming the rank it waited for. */
+/* Collectives between the ranks of one node through a shared segment (shm.c): all-reduce,
+ * broadcast, barrier, and the fingerprint check. coll__shm_new is collective over node_comm (an
+ * MPI_Comm *): NULL with the error set on every rank when any rank cannot map the segment.
+ * world[node rank] is each node rank's rank in the communicator (borrowed; names ranks in
+ * messages, finds a broadcast's root). chunk: bytes per pipeline stage.
+ * The rest makes no MPI call, so any thread may run it, one operation at a time, in issue order:
+ *   coll__shm_runs   whether r can run here (kind, dtype, reduction)
+ *   coll__shm_run    run r; check: compare fingerprints across ranks first (in the same pass).
+ *                    avg is left as a sum (the caller divides)
+ *   coll__shm_check  only the fingerprint check, for an operation that then runs with MPI
+ * Errors: EM_ERR_TIMEOUT when a wait passed limit seconds (msg names the rank waited for),
+ * EM_ERR_COMM on a mismatch (msg names every rank's operation). */
 #define COLL_SHM_MAX_RANKS 256
 typedef struct coll_shm coll_shm;
-coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk,
-                        double timeout_s);
-em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t n);
+coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk);
+bool coll__shm_runs(const coll_shm *s, const coll_req *r);
+em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit, char *msg,
+                        size_t n);
+em_status coll__shm_check(coll_shm *s, const coll_req *r, double limit, char *msg, size_t n);
 void coll__shm_free(coll_shm *s);
 #endif
 

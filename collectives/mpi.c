@@ -50,6 +50,7 @@ typedef struct {
   pthread_mutex_t qlock;
   pthread_cond_t qcond;
   coll_req *head, *tail;
+  bool busy; /* an operation is running (comm thread or a blocking caller); under qlock */
   bool stop;
 } mpi_state;
 
@@ -185,25 +186,7 @@ static em_status check_fingerprint(mpi_state *s, const coll_req *r, char *msg, s
     free(all);
     return mpi_error(err, "fingerprint gather", r, msg, n);
   }
-  /* Group ranks by fingerprint: "rank 0: allreduce #1 (f32 x 1000, sum); rank 1: ... x 999". */
-  int k = snprintf(msg, n, "collective mismatch: ranks issued different operations:");
-  char *seen = calloc((size_t)W, 1);
-  for (int i = 0; i < W && seen && (size_t)k < n; i++) {
-    if (seen[i]) continue;
-    char d[160];
-    k += snprintf(msg + k, n - (size_t)k, " rank %d", i);
-    int shown = 1;
-    for (int j = i + 1; j < W; j++) {
-      if (memcmp(&all[i], &all[j], sizeof all[i]) == 0) {
-        seen[j] = 1;
-        if (shown++ < 8 && (size_t)k < n) k += snprintf(msg + k, n - (size_t)k, ",%d", j);
-      }
-    }
-    if (shown > 8 && (size_t)k < n) k += snprintf(msg + k, n - (size_t)k, ",... (%d ranks)", shown);
-    if ((size_t)k < n)
-      k += snprintf(msg + k, n - (size_t)k, ": %s;", coll__describe(&all[i], d, sizeof d));
-  }
-  free(seen);
+  coll__mismatch_message(all, NULL, W, msg, n);
   free(all);
   return EM_ERR_COMM;
 }
@@ -229,11 +212,6 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   char *send = r->send, *recv = r->recv;
   switch (r->kind) {
   case COLL_ALLREDUCE: {
-    if (s->shm) {
-      em_status st = coll__shm_allreduce(s->shm, r, msg, n);
-      if (st == EM_OK && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
-      return st;
-    }
     bool in_place = send == recv;
     for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
       int len = (int)(r->count - off < chunk ? r->count - off : chunk);
@@ -268,19 +246,17 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   return EM_ERR_INVALID;
 }
 
-static void run(mpi_state *s, coll_req *r) {
+/* Run r on this thread: publish it in the progress slot, check its fingerprint when due, run
+ * it in shared memory or with MPI. limit bounds each shared-memory wait. msg: the error. */
+static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, size_t n) {
   coll_comm *c = s->c;
-  char msg[1024] = "";
   pthread_mutex_lock(&c->lock);
   r->state = REQ_RUNNING;
   r->t_started = coll__now();
   bool failed = c->failed[0] != 0;
-  if (failed) snprintf(msg, sizeof msg, "the communicator has failed earlier: %.900s", c->failed);
+  if (failed) snprintf(msg, n, "the communicator has failed earlier: %.900s", c->failed);
   pthread_mutex_unlock(&c->lock);
-  if (failed) {
-    coll__complete(r, EM_ERR_COMM, msg);
-    return;
-  }
+  if (failed) return EM_ERR_COMM;
   coll_fingerprint f = coll__fingerprint(r);
   slot_store(s, SLOT_KIND, f.kind);
   slot_store(s, SLOT_DTYPE, f.dtype);
@@ -291,23 +267,40 @@ static void run(mpi_state *s, coll_req *r) {
   double t0 = coll__now(), tc = 0;
   em_status st = EM_OK;
   int every = c->opts.check_every;
-  if (every > 0 && r->seq % (uint64_t)every == 0) {
-    st = check_fingerprint(s, r, msg, sizeof msg);
+  bool check = every > 0 && r->seq % (uint64_t)every == 0;
+  bool here = coll__shm_runs(s->shm, r); /* the check rides in the shared-memory pass */
+  if (check && !here) {
+    st = s->shm ? coll__shm_check(s->shm, r, limit, msg, n) : check_fingerprint(s, r, msg, n);
     tc = coll__now() - t0;
   }
-  if (st == EM_OK) st = execute(s, r, msg, sizeof msg);
-  double busy = coll__now() - t0;
-  if (st == EM_OK)
-    slot_store(s, SLOT_DONE, f.seq);
-  else
-    coll__fail(c, msg);
-  pthread_mutex_lock(&c->lock);
-  if (every > 0 && r->seq % (uint64_t)every == 0) {
-    c->stats.checks++;
-    c->stats.check_s += tc;
+  if (st == EM_OK && here) {
+    st = coll__shm_run(s->shm, r, check, limit, msg, n);
+    if (st == EM_OK && r->kind == COLL_ALLREDUCE && r->op == COLL_AVG)
+      avg_divide(r->dtype, r->recv, r->count, c->size);
+  } else if (st == EM_OK) {
+    st = execute(s, r, msg, n);
   }
+  double busy = coll__now() - t0;
+  if (st == EM_OK) slot_store(s, SLOT_DONE, f.seq);
+  pthread_mutex_lock(&c->lock);
+  if (check) c->stats.checks++;
+  c->stats.check_s += tc;
   c->stats.busy_s += busy;
   pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+/* The comm thread's run: perform, fail the communicator on an error, complete. Shared-memory
+ * waits get a backstop past the collective timeout: a waiter in coll_wait reports and aborts
+ * first, with the progress of every rank; this one ends operations nobody waits for. */
+static void run(mpi_state *s, coll_req *r) {
+  char msg[1024] = "";
+  em_status st = perform(s, r, s->c->opts.timeout_s * 1.5 + 1, msg, sizeof msg);
+  /* Idle before the waiter wakes: its next blocking operation may then run on its own thread. */
+  pthread_mutex_lock(&s->qlock);
+  s->busy = false;
+  pthread_mutex_unlock(&s->qlock);
+  if (st != EM_OK) coll__fail(s->c, msg);
   coll__complete(r, st, st == EM_OK ? NULL : msg);
 }
 
@@ -315,23 +308,54 @@ static void *comm_thread(void *arg) {
   mpi_state *s = arg;
   for (;;) {
     /* Spin briefly before sleeping: a request issued right after the last one (a bucket
-     * after a bucket, a wait after an issue) then starts without a futex wake-up. */
+     * after a bucket) then starts without a futex wake-up. */
     for (double t0 = coll__now(); !__atomic_load_n(&s->head, __ATOMIC_ACQUIRE) &&
                                   !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) &&
                                   coll__now() - t0 < SPIN_S;)
       sched_yield();
     pthread_mutex_lock(&s->qlock);
-    while (!s->head && !s->stop) pthread_cond_wait(&s->qcond, &s->qlock);
-    coll_req *r = s->head;
+    while ((!s->head || s->busy) && !s->stop) pthread_cond_wait(&s->qcond, &s->qlock);
+    coll_req *r = s->busy ? NULL : s->head;
     if (r) {
       s->head = r->next;
       if (!s->head) s->tail = NULL;
+      s->busy = true;
     }
     pthread_mutex_unlock(&s->qlock);
     if (!r) break; /* stop requested and the queue is empty */
     run(s, r);
   }
   return NULL;
+}
+
+/* A blocking operation the shared memory can run, with nothing queued or running ahead of it:
+ * the caller runs it (see coll_backend.run_here). Its waits are bounded by the collective
+ * timeout itself, since no other thread is waiting to report. */
+static bool mpi_run_here(void *state, coll_req *r) {
+  mpi_state *s = state;
+  if (!coll__shm_runs(s->shm, r)) return false;
+  pthread_mutex_lock(&s->qlock);
+  bool idle = !s->head && !s->busy && !s->stop;
+  if (idle) s->busy = true;
+  pthread_mutex_unlock(&s->qlock);
+  if (!idle) return false;
+  char msg[1024] = "";
+  em_status st = perform(s, r, s->c->opts.timeout_s, msg, sizeof msg);
+  if (st == EM_ERR_TIMEOUT) { /* the caller reports and aborts, like coll_wait */
+    r->status = st;
+    snprintf(r->msg, sizeof r->msg, "%s", msg);
+  } else {
+    if (st != EM_OK) coll__fail(s->c, msg);
+    pthread_mutex_lock(&s->c->lock);
+    s->c->stats.by_caller++;
+    pthread_mutex_unlock(&s->c->lock);
+    coll__complete(r, st, st == EM_OK ? NULL : msg);
+  }
+  pthread_mutex_lock(&s->qlock);
+  s->busy = false;
+  if (s->head) pthread_cond_signal(&s->qcond); /* issued meanwhile by another thread */
+  pthread_mutex_unlock(&s->qlock);
+  return true;
 }
 
 static em_status mpi_start(void *state, coll_req *r) {
@@ -520,7 +544,7 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
   }
   if (use_shm && s->node_size == c->size && c->size > 1) {
     s->shm = coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world,
-                           c->opts.chunk_bytes, c->opts.timeout_s);
+                           c->opts.chunk_bytes);
     if (!s->shm && c->rank == 0)
       fprintf(stderr, "[rank 0] ember: %s; all-reduce goes through MPI\n", em_last_error());
     em_clear_error();
@@ -532,6 +556,7 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
   s->thread_started = true;
   *b = (coll_backend){.name = "mpi",
                       .start = mpi_start,
+                      .run_here = mpi_run_here,
                       .progress_report = mpi_progress_report,
                       .abort = mpi_abort,
                       .destroy = mpi_destroy,

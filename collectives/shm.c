@@ -1,28 +1,39 @@
-/* shm.c: all-reduce between the ranks of one node through shared memory, by plain loads and
- * stores (no MPI call after set-up, so the comm thread may run it like any other operation).
+/* shm.c: collectives between the ranks of one node through shared memory, by plain loads and
+ * stores (no MPI call after set-up, so any thread may run them: the comm thread, or the caller of
+ * a blocking operation).
  *
  * The segment comes from MPI itself (MPI_Win_allocate_shared over the node communicator): each
  * rank owns three flags on cache lines of their own (each with a count of the ranks sleeping on
- * it), and SHM_NBUF stage buffers of chunk bytes.
+ * it), and SHM_NBUF stage slots, each a header line (the operation's fingerprint) and chunk bytes.
  * An operation is cut into chunks; chunk number g (counted over the life of the communicator,
  * the same on every rank because every rank runs the same operations in the same order) uses
- * stage buffer g % SHM_NBUF of every rank, and each chunk is cut into one part per rank:
+ * slot g % SHM_NBUF of every rank, and an all-reduce cuts each chunk into one part per rank:
  *
  *   rank r, chunk g                                   waits for
- *   1. copy my input chunk into my stage[g % NBUF]    all consumed >= g - NBUF (buffer free)
+ *   1. copy my input chunk into my stage[g % NBUF]    all consumed >= g - NBUF (slot free)
+ *      (first chunk: my fingerprint into its header)
  *      written = g
- *   2. part r of every stage, summed in rank order    all written >= g
+ *   2. (first chunk: every header equals mine)        all written >= g
+ *      part r of every stage, summed in rank order
  *      0, 1, ..., W-1, into part r of my stage
  *      reduced = g
  *   3. part p of rank p's stage -> my output, all p   all reduced >= g
  *      consumed = g
  *
  * Chunks pipeline: a rank may be NBUF chunks ahead of the slowest, so the first chunk of a
- * bucket is being reduced while its last is still being copied in. The summation order is fixed
- * (rank order, each part reduced once and copied to everyone), so the result is bit-identical
- * from run to run and on every rank. 16-bit floats are summed in f32 and rounded once. Every wait
- * spins briefly, then yields, then sleeps, and gives up a while after the collective timeout (a
- * thread in coll_wait reports first), naming the rank it waited for. */
+ * bucket is being reduced while its last is still being copied in. A small all-reduce (one chunk
+ * of at most SHM_SMALL bytes) skips step 2's split: every rank sums the whole chunk, in the same
+ * rank order, straight into its output, with one wait instead of two. Either way the summation
+ * order is fixed, so the result is bit-identical from run to run and on every rank. 16-bit floats
+ * are summed in f32 and rounded once.
+ *
+ * Broadcast: the root writes, everyone else copies out of the root's stage. Barrier and the
+ * fingerprint check of an operation run with MPI: one round of headers (written, then compared).
+ *
+ * The fingerprint check rides in the headers: a rank that finds another rank's header different
+ * from its own fails the operation with every rank's fingerprint named, and since every rank
+ * sees the same headers, every rank fails the same operation. Every wait spins briefly, then
+ * yields, then sleeps, and gives up after the caller's limit, naming the rank it waited for. */
 #include "coll_internal.h"
 #include "em_half.h"
 
@@ -38,7 +49,8 @@
 
 #define SHM_NBUF 4
 #define SHM_LINE 64
-#define SHM_BLOCK 2048 /* elements reduced per pass through the ranks' parts (in cache) */
+#define SHM_BLOCK 2048  /* elements reduced per pass through the ranks' parts (in cache) */
+#define SHM_SMALL 16384 /* bytes: an all-reduce of one chunk this small is summed by every rank */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define SHM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -47,18 +59,39 @@
 #endif
 
 enum { F_WRITTEN, F_REDUCED, F_CONSUMED, F_N };
-static const char *flag_what[F_N] = {"copy its input in", "reduce its part", "read the result"};
+static const char *flag_what[F_N] = {"arrive (write its input)", "reduce its part",
+                                     "read the result"};
 
 struct coll_shm {
   MPI_Win win;
   int rank, size;
   const int *world; /* world rank of each node rank, for messages */
-  int64_t chunk;    /* bytes per stage buffer, a multiple of SHM_LINE */
+  int64_t chunk;    /* bytes of data per stage slot, a multiple of SHM_LINE */
+  int64_t slot;     /* bytes per stage slot: a header line, then chunk */
   uint64_t **flags; /* [size]: F_N flags of each rank, SHM_LINE bytes apart */
-  char **stage;     /* [size]: SHM_NBUF * chunk bytes of each rank */
-  uint64_t gen;     /* chunks this rank has finished */
-  double timeout_s;
+  char **stage;     /* [size]: SHM_NBUF slots of each rank */
+  uint64_t gen;     /* chunks this rank has begun */
 };
+
+_Static_assert(sizeof(coll_fingerprint) <= SHM_LINE, "a fingerprint fits a header line");
+
+/* One operation in progress: what every wait needs to bound itself and to name what it waited
+ * for. */
+typedef struct {
+  coll_shm *s;
+  const coll_req *r;
+  double limit; /* seconds a wait may take */
+  char *msg;
+  size_t n;
+} op_ctx;
+
+/* Rank p's header and data for chunk g. */
+static coll_fingerprint *header(const coll_shm *s, int p, uint64_t g) {
+  return (coll_fingerprint *)(s->stage[p] + (size_t)(g % SHM_NBUF) * (size_t)s->slot);
+}
+static char *data(const coll_shm *s, int p, uint64_t g) {
+  return s->stage[p] + (size_t)(g % SHM_NBUF) * (size_t)s->slot + SHM_LINE;
+}
 
 static uint64_t *flag(const coll_shm *s, int p, int f) {
   return (uint64_t *)((char *)s->flags[p] + f * SHM_LINE);
@@ -93,12 +126,14 @@ static void publish(coll_shm *s, int f, uint64_t g) {
     syscall(SYS_futex, (uint32_t *)x, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
 }
 
-/* Wait until every rank's flag f is at least g. On the timeout: false, and msg names the first
- * rank that has not got there. Spins ~1 us, yields up to 20 us, then sleeps on a futex until
- * the flag moves, so that a rank waiting for a slower one leaves its core to the compute thread. */
-static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *msg, size_t n) {
+/* Wait until the flag f of ranks [lo, hi) is at least g. On the timeout (ctx->limit): false, and
+ * ctx->msg names the first rank that has not got there. Spins ~1 us, yields up to 20 us, then
+ * sleeps on a futex until the flag moves, so that a rank waiting for a slower one leaves its core
+ * to the compute thread. */
+static bool wait_ranks(const op_ctx *ctx, int f, uint64_t g, int lo, int hi) {
+  coll_shm *s = ctx->s;
   double t0 = 0;
-  for (int p = 0; p < s->size; p++) {
+  for (int p = lo; p < hi; p++) {
     const uint64_t *x = flag(s, p, f);
     for (long spins = 0; __atomic_load_n(x, __ATOMIC_ACQUIRE) < g; spins++) {
       if (spins < 256) {
@@ -107,13 +142,13 @@ static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *ms
       }
       double now = coll__now();
       if (t0 == 0) t0 = now;
-      if (now - t0 > s->timeout_s) {
-        coll_fingerprint fp = coll__fingerprint(r);
+      if (now - t0 > ctx->limit) {
+        coll_fingerprint fp = coll__fingerprint(ctx->r);
         char d[160];
-        snprintf(msg, n,
-                 "%s: timeout after %.1f s in the shared-memory all-reduce on rank %d: rank %d "
-                 "did not %s (chunk %llu; it is at %llu)",
-                 coll__describe(&fp, d, sizeof d), now - t0, r->comm->rank, s->world[p],
+        snprintf(ctx->msg, ctx->n,
+                 "%s: timeout after %.1f s in shared memory on rank %d: rank %d did not %s "
+                 "(chunk %llu; it is at %llu)",
+                 coll__describe(&fp, d, sizeof d), now - t0, ctx->r->comm->rank, s->world[p],
                  flag_what[f], (unsigned long long)g,
                  (unsigned long long)__atomic_load_n(x, __ATOMIC_ACQUIRE));
         return false;
@@ -125,6 +160,29 @@ static bool wait_all(coll_shm *s, int f, uint64_t g, const coll_req *r, char *ms
     }
   }
   return true;
+}
+
+static bool wait_all(const op_ctx *ctx, int f, uint64_t g) {
+  return wait_ranks(ctx, f, g, 0, ctx->s->size);
+}
+
+/* Begin chunk g: wait until every rank has finished with slot g % NBUF (its previous chunk). */
+static bool begin_chunk(const op_ctx *ctx, uint64_t g) {
+  return g <= SHM_NBUF || wait_all(ctx, F_CONSUMED, g - SHM_NBUF);
+}
+
+/* After every rank wrote chunk g: does every header say the same operation as mine? If not,
+ * ctx->msg names every rank's operation (each rank sees the same headers and fails alike). */
+static bool same_everywhere(const op_ctx *ctx, uint64_t g) {
+  coll_shm *s = ctx->s;
+  const coll_fingerprint *mine = header(s, s->rank, g);
+  bool same = true;
+  for (int p = 0; p < s->size && same; p++) same = !memcmp(header(s, p, g), mine, sizeof *mine);
+  if (same) return true;
+  coll_fingerprint all[COLL_SHM_MAX_RANKS];
+  for (int p = 0; p < s->size; p++) all[p] = *header(s, p, g);
+  coll__mismatch_message(all, s->world, s->size, ctx->msg, ctx->n);
+  return false;
 }
 
 /* First element of part p of a chunk of len elements: parts start on SHM_LINE / 4 elements. */
@@ -209,38 +267,56 @@ static reduce_fn reduction(em_dtype dt, coll_redop op) {
   return (unsigned)dt < EM_DTYPE_COUNT ? fns[dt][k] : NULL;
 }
 
-em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t n) {
+/* Write my fingerprint into chunk g's header (when checking) and announce chunk g written. */
+static void arrive(const op_ctx *ctx, uint64_t g, bool check) {
+  if (check) *header(ctx->s, ctx->s->rank, g) = coll__fingerprint(ctx->r);
+  publish(ctx->s, F_WRITTEN, g);
+}
+
+/* Wait for every rank's chunk g, then compare the fingerprints (when checking). */
+static em_status all_arrived(const op_ctx *ctx, uint64_t g, bool check) {
+  if (!wait_all(ctx, F_WRITTEN, g)) return EM_ERR_TIMEOUT;
+  return !check || same_everywhere(ctx, g) ? EM_OK : EM_ERR_COMM;
+}
+
+static em_status allreduce(const op_ctx *ctx, bool check) {
+  coll_shm *s = ctx->s;
+  const coll_req *r = ctx->r;
   size_t es = em_dtype_size(r->dtype);
   reduce_fn fn = reduction(r->dtype, r->op);
-  if (!fn || !es) {
-    snprintf(msg, n, "allreduce: dtype %s has no shared-memory reduction", em_dtype_name(r->dtype));
-    return EM_ERR_UNSUPPORTED;
-  }
   int W = s->size, me = s->rank;
   int64_t per = s->chunk / (int64_t)es; /* elements per chunk */
   const char *send = r->send;
   char *recv = r->recv;
   char *parts[COLL_SHM_MAX_RANKS];
-  for (int64_t off = 0; off < r->count; off += per) {
+  bool small = (size_t)r->count * es <= SHM_SMALL && r->count <= per;
+  /* At least one chunk, empty for count 0, so that the check runs. */
+  for (int64_t off = 0; off == 0 || off < r->count; off += per) {
     int64_t len = r->count - off < per ? r->count - off : per;
     uint64_t g = ++s->gen;
-    size_t buf = (size_t)(g % SHM_NBUF) * (size_t)s->chunk;
-    /* 1. my input in, once every rank has finished with this buffer's previous chunk */
-    if (g > SHM_NBUF && !wait_all(s, F_CONSUMED, g - SHM_NBUF, r, msg, n)) return EM_ERR_TIMEOUT;
-    memcpy(s->stage[me] + buf, send + off * (int64_t)es, (size_t)len * es);
-    publish(s, F_WRITTEN, g);
+    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+    /* 1. my input in */
+    memcpy(data(s, me, g), send + off * (int64_t)es, (size_t)len * es);
+    arrive(ctx, g, check && off == 0);
+    em_status st = all_arrived(ctx, g, check && off == 0);
+    if (st != EM_OK) return st;
+    if (small) { /* every rank sums all of it, in rank order, into its output */
+      for (int p = 0; p < W; p++) parts[p] = data(s, p, g);
+      if (len) fn(recv, parts, W, len);
+      publish(s, F_CONSUMED, g);
+      continue;
+    }
     /* 2. my part of everyone's input, reduced in rank order into my stage */
-    if (!wait_all(s, F_WRITTEN, g, r, msg, n)) return EM_ERR_TIMEOUT;
     int64_t lo = part_lo(len, me, W), hi = part_lo(len, me + 1, W);
-    for (int p = 0; p < W; p++) parts[p] = s->stage[p] + buf + lo * (int64_t)es;
+    for (int p = 0; p < W; p++) parts[p] = data(s, p, g) + lo * (int64_t)es;
     if (hi > lo) fn(parts[me], parts, W, hi - lo);
     publish(s, F_REDUCED, g);
     /* 3. every rank's reduced part out */
-    if (!wait_all(s, F_REDUCED, g, r, msg, n)) return EM_ERR_TIMEOUT;
+    if (!wait_all(ctx, F_REDUCED, g)) return EM_ERR_TIMEOUT;
     for (int p = 0; p < W; p++) {
       int64_t a = part_lo(len, p, W), b = part_lo(len, p + 1, W);
       if (b > a)
-        memcpy(recv + (off + a) * (int64_t)es, s->stage[p] + buf + a * (int64_t)es,
+        memcpy(recv + (off + a) * (int64_t)es, data(s, p, g) + a * (int64_t)es,
                (size_t)(b - a) * es);
     }
     publish(s, F_CONSUMED, g);
@@ -248,8 +324,72 @@ em_status coll__shm_allreduce(coll_shm *s, const coll_req *r, char *msg, size_t 
   return EM_OK;
 }
 
-coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk,
-                        double timeout_s) {
+/* The root copies each chunk into its stage; the others copy it out. */
+static em_status broadcast(const op_ctx *ctx, bool check) {
+  coll_shm *s = ctx->s;
+  const coll_req *r = ctx->r;
+  size_t es = em_dtype_size(r->dtype);
+  int64_t per = s->chunk / (int64_t)es;
+  char *buf = r->recv;
+  bool root = s->world[s->rank] == r->root;
+  for (int64_t off = 0; off == 0 || off < r->count; off += per) {
+    int64_t len = r->count - off < per ? r->count - off : per;
+    uint64_t g = ++s->gen;
+    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+    if (root) memcpy(data(s, s->rank, g), buf + off * (int64_t)es, (size_t)len * es);
+    arrive(ctx, g, check && off == 0);
+    em_status st = all_arrived(ctx, g, check && off == 0);
+    if (st != EM_OK) return st;
+    if (!root) {
+      int p = 0; /* the root's node rank */
+      while (s->world[p] != r->root) p++;
+      memcpy(buf + off * (int64_t)es, data(s, p, g), (size_t)len * es);
+    }
+    publish(s, F_CONSUMED, g);
+  }
+  return EM_OK;
+}
+
+/* One round of headers: every rank arrives, then (checking) compares. A barrier, and the
+ * fingerprint check of an operation that then runs with MPI. */
+static em_status round_trip(const op_ctx *ctx, bool check) {
+  uint64_t g = ++ctx->s->gen;
+  if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+  arrive(ctx, g, check);
+  em_status st = all_arrived(ctx, g, check);
+  if (st == EM_OK) publish(ctx->s, F_CONSUMED, g);
+  return st;
+}
+
+bool coll__shm_runs(const coll_shm *s, const coll_req *r) {
+  if (!s) return false;
+  switch (r->kind) {
+  case COLL_ALLREDUCE: return reduction(r->dtype, r->op) && em_dtype_size(r->dtype) > 0;
+  case COLL_BROADCAST: return em_dtype_size(r->dtype) > 0;
+  case COLL_BARRIER: return true;
+  default: return false;
+  }
+}
+
+em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit, char *msg,
+                        size_t n) {
+  op_ctx ctx = {s, r, limit, msg, n};
+  switch (r->kind) {
+  case COLL_ALLREDUCE: return allreduce(&ctx, check);
+  case COLL_BROADCAST: return broadcast(&ctx, check);
+  case COLL_BARRIER: return round_trip(&ctx, check);
+  default:
+    snprintf(msg, n, "%s: not a shared-memory operation", coll_kind_name(r->kind));
+    return EM_ERR_UNSUPPORTED;
+  }
+}
+
+em_status coll__shm_check(coll_shm *s, const coll_req *r, double limit, char *msg, size_t n) {
+  op_ctx ctx = {s, r, limit, msg, n};
+  return round_trip(&ctx, true);
+}
+
+coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, int64_t chunk) {
   MPI_Comm node = *(MPI_Comm *)node_comm;
   if (size < 2 || size > COLL_SHM_MAX_RANKS) {
     em_set_error(EM_ERR_UNSUPPORTED, "shared-memory all-reduce: %d ranks on the node (2 to %d)",
@@ -271,13 +411,11 @@ coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, i
   s->size = size;
   s->world = world;
   s->chunk = (chunk + SHM_LINE - 1) / SHM_LINE * SHM_LINE;
-  /* A backstop past the collective timeout: a waiter in coll_wait reports and aborts first, with
-   * the progress of every rank; this one ends operations nobody waits for (detached). */
-  s->timeout_s = timeout_s * 1.5 + 1;
+  s->slot = SHM_LINE + s->chunk;
   /* Each rank's flags then its stage buffers; its own memory is placed near it (noncontig). MPI
    * may start a segment anywhere (Open MPI: 8 bytes past a line): each rank's part starts at
    * its first cache line, the same offset in every process since mappings are page-aligned. */
-  MPI_Aint mine = (MPI_Aint)(F_N * SHM_LINE) + (MPI_Aint)SHM_NBUF * (MPI_Aint)s->chunk;
+  MPI_Aint mine = (MPI_Aint)(F_N * SHM_LINE) + (MPI_Aint)SHM_NBUF * (MPI_Aint)s->slot;
   MPI_Info info;
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
@@ -285,7 +423,7 @@ coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, i
   int err = MPI_Win_allocate_shared(mine + SHM_LINE, 1, info, node, &base, &s->win);
   MPI_Info_free(&info);
   bool ok = err == MPI_SUCCESS;
-  if (ok) /* stage buffers need no zeroing */
+  if (ok) /* stage slots need no zeroing: a header is read only after its rank wrote it */
     memset(base + (SHM_LINE - (uintptr_t)base % SHM_LINE) % SHM_LINE, 0, F_N * SHM_LINE);
   for (int p = 0; p < size && ok; p++) {
     MPI_Aint sz;

@@ -52,7 +52,9 @@
 #define MAX_RESULTS 512
 #define NKINDS 4 /* allreduce .. allgather */
 
-typedef enum { IMPL_EMBER = 0, IMPL_MPI = 1 } impl;
+/* Ember issue + coll_wait (the comm thread runs it), Ember's blocking form (coll_run_*: the
+ * calling thread runs it where the shared memory can), raw MPI. */
+typedef enum { IMPL_EMBER = 0, IMPL_RUN = 1, IMPL_MPI = 2, NIMPL = 3 } impl;
 
 typedef struct {
   int64_t min_bytes, max_bytes, sweep_bytes, round_bytes;
@@ -67,8 +69,8 @@ typedef struct {
   coll_kind kind;
   int64_t bytes, count, chunk_bytes;
   int iters, check_every;
-  double t[2];        /* median seconds per op: ember, mpi (mpi < 0: not measured) */
-  long long wrong[2]; /* -1: not checked */
+  double t[NIMPL];        /* median seconds per op by impl (< 0: not measured) */
+  long long wrong[NIMPL]; /* -1: not checked */
   double check_us;    /* seconds per fingerprint check x 1e6 (median), < 0: not measured */
 } result;
 
@@ -186,9 +188,26 @@ static void run_mpi(coll_kind k, int64_t count) {
   if (err != MPI_SUCCESS) MPI_Abort(MPI_COMM_WORLD, 1); /* MPI_COMM_WORLD's handler is fatal */
 }
 
+/* The same through the blocking forms. */
+static void run_ember_blocking(coll_kind k, int64_t count) {
+  coll_buf a = coll_host_buf(buf_a, op_bytes(k, count) / 4, EM_F32);
+  coll_buf b = coll_host_buf(buf_b, op_bytes(k, count) / 4, EM_F32);
+  em_status st = EM_ERR_INVALID;
+  switch (k) {
+  case COLL_ALLREDUCE: st = coll_run_allreduce(comm, a, b, count, COLL_SUM); break;
+  case COLL_BROADCAST: st = coll_run_broadcast(comm, b, count, 0); break;
+  case COLL_REDUCE_SCATTER: st = coll_run_reduce_scatter(comm, a, b, count, COLL_SUM); break;
+  case COLL_ALLGATHER: st = coll_run_allgather(comm, a, b, count); break;
+  default: break;
+  }
+  if (st != EM_OK) die(coll_kind_name(k));
+}
+
 static void run_op(impl im, coll_kind k, int64_t count) {
   if (im == IMPL_EMBER)
     run_ember(k, count);
+  else if (im == IMPL_RUN)
+    run_ember_blocking(k, count);
   else
     run_mpi(k, count);
 }
@@ -269,8 +288,8 @@ static result *new_result(const char *section, coll_kind k, int64_t count, int i
                 .count = count,
                 .bytes = op_bytes(k, count),
                 .iters = iters,
-                .t = {-1, -1},
-                .wrong = {-1, -1},
+                .t = {-1, -1, -1},
+                .wrong = {-1, -1, -1},
                 .check_us = -1};
   r->chunk_bytes = session_opts.chunk_bytes;
   r->check_every = session_opts.check_every;
@@ -279,17 +298,18 @@ static result *new_result(const char *section, coll_kind k, int64_t count, int i
 
 /* Rounds of ember and mpi alternating; medians over rounds of the slowest rank's times. */
 static void measure(const bench_args *a, result *res, bool with_mpi) {
-  int R = a->rounds, nimpl = with_mpi ? 2 : 1, w = a->warmup < res->iters ? a->warmup : res->iters;
-  double *t = calloc((size_t)(2 * R), sizeof *t);
+  int R = a->rounds, nimpl = with_mpi ? NIMPL : IMPL_MPI;
+  int w = a->warmup < res->iters ? a->warmup : res->iters;
+  double *t = calloc((size_t)(NIMPL * R), sizeof *t);
   if (!t) MPI_Abort(MPI_COMM_WORLD, 1);
   for (int im = 0; im < nimpl; im++)
     for (int i = 0; i < w; i++) run_op((impl)im, res->kind, res->count);
   for (int k = 0; k < R; k++)
     for (int j = 0; j < nimpl; j++) {
-      int im = (j + k) % nimpl; /* ember first in even rounds, mpi first in odd ones */
+      int im = (j + k) % nimpl; /* each goes first in turn */
       t[im * R + k] = time_round((impl)im, res->kind, res->count, res->iters, NULL);
     }
-  max_over_ranks(t, 2 * R);
+  max_over_ranks(t, NIMPL * R);
   for (int im = 0; im < nimpl; im++) res->t[im] = median(t + im * R, R);
   if (a->check)
     for (int im = 0; im < nimpl; im++) res->wrong[im] = check_op((impl)im, res->kind, res->count);
@@ -312,14 +332,15 @@ static void print_table_header(coll_kind k, const bench_args *a) {
   printf("\n# %s: float, %s, %s, %d ranks; median of %d rounds; busbw = algbw x %.3g\n",
          coll_kind_name(k), k == COLL_BROADCAST ? "root 0" : "sum",
          k == COLL_BROADCAST ? "in place" : "out of place", world, a->rounds, bus_factor(k));
-  printf("# %58s%-34s", "", "ember (issue + coll_wait)");
+  printf("# %46s%-36s%-36s", "", "ember (issue + coll_wait)", "ember (blocking coll_run_*)");
   if (a->mpi) printf("raw %s on the same buffers", mpi_names[k]);
-  printf("\n# %10s %11s %6s %6s %5s %6s %9s %8s %8s %7s", "size", "count", "type", "redop", "root",
-         "iters", "time", "algbw", "busbw", "#wrong");
-  if (a->mpi) printf(" %9s %8s %8s %7s %9s", "time", "algbw", "busbw", "#wrong", "ember/mpi");
-  printf("\n# %10s %11s %6s %6s %5s %6s %9s %8s %8s %7s", "(B)", "(elements)", "", "", "", "",
-         "(us)", "(GB/s)", "(GB/s)", "");
-  if (a->mpi) printf(" %9s %8s %8s %7s %9s", "(us)", "(GB/s)", "(GB/s)", "", "");
+  printf("\n# %10s %11s %6s %6s %5s %6s", "size", "count", "type", "redop", "root", "iters");
+  for (int im = 0; im < (a->mpi ? NIMPL : IMPL_MPI); im++)
+    printf(" %9s %8s %8s %7s", "time", "algbw", "busbw", "#wrong");
+  if (a->mpi) printf(" %9s %9s", "mpi/async", "mpi/block");
+  printf("\n# %10s %11s %6s %6s %5s %6s", "(B)", "(elements)", "", "", "", "");
+  for (int im = 0; im < (a->mpi ? NIMPL : IMPL_MPI); im++)
+    printf(" %9s %8s %8s %7s", "(us)", "(GB/s)", "(GB/s)", "");
   printf("\n");
 }
 
@@ -328,33 +349,34 @@ static void print_row(const result *r) {
   bool bc = r->kind == COLL_BROADCAST;
   printf("  %10lld %11lld %6s %6s %5d %6d", (long long)r->bytes, (long long)(r->bytes / 4), "float",
          bc ? "none" : "sum", bc ? 0 : -1, r->iters);
-  for (int im = 0; im < 2; im++) {
+  for (int im = 0; im < NIMPL; im++) {
     if (r->t[im] < 0) continue;
     double bw = gbs(r->bytes, r->t[im]);
     printf(" %9.1f %8.3f %8.3f", r->t[im] * 1e6, bw, bw * f);
     print_wrong(r->wrong[im]);
   }
-  if (r->t[IMPL_MPI] >= 0) printf(" %8.2fx", r->t[IMPL_MPI] / r->t[IMPL_EMBER]);
+  if (r->t[IMPL_MPI] >= 0)
+    printf(" %8.2fx %8.2fx", r->t[IMPL_MPI] / r->t[IMPL_EMBER], r->t[IMPL_MPI] / r->t[IMPL_RUN]);
   printf("\n");
   fflush(stdout);
 }
 
 static void print_bench_lines(void) {
-  static const char *impl_names[] = {"ember", "mpi"};
+  static const char *impl_names[] = {"ember mode=async", "ember mode=blocking", "mpi"};
   printf("\n");
   for (int i = 0; i < nresults; i++) {
     const result *r = &results[i];
-    for (int im = 0; im < 2; im++) {
+    for (int im = 0; im < NIMPL; im++) {
       if (r->t[im] < 0) continue;
       double bw = gbs(r->bytes, r->t[im]);
       printf("BENCH suite=coll case=%s impl=%s ranks=%d bytes=%lld busbw_gbs=%.3f algbw_gbs=%.3f "
              "time_us=%.2f",
              r->section, impl_names[im], world, (long long)r->bytes, bw * bus_factor(r->kind), bw,
              r->t[im] * 1e6);
-      if (im == IMPL_EMBER)
+      if (im != IMPL_MPI)
         printf(" chunk_bytes=%lld check_every=%d", (long long)r->chunk_bytes, r->check_every);
       if (r->wrong[im] >= 0) printf(" wrong=%lld", r->wrong[im]);
-      if (im == IMPL_EMBER && r->check_us >= 0) printf(" check_us=%.2f", r->check_us);
+      if (im != IMPL_MPI && r->check_us >= 0) printf(" check_us=%.2f", r->check_us);
       printf(" iters=%d stat=median\n", r->iters);
     }
   }

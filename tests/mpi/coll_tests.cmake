@@ -4,6 +4,7 @@
 #   coll_ops_*          every operation, f32 from 1 element to 3 Mi, i32/i64/u8/bf16/f16, argument
 #                       errors; default chunk and 4 KiB chunks; fingerprint checks off or sparse
 #                       (coll_ops_mpi_*: through MPI, not the shared-memory all-reduce)
+#   coll_ops_blocking_* the blocking forms (coll_run_*), run by the calling thread in shared memory
 #   coll_allreduce_big  64 Mi elements (256 MB a buffer), 2 and 4 ranks
 #   coll_async_*        64 outstanding requests, polling, ordering, detach, explicit timeouts;
 #                       the storm: timeout reports while detached requests complete
@@ -41,6 +42,14 @@ foreach(np 2 3 4)
   ember_mpi_test(coll_bootstrap_np${np} ${np} test_coll_bootstrap.c)
   set_tests_properties(coll_bootstrap_np${np} PROPERTIES ENVIRONMENT "EMBER_DEVICE=cpu")
 endforeach()
+# Blocking forms (coll_run_*): the calling thread runs allreduce, broadcast and barrier in shared
+# memory; 4 KiB chunks at 3 ranks make a few thousand elements many chunks.
+foreach(np 2 3 4)
+  ember_mpi_test(coll_ops_blocking_np${np} ${np} test_coll_ops.c --max-count 262145 --blocking)
+  set_tests_properties(coll_ops_blocking_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+endforeach()
+set_tests_properties(coll_ops_blocking_np3 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHUNK_BYTES=4096")
 # The same through MPI: ranks of one node all-reduce in shared memory (collectives/shm.c) by
 # default, so these keep the MPI path tested.
 foreach(np 2 3)

@@ -1,6 +1,6 @@
 /* test_coll_ops.c: every collective on real ranks against a host reference, bit for bit.
  *
- *   mpirun.sh NP LIMIT test_coll_ops [--max-count N] [--big]
+ *   mpirun.sh NP LIMIT test_coll_ops [--max-count N] [--big] [--blocking]
  *
  * Inputs are small integers (in f32 too), so a sum is exact in any order and the result is
  * compared with memcmp, not a tolerance:
@@ -17,7 +17,8 @@
  * Sizes run from 1 element past several chunks with a ragged last one; the registration runs the
  * program once with the default chunk (1 MiB) and once with EMBER_COLL_CHUNK_BYTES=4096, which
  * makes sizes of a few thousand elements many chunks. --big runs only the 64 Mi-element allreduce
- * (256 MB per buffer). Also: argument errors (NULL, no hang), barrier semantics (nobody leaves
+ * (256 MB per buffer). --blocking runs every operation through its blocking form
+ * (coll_run_allreduce and the others: the calling thread runs it in shared memory). Also: argument errors (NULL, no hang), barrier semantics (nobody leaves
  * before the last arrives, from CLOCK_REALTIME, which all ranks of one node share), tensors via
  * coll_buf_of, the options and statistics (EMBER_COLL_CHECK_EVERY changes how many fingerprint
  * checks run, never the results). */
@@ -33,6 +34,9 @@ static coll_comm *comm;
 static int rank, world;
 static int64_t ops_done; /* operations this program waited for successfully */
 static bool verbose;     /* EMBER_TEST_VERBOSE set: every operation's wait time on rank 0 */
+static bool blocking;    /* --blocking: operations through coll_run_allreduce and the others */
+static int64_t run_here; /* --blocking operations the shared memory runs (allreduce, broadcast,
+                            barrier): the calling thread runs each, nothing being queued */
 
 /* ---- values ------------------------------------------------------------------------------ */
 static int64_t base_sum(int r, int64_t i) { return (int64_t)(r + 1) * ((i * 7 + 3) % 13); }
@@ -112,15 +116,27 @@ static void *xmalloc(size_t n) {
   return p;
 }
 
-/* Waits for r (issued by the caller) with the communicator's timeout; counts successes. */
-static bool finish(coll_req *r, const char *what) {
-  if (!CHECK(r != NULL, "%s: not issued: %s", what, em_last_error())) return false;
-  double t0 = chk_now();
-  em_status s = coll_wait(r, COLL_TIMEOUT_DEFAULT);
+/* The status of an operation that ran (or failed to); counts successes. */
+static bool finished(em_status s, const char *what, double t0) {
   if (verbose && rank == 0) printf("  %-60s %8.3f ms\n", what, 1e3 * (chk_now() - t0));
   if (!CHECK(s == EM_OK, "%s: %s: %s", what, em_status_str(s), em_last_error())) return false;
   ops_done++;
   return true;
+}
+
+/* Waits for r (issued by the caller) with the communicator's timeout; counts successes. */
+static bool finish(coll_req *r, const char *what) {
+  if (!CHECK(r != NULL, "%s: not issued: %s", what, em_last_error())) return false;
+  double t0 = chk_now();
+  return finished(coll_wait(r, COLL_TIMEOUT_DEFAULT), what, t0);
+}
+
+/* One operation: issued and waited, or with --blocking its blocking form (same arguments). */
+#define RUN_OP(what, name, ...)                                                                    \
+  (blocking ? (run_here += in_shm(#name), finished(coll_run_##name(__VA_ARGS__), what, chk_now()))  \
+            : finish(coll_##name(__VA_ARGS__), what))
+static bool in_shm(const char *op) {
+  return !strcmp(op, "allreduce") || !strcmp(op, "broadcast") || !strcmp(op, "barrier");
 }
 
 /* ---- the operations ------------------------------------------------------------------------ */
@@ -133,9 +149,8 @@ static void run_allreduce(em_dtype dt, int64_t n, coll_redop op, bool inplace) {
   fill(send, n, dt, op, rank, 0);
   memset(send + nb, SEND_GUARD, gb);
   if (!inplace) memset(recv, RECV_FILL, nb + gb);
-  coll_req *r = coll_allreduce(comm, coll_host_buf(send, n + GUARD, dt),
-                               coll_host_buf(recv, n + GUARD, dt), n, op);
-  if (finish(r, what)) {
+  if (RUN_OP(what, allreduce, comm, coll_host_buf(send, n + GUARD, dt),
+             coll_host_buf(recv, n + GUARD, dt), n, op)) {
     reduce_ref(want, n, dt, op, 0);
     CHECK_SAME(recv, want, n, dt, what);
     CHECK_GUARD(recv + nb, gb, inplace ? SEND_GUARD : RECV_FILL, what);
@@ -164,7 +179,7 @@ static void run_broadcast(em_dtype dt, int64_t n, int root) {
   else
     memset(buf, RECV_FILL, nb);
   memset(buf + nb, SEND_GUARD, gb);
-  if (finish(coll_broadcast(comm, coll_host_buf(buf, n + GUARD, dt), n, root), what)) {
+  if (RUN_OP(what, broadcast, comm, coll_host_buf(buf, n + GUARD, dt), n, root)) {
     CHECK_SAME(buf, want, n, dt, what);
     CHECK_GUARD(buf + nb, gb, SEND_GUARD, what);
   }
@@ -185,9 +200,8 @@ static void run_reduce_scatter(em_dtype dt, int64_t n, coll_redop op, bool inpla
   memset(send + sb, SEND_GUARD, gb);
   if (!inplace) memset(recv, RECV_FILL, nb + gb);
   int64_t recv_numel = inplace ? (int64_t)world * n + GUARD : n + GUARD;
-  coll_req *r = coll_reduce_scatter(comm, coll_host_buf(send, (int64_t)world * n + GUARD, dt),
-                                    coll_host_buf(recv, recv_numel, dt), n, op);
-  if (finish(r, what)) {
+  if (RUN_OP(what, reduce_scatter, comm, coll_host_buf(send, (int64_t)world * n + GUARD, dt),
+             coll_host_buf(recv, recv_numel, dt), n, op)) {
     reduce_ref(want, n, dt, op, (int64_t)rank * n);
     CHECK_SAME(recv, want, n, dt, what);
     if (inplace) {
@@ -218,9 +232,8 @@ static void run_allgather(em_dtype dt, int64_t n, bool inplace) {
   memset(recv, RECV_FILL, rb + gb);
   memcpy(send, want + (size_t)rank * nb, nb);
   if (!inplace) memset(send + nb, SEND_GUARD, gb);
-  coll_req *r = coll_allgather(comm, coll_host_buf(send, inplace ? n : n + GUARD, dt),
-                               coll_host_buf(recv, (int64_t)world * n + GUARD, dt), n);
-  if (finish(r, what)) {
+  if (RUN_OP(what, allgather, comm, coll_host_buf(send, inplace ? n : n + GUARD, dt),
+             coll_host_buf(recv, (int64_t)world * n + GUARD, dt), n)) {
     CHECK_SAME(recv, want, (int64_t)world * n, dt, what);
     CHECK_GUARD(recv + rb, gb, RECV_FILL, what);
     if (!inplace) {
@@ -247,7 +260,7 @@ static void run_barrier(void) {
     usleep((useconds_t)(((rank + round) % world) * 40000));
     int64_t t[2];
     t[0] = realtime_ns();
-    bool ok = finish(coll_barrier(comm), "barrier");
+    bool ok = RUN_OP("barrier", barrier, comm);
     t[1] = realtime_ns();
     ok &= finish(coll_allgather(comm, coll_host_buf(t, 2, EM_I64),
                                 coll_host_buf(times, 2 * world, EM_I64), 2),
@@ -419,10 +432,12 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--big"))
       big = true;
+    else if (!strcmp(argv[i], "--blocking"))
+      blocking = true;
     else if (!strcmp(argv[i], "--max-count") && i + 1 < argc)
       max_count = atoll(argv[++i]);
     else {
-      fprintf(stderr, "usage: test_coll_ops [--max-count N] [--big]\n");
+      fprintf(stderr, "usage: test_coll_ops [--max-count N] [--big] [--blocking]\n");
       return 2;
     }
   }
@@ -465,6 +480,12 @@ int main(int argc, char **argv) {
   coll_stats st = coll_get_stats(comm);
   CHECK(st.ops == ops_done, "stats.ops %" PRId64 ", %" PRId64 " operations completed", st.ops,
         ops_done);
+  /* In shared memory (one node, EMBER_COLL_SHM not 0) every blocking allreduce, broadcast and
+   * barrier ran on this thread; through MPI none did. */
+  const char *shm_env = getenv("EMBER_COLL_SHM");
+  int64_t want_here = shm_env && !strcmp(shm_env, "0") ? 0 : run_here;
+  CHECK(st.by_caller == want_here, "stats.by_caller %" PRId64 ", want %" PRId64, st.by_caller,
+        want_here);
   /* Every operation here succeeded, so they are numbered 1..ops and every k-th is checked. */
   int64_t want_checks = o.check_every > 0 ? st.ops / o.check_every : 0;
   CHECK(st.checks == want_checks,
