@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-static const char *kind_names[] = {"allreduce", "broadcast", "reduce_scatter", "allgather",
-                                   "barrier"};
+static const char *kind_names[] = {"allreduce", "broadcast",    "reduce_scatter", "allgather",
+                                   "barrier",   "alloc_shared", "free_shared"};
 static const char *redop_names[] = {"sum", "avg", "max", "min"};
 
 const char *coll_kind_name(coll_kind k) {
-  return (unsigned)k <= COLL_BARRIER ? kind_names[k] : "?";
+  return (unsigned)k <= (unsigned)COLL_FREE_SHARED ? kind_names[k] : "?";
 }
 const char *coll_redop_name(coll_redop o) { return (unsigned)o <= COLL_MIN ? redop_names[o] : "?"; }
 
@@ -55,8 +55,10 @@ uint64_t coll__fingerprint_hash(const coll_fingerprint *f) {
 
 const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n) {
   coll_kind k = (coll_kind)f->kind;
-  if (k == COLL_BARRIER)
-    snprintf(buf, n, "barrier #%lld", (long long)f->seq);
+  if (k == COLL_BARRIER || k == COLL_FREE_SHARED)
+    snprintf(buf, n, "%s #%lld", coll_kind_name(k), (long long)f->seq);
+  else if (k == COLL_ALLOC_SHARED)
+    snprintf(buf, n, "alloc_shared #%lld (%lld bytes)", (long long)f->seq, (long long)f->count);
   else if (k == COLL_BROADCAST)
     snprintf(buf, n, "broadcast #%lld (%s x %lld, root %lld)", (long long)f->seq,
              em_dtype_name((em_dtype)f->dtype), (long long)f->count, (long long)f->root);
@@ -98,7 +100,9 @@ size_t coll__payload_bytes(const coll_req *r) {
   switch (r->kind) {
   case COLL_REDUCE_SCATTER:
   case COLL_ALLGATHER: return (size_t)r->count * (size_t)r->comm->size * es;
-  case COLL_BARRIER: return 0;
+  case COLL_BARRIER:
+  case COLL_ALLOC_SHARED:
+  case COLL_FREE_SHARED: return 0;
   default: return (size_t)r->count * es;
   }
 }
@@ -369,6 +373,30 @@ em_status coll_run_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t
 em_status coll_run_barrier(coll_comm *c) {
   coll_buf none = {0};
   return run_now(prepare(c, COLL_BARRIER, COLL_SUM, none, none, 0, 0));
+}
+
+/* A request for a shared allocation or its release: like a barrier, with the pointer in send. */
+static coll_req *shared_request(coll_comm *c, coll_kind kind, void *ptr, size_t bytes) {
+  coll_req *r = prepare(c, COLL_BARRIER, COLL_SUM, (coll_buf){0}, (coll_buf){0}, 0, 0);
+  if (r) {
+    r->kind = kind;
+    r->count = (int64_t)bytes;
+    r->send = ptr;
+  }
+  return r;
+}
+
+void *coll_alloc_shared(coll_comm *c, size_t bytes) {
+  void *p = NULL;
+  if (c && c->size > 1 && run_now(shared_request(c, COLL_ALLOC_SHARED, &p, bytes)) != EM_OK)
+    return NULL;
+  if (!p) em_clear_error();
+  return p;
+}
+
+em_status coll_free_shared(coll_comm *c, void *p) {
+  if (!p) return EM_OK;
+  return run_now(shared_request(c, COLL_FREE_SHARED, p, 0));
 }
 
 /* ---- completion --------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ typedef enum {
   COLL_REDUCE_SCATTER = 2,
   COLL_ALLGATHER = 3,
   COLL_BARRIER = 4,
+  COLL_ALLOC_SHARED = 5, /* coll_alloc_shared and coll_free_shared: run in order like the others */
+  COLL_FREE_SHARED = 6,
 } coll_kind;
 const char *coll_kind_name(coll_kind k);   /* "allreduce" ... */
 const char *coll_redop_name(coll_redop o); /* "sum" ... */
@@ -122,6 +124,19 @@ em_status coll_run_reduce_scatter(coll_comm *c, coll_buf send, coll_buf recv, in
                                   coll_redop op);
 em_status coll_run_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t count);
 em_status coll_run_barrier(coll_comm *c);
+
+/* ---- node-shared memory ------------------------------------------------------------------------
+ * coll_alloc_shared: bytes of zeroed host memory that every rank of this node maps
+ * (MPI_Win_allocate_shared, made on the comm thread). An in-place allreduce of a range of it is
+ * then not staged: each rank reduces straight from every rank's copy, with less than half the
+ * memory traffic. Every rank must pass the same range of its own allocation (as DDP's gradient
+ * buckets do); ranks that disagree fail the operation with a message saying so. Collective: every
+ * rank calls it with the same size, in the same order as its other operations. NULL, with no error
+ * set, when there is no shared-memory path (ranks on several nodes, EMBER_COLL_SHM=0, a world of
+ * 1) or the memory cannot be had: use ordinary memory then.
+ * coll_free_shared: collective; after every operation on the memory completed. NULL is a no-op. */
+void *coll_alloc_shared(coll_comm *c, size_t bytes);
+em_status coll_free_shared(coll_comm *c, void *p);
 
 /* ---- the communicator ---------------------------------------------------------------------------
  */

@@ -19,6 +19,9 @@
 
 typedef enum { REQ_QUEUED = 0, REQ_RUNNING = 1, REQ_DONE = 2 } coll_req_state;
 
+/* COLL_ALLOC_SHARED requests: count = bytes, send = the void ** to fill; COLL_FREE_SHARED:
+ * send = the pointer. Backends without shared memory complete an allocation with NULL. */
+
 struct coll_req {
   coll_comm *comm;
   const struct coll_backend *backend;
@@ -124,6 +127,10 @@ bool coll__shm_runs(const coll_shm *s, const coll_req *r);
 em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit, char *msg,
                         size_t n);
 em_status coll__shm_check(coll_shm *s, const coll_req *r, double limit, char *msg, size_t n);
+/* coll_alloc_shared and coll_free_shared on the comm thread (MPI calls, collective over the
+ * node): a zeroed region every rank maps; an in-place allreduce inside it is not staged. */
+em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size_t n);
+em_status coll__shm_release(coll_shm *s, void *p, char *msg, size_t n);
 void coll__shm_free(coll_shm *s);
 #endif
 

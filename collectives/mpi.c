@@ -242,6 +242,18 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   case COLL_BARRIER:
     err = MPI_Barrier(s->comm);
     return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Barrier", r, msg, n);
+  case COLL_ALLOC_SHARED: /* no shared-memory path or no segment: ordinary memory (NULL) */
+    if (s->shm && coll__shm_alloc(s->shm, (size_t)r->count, r->send, msg, n) != EM_OK) {
+      if (s->c->rank == 0) fprintf(stderr, "[rank 0] ember: %s; using ordinary memory\n", msg);
+      msg[0] = 0;
+    }
+    return EM_OK;
+  case COLL_FREE_SHARED:
+    if (!s->shm) {
+      snprintf(msg, n, "coll_free_shared: %p is not memory from coll_alloc_shared", r->send);
+      return EM_ERR_INVALID;
+    }
+    return coll__shm_release(s->shm, r->send, msg, n);
   }
   return EM_ERR_INVALID;
 }

@@ -62,7 +62,24 @@ enum { F_WRITTEN, F_REDUCED, F_CONSUMED, F_N };
 static const char *flag_what[F_N] = {"arrive (write its input)", "reduce its part",
                                      "read the result"};
 
+#define SHM_MAX_REGIONS 16
+
+/* Memory every rank of the node maps (coll__shm_alloc): base[p] is node rank p's copy. */
+typedef struct {
+  MPI_Win win;
+  char **base;
+  size_t bytes;
+} shm_region;
+
+/* A stage slot's header: the fingerprint of the operation whose first chunk it holds, and where
+ * that rank's data is (-1: staged; else region * 2^40 + byte offset in its shared region). */
+typedef struct {
+  coll_fingerprint fp;
+  int64_t where;
+} shm_header;
+
 struct coll_shm {
+  MPI_Comm node;
   MPI_Win win;
   int rank, size;
   const int *world; /* world rank of each node rank, for messages */
@@ -71,9 +88,10 @@ struct coll_shm {
   uint64_t **flags; /* [size]: F_N flags of each rank, SHM_LINE bytes apart */
   char **stage;     /* [size]: SHM_NBUF slots of each rank */
   uint64_t gen;     /* chunks this rank has begun */
+  shm_region regions[SHM_MAX_REGIONS]; /* NULL base: free entry */
 };
 
-_Static_assert(sizeof(coll_fingerprint) <= SHM_LINE, "a fingerprint fits a header line");
+_Static_assert(sizeof(shm_header) <= SHM_LINE, "a header fits its line");
 
 /* One operation in progress: what every wait needs to bound itself and to name what it waited
  * for. */
@@ -86,8 +104,8 @@ typedef struct {
 } op_ctx;
 
 /* Rank p's header and data for chunk g. */
-static coll_fingerprint *header(const coll_shm *s, int p, uint64_t g) {
-  return (coll_fingerprint *)(s->stage[p] + (size_t)(g % SHM_NBUF) * (size_t)s->slot);
+static shm_header *header(const coll_shm *s, int p, uint64_t g) {
+  return (shm_header *)(s->stage[p] + (size_t)(g % SHM_NBUF) * (size_t)s->slot);
 }
 static char *data(const coll_shm *s, int p, uint64_t g) {
   return s->stage[p] + (size_t)(g % SHM_NBUF) * (size_t)s->slot + SHM_LINE;
@@ -171,18 +189,43 @@ static bool begin_chunk(const op_ctx *ctx, uint64_t g) {
   return g <= SHM_NBUF || wait_all(ctx, F_CONSUMED, g - SHM_NBUF);
 }
 
-/* After every rank wrote chunk g: does every header say the same operation as mine? If not,
- * ctx->msg names every rank's operation (each rank sees the same headers and fails alike). */
-static bool same_everywhere(const op_ctx *ctx, uint64_t g) {
+/* After every rank wrote chunk g: does every header say the same operation as mine (when
+ * checking), with the data in the same kind of place? If not, ctx->msg names what differs (each
+ * rank sees the same headers and fails alike). */
+static bool same_everywhere(const op_ctx *ctx, uint64_t g, bool check) {
   coll_shm *s = ctx->s;
-  const coll_fingerprint *mine = header(s, s->rank, g);
-  bool same = true;
-  for (int p = 0; p < s->size && same; p++) same = !memcmp(header(s, p, g), mine, sizeof *mine);
-  if (same) return true;
-  coll_fingerprint all[COLL_SHM_MAX_RANKS];
-  for (int p = 0; p < s->size; p++) all[p] = *header(s, p, g);
-  coll__mismatch_message(all, s->world, s->size, ctx->msg, ctx->n);
-  return false;
+  const shm_header *mine = header(s, s->rank, g);
+  bool same_fp = true, same_where = true;
+  for (int p = 0; p < s->size; p++) {
+    const shm_header *h = header(s, p, g);
+    same_fp &= !check || !memcmp(&h->fp, &mine->fp, sizeof mine->fp);
+    same_where &= h->where == mine->where;
+  }
+  if (!same_fp) {
+    coll_fingerprint all[COLL_SHM_MAX_RANKS];
+    for (int p = 0; p < s->size; p++) all[p] = header(s, p, g)->fp;
+    coll__mismatch_message(all, s->world, s->size, ctx->msg, ctx->n);
+    return false;
+  }
+  if (!same_where) {
+    coll_fingerprint fp = coll__fingerprint(ctx->r);
+    char d[160];
+    int k = snprintf(ctx->msg, ctx->n,
+                     "%s: ranks passed different kinds of buffer (in place in memory from "
+                     "coll_alloc_shared at the same offset, or not):",
+                     coll__describe(&fp, d, sizeof d));
+    for (int p = 0; p < s->size && k >= 0 && (size_t)k < ctx->n; p++) {
+      int64_t w = header(s, p, g)->where;
+      if (w < 0)
+        k += snprintf(ctx->msg + k, ctx->n - (size_t)k, " rank %d: ordinary memory;", s->world[p]);
+      else
+        k += snprintf(ctx->msg + k, ctx->n - (size_t)k,
+                      " rank %d: shared allocation %lld, byte %lld;", s->world[p],
+                      (long long)(w >> 40), (long long)(w & (((int64_t)1 << 40) - 1)));
+    }
+    return false;
+  }
+  return true;
 }
 
 /* First element of part p of a chunk of len elements: parts start on SHM_LINE / 4 elements. */
@@ -267,16 +310,68 @@ static reduce_fn reduction(em_dtype dt, coll_redop op) {
   return (unsigned)dt < EM_DTYPE_COUNT ? fns[dt][k] : NULL;
 }
 
-/* Write my fingerprint into chunk g's header (when checking) and announce chunk g written. */
-static void arrive(const op_ctx *ctx, uint64_t g, bool check) {
-  if (check) *header(ctx->s, ctx->s->rank, g) = coll__fingerprint(ctx->r);
+/* Announce chunk g written. On an operation's first chunk (first), my header goes with it: the
+ * fingerprint (when checking) and where my data is. */
+static void arrive(const op_ctx *ctx, uint64_t g, bool first, bool check, int64_t where) {
+  if (first) {
+    shm_header *h = header(ctx->s, ctx->s->rank, g);
+    if (check) h->fp = coll__fingerprint(ctx->r);
+    h->where = where;
+  }
   publish(ctx->s, F_WRITTEN, g);
 }
 
-/* Wait for every rank's chunk g, then compare the fingerprints (when checking). */
-static em_status all_arrived(const op_ctx *ctx, uint64_t g, bool check) {
+/* Wait for every rank's chunk g; on an operation's first chunk, compare the headers. */
+static em_status all_arrived(const op_ctx *ctx, uint64_t g, bool first, bool check) {
   if (!wait_all(ctx, F_WRITTEN, g)) return EM_ERR_TIMEOUT;
-  return !check || same_everywhere(ctx, g) ? EM_OK : EM_ERR_COMM;
+  return !first || same_everywhere(ctx, g, check) ? EM_OK : EM_ERR_COMM;
+}
+
+/* The shared region holding [p, p + bytes) of this rank, or -1. */
+static int region_of(const coll_shm *s, const void *p, size_t bytes) {
+  for (int k = 0; k < SHM_MAX_REGIONS; k++) {
+    const shm_region *g = &s->regions[k];
+    if (g->base && (const char *)p >= g->base[s->rank] &&
+        (const char *)p + bytes <= g->base[s->rank] + g->bytes)
+      return k;
+  }
+  return -1;
+}
+
+/* In place in a shared region: no staging. Each rank reduces its part of the chunk straight from
+ * every rank's copy into its own, then copies the others' reduced parts from theirs. Nobody may
+ * write a rank's copy until every rank has read it, so the operation ends when all have read
+ * (consumed) its last chunk. */
+static em_status allreduce_in_region(const op_ctx *ctx, int k, bool check) {
+  coll_shm *s = ctx->s;
+  const coll_req *r = ctx->r;
+  const shm_region *reg = &s->regions[k];
+  size_t es = em_dtype_size(r->dtype);
+  reduce_fn fn = reduction(r->dtype, r->op);
+  int W = s->size, me = s->rank;
+  int64_t per = s->chunk / (int64_t)es, at = (char *)r->recv - reg->base[me];
+  char *parts[COLL_SHM_MAX_RANKS];
+  uint64_t g = 0;
+  for (int64_t off = 0; off == 0 || off < r->count; off += per) {
+    int64_t len = r->count - off < per ? r->count - off : per;
+    g = ++s->gen;
+    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+    arrive(ctx, g, off == 0, check, ((int64_t)k << 40) + at);
+    em_status st = all_arrived(ctx, g, off == 0, check);
+    if (st != EM_OK) return st;
+    int64_t lo = part_lo(len, me, W), hi = part_lo(len, me + 1, W);
+    for (int p = 0; p < W; p++) parts[p] = reg->base[p] + at + (off + lo) * (int64_t)es;
+    if (hi > lo) fn(parts[me], parts, W, hi - lo);
+    publish(s, F_REDUCED, g);
+    if (!wait_all(ctx, F_REDUCED, g)) return EM_ERR_TIMEOUT;
+    for (int p = 0; p < W; p++) {
+      int64_t a = part_lo(len, p, W), b = part_lo(len, p + 1, W);
+      size_t from = (size_t)(at + (off + a) * (int64_t)es);
+      if (p != me && b > a) memcpy(reg->base[me] + from, reg->base[p] + from, (size_t)(b - a) * es);
+    }
+    publish(s, F_CONSUMED, g);
+  }
+  return wait_all(ctx, F_CONSUMED, g) ? EM_OK : EM_ERR_TIMEOUT;
 }
 
 static em_status allreduce(const op_ctx *ctx, bool check) {
@@ -289,6 +384,8 @@ static em_status allreduce(const op_ctx *ctx, bool check) {
   const char *send = r->send;
   char *recv = r->recv;
   char *parts[COLL_SHM_MAX_RANKS];
+  int k = send == recv ? region_of(s, recv, (size_t)r->count * es) : -1;
+  if (k >= 0) return allreduce_in_region(ctx, k, check);
   bool small = (size_t)r->count * es <= SHM_SMALL && r->count <= per;
   /* At least one chunk, empty for count 0, so that the check runs. */
   for (int64_t off = 0; off == 0 || off < r->count; off += per) {
@@ -297,8 +394,8 @@ static em_status allreduce(const op_ctx *ctx, bool check) {
     if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
     /* 1. my input in */
     memcpy(data(s, me, g), send + off * (int64_t)es, (size_t)len * es);
-    arrive(ctx, g, check && off == 0);
-    em_status st = all_arrived(ctx, g, check && off == 0);
+    arrive(ctx, g, off == 0, check, -1);
+    em_status st = all_arrived(ctx, g, off == 0, check);
     if (st != EM_OK) return st;
     if (small) { /* every rank sums all of it, in rank order, into its output */
       for (int p = 0; p < W; p++) parts[p] = data(s, p, g);
@@ -337,8 +434,8 @@ static em_status broadcast(const op_ctx *ctx, bool check) {
     uint64_t g = ++s->gen;
     if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
     if (root) memcpy(data(s, s->rank, g), buf + off * (int64_t)es, (size_t)len * es);
-    arrive(ctx, g, check && off == 0);
-    em_status st = all_arrived(ctx, g, check && off == 0);
+    arrive(ctx, g, off == 0, check, -1);
+    em_status st = all_arrived(ctx, g, off == 0, check);
     if (st != EM_OK) return st;
     if (!root) {
       int p = 0; /* the root's node rank */
@@ -355,8 +452,8 @@ static em_status broadcast(const op_ctx *ctx, bool check) {
 static em_status round_trip(const op_ctx *ctx, bool check) {
   uint64_t g = ++ctx->s->gen;
   if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
-  arrive(ctx, g, check);
-  em_status st = all_arrived(ctx, g, check);
+  arrive(ctx, g, true, check, -1);
+  em_status st = all_arrived(ctx, g, true, check);
   if (st == EM_OK) publish(ctx->s, F_CONSUMED, g);
   return st;
 }
@@ -407,6 +504,7 @@ coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, i
     em_set_error(EM_ERR_NOMEM, "shared-memory all-reduce: out of memory");
     return NULL;
   }
+  s->node = node;
   s->rank = rank;
   s->size = size;
   s->world = world;
@@ -450,8 +548,65 @@ coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, i
   return s;
 }
 
+em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size_t n) {
+  *out = NULL;
+  int k = 0;
+  while (k < SHM_MAX_REGIONS && s->regions[k].base) k++;
+  /* Every rank must agree before anyone relies on the region: one rank's failure is all's. */
+  shm_region g = {.win = MPI_WIN_NULL, .bytes = bytes};
+  char *mine = NULL;
+  g.base = calloc((size_t)s->size, sizeof *g.base);
+  MPI_Info info; /* each rank's part on pages of its own, placed near it */
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  int ok = k < SHM_MAX_REGIONS && g.base &&
+           MPI_Win_allocate_shared((MPI_Aint)(bytes ? bytes : 1), 1, info, s->node, &mine,
+                                   &g.win) == MPI_SUCCESS;
+  MPI_Info_free(&info);
+  for (int p = 0; p < s->size && ok; p++) {
+    MPI_Aint sz;
+    int disp;
+    ok = MPI_Win_shared_query(g.win, p, &sz, &disp, &g.base[p]) == MPI_SUCCESS && g.base[p] &&
+         (size_t)sz >= bytes;
+  }
+  if (ok) memset(mine, 0, bytes);
+  int all_ok = ok;
+  MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_LAND, s->node);
+  if (!all_ok) {
+    if (g.win != MPI_WIN_NULL) MPI_Win_free(&g.win);
+    free(g.base);
+    snprintf(msg, n, "coll_alloc_shared: %zu bytes: %s", bytes,
+             k == SHM_MAX_REGIONS ? "this rank holds 16 shared allocations already"
+                                  : "no node-shared segment on some rank");
+    return EM_ERR_BACKEND;
+  }
+  MPI_Barrier(s->node); /* zeroed everywhere before anyone uses it */
+  s->regions[k] = g;
+  *out = mine;
+  return EM_OK;
+}
+
+em_status coll__shm_release(coll_shm *s, void *p, char *msg, size_t n) {
+  for (int k = 0; k < SHM_MAX_REGIONS; k++) {
+    shm_region *g = &s->regions[k];
+    if (g->base && g->base[s->rank] == p) {
+      MPI_Win_free(&g->win); /* collective: every rank frees its own at the same point */
+      free(g->base);
+      *g = (shm_region){0};
+      return EM_OK;
+    }
+  }
+  snprintf(msg, n, "coll_free_shared: %p is not memory from coll_alloc_shared", p);
+  return EM_ERR_INVALID;
+}
+
 void coll__shm_free(coll_shm *s) {
   if (!s) return;
+  for (int k = 0; k < SHM_MAX_REGIONS; k++)
+    if (s->regions[k].base) {
+      MPI_Win_free(&s->regions[k].win);
+      free(s->regions[k].base);
+    }
   MPI_Win_free(&s->win);
   free(s->flags);
   free(s->stage);

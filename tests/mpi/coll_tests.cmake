@@ -5,6 +5,7 @@
 #                       errors; default chunk and 4 KiB chunks; fingerprint checks off or sparse
 #                       (coll_ops_mpi_*: through MPI, not the shared-memory all-reduce)
 #   coll_ops_blocking_* the blocking forms (coll_run_*), run by the calling thread in shared memory
+#   coll_shared_*       coll_alloc_shared, and in-place allreduces that reduce in it unstaged
 #   coll_allreduce_big  64 Mi elements (256 MB a buffer), 2 and 4 ranks
 #   coll_async_*        64 outstanding requests, polling, ordering, detach, explicit timeouts;
 #                       the storm: timeout reports while detached requests complete
@@ -50,6 +51,17 @@ foreach(np 2 3 4)
 endforeach()
 set_tests_properties(coll_ops_blocking_np3 PROPERTIES
                      ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHUNK_BYTES=4096")
+# Node-shared memory (coll_alloc_shared) and the all-reduce that reduces in it without staging.
+foreach(np 2 3 4)
+  ember_mpi_test(coll_shared_np${np} ${np} test_coll_shared.c)
+  set_tests_properties(coll_shared_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+endforeach()
+ember_mpi_test(coll_shared_chunk4k_np3 3 test_coll_shared.c)
+set_tests_properties(coll_shared_chunk4k_np3 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHUNK_BYTES=4096")
+ember_mpi_test(coll_shared_noshm_np2 2 test_coll_shared.c)
+set_tests_properties(coll_shared_noshm_np2 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_SHM=0")
 # The same through MPI: ranks of one node all-reduce in shared memory (collectives/shm.c) by
 # default, so these keep the MPI path tested.
 foreach(np 2 3)
@@ -75,6 +87,13 @@ endforeach()
 # Timeout reports racing with detached requests that complete (a use-after-free under ASan).
 ember_mpi_test(coll_async_storm_np2 2 test_coll_async.c --storm)
 set_tests_properties(coll_async_storm_np2 PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
+
+# Rank 0 all-reduces in shared memory, rank 1 in ordinary memory: both fail, saying so.
+ember_coll_expect_fail(coll_shared_mismatch_np2 2 30 test_coll_shared.c
+  EXPECT -e "^[[]rank 0[]] allreduce: .*different kinds of buffer.*rank 0: shared.*rank 1: ordinary"
+         -e "^[[]rank 1[]] allreduce: .*different kinds of buffer.*rank 0: shared.*rank 1: ordinary"
+         -x "test_coll_shared[.]c:[0-9]+:"
+  ARGS --mismatch ENV EMBER_COLL_TIMEOUT=20)
 
 # Rank 1 disagrees; every rank must print its own message naming both sides, and no self-check
 # of the program may fail (those print "test_coll_mismatch.c:LINE:").
