@@ -54,7 +54,8 @@
 
 /* Ember issue + coll_wait (the comm thread runs it), Ember's blocking form (coll_run_*: the
  * calling thread runs it where the shared memory can), raw MPI. */
-typedef enum { IMPL_EMBER = 0, IMPL_RUN = 1, IMPL_MPI = 2, NIMPL = 3 } impl;
+typedef enum { IMPL_EMBER = 0, IMPL_RUN = 1, IMPL_MPI = 2, IMPL_SHARED = 3, NIMPL = 4 } impl;
+/* IMPL_SHARED: allreduce only, blocking, in place in memory from coll_alloc_shared (unstaged). */
 
 typedef struct {
   int64_t min_bytes, max_bytes, sweep_bytes, round_bytes;
@@ -78,6 +79,8 @@ static int rank, world;
 static coll_comm *comm;
 static coll_options session_opts; /* in effect in the current or last session */
 static float *buf_a, *buf_b;      /* the largest size of any section, each */
+static float *shared;             /* the table's largest size, from coll_alloc_shared, or NULL */
+static int64_t shared_cap;        /* elements */
 static result results[MAX_RESULTS];
 static int nresults;
 
@@ -144,6 +147,17 @@ static void session_open(const coll_options *o) {
   session_opts = coll_get_options(comm);
 }
 
+/* The table's shared buffer (NULL when the communicator has no shared-memory path). */
+static void shared_open(int64_t bytes) {
+  shared_cap = bytes / (int64_t)sizeof(float);
+  shared = coll_alloc_shared(comm, (size_t)bytes);
+}
+
+static void shared_close(void) {
+  if (shared && coll_free_shared(comm, shared) != EM_OK) die("coll_free_shared");
+  shared = NULL;
+}
+
 static void session_close(void) {
   if (ddp_finalize() != EM_OK) die("ddp_finalize");
   comm = NULL;
@@ -203,8 +217,16 @@ static void run_ember_blocking(coll_kind k, int64_t count) {
   if (st != EM_OK) die(coll_kind_name(k));
 }
 
+/* In place in shared memory: the values grow every time (timing only; check_op refills). */
+static void run_ember_shared(int64_t count) {
+  coll_buf b = coll_host_buf(shared, count, EM_F32);
+  if (coll_run_allreduce(comm, b, b, count, COLL_SUM) != EM_OK) die("allreduce in shared memory");
+}
+
 static void run_op(impl im, coll_kind k, int64_t count) {
-  if (im == IMPL_EMBER)
+  if (im == IMPL_SHARED)
+    run_ember_shared(count);
+  else if (im == IMPL_EMBER)
     run_ember(k, count);
   else if (im == IMPL_RUN)
     run_ember_blocking(k, count);
@@ -254,10 +276,18 @@ static bool same_bits(float x, float y) { return memcmp(&x, &y, sizeof x) == 0; 
 static long long check_op(impl im, coll_kind k, int64_t count) {
   int64_t nrecv = k == COLL_ALLGATHER ? count * world : count;
   int64_t nsend = k == COLL_REDUCE_SCATTER ? count * world : count;
+  long long wrong = 0;
+  if (im == IMPL_SHARED) { /* in place: the input is the output */
+    for (int64_t j = 0; j < count; j++) shared[j] = v_sum(rank, j);
+    ember_barrier();
+    run_op(im, k, count);
+    for (int64_t i = 0; i < count; i++) wrong += !same_bits(shared[i], sum_over_ranks(i));
+    MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    return wrong;
+  }
   if (k != COLL_BROADCAST || rank != 0) memset(buf_b, 0xff, (size_t)nrecv * sizeof(float));
   ember_barrier();
   run_op(im, k, count);
-  long long wrong = 0;
   for (int64_t i = 0; i < nrecv; i++) {
     float want = 0;
     switch (k) {
@@ -288,8 +318,8 @@ static result *new_result(const char *section, coll_kind k, int64_t count, int i
                 .count = count,
                 .bytes = op_bytes(k, count),
                 .iters = iters,
-                .t = {-1, -1, -1},
-                .wrong = {-1, -1, -1},
+                .t = {-1, -1, -1, -1},
+                .wrong = {-1, -1, -1, -1},
                 .check_us = -1};
   r->chunk_bytes = session_opts.chunk_bytes;
   r->check_every = session_opts.check_every;
@@ -298,21 +328,26 @@ static result *new_result(const char *section, coll_kind k, int64_t count, int i
 
 /* Rounds of ember and mpi alternating; medians over rounds of the slowest rank's times. */
 static void measure(const bench_args *a, result *res, bool with_mpi) {
-  int R = a->rounds, nimpl = with_mpi ? NIMPL : IMPL_MPI;
-  int w = a->warmup < res->iters ? a->warmup : res->iters;
+  int R = a->rounds, w = a->warmup < res->iters ? a->warmup : res->iters;
+  impl ims[NIMPL];
+  int nimpl = 0;
+  ims[nimpl++] = IMPL_EMBER;
+  ims[nimpl++] = IMPL_RUN;
+  if (with_mpi) ims[nimpl++] = IMPL_MPI;
+  if (shared && res->kind == COLL_ALLREDUCE && res->count <= shared_cap) ims[nimpl++] = IMPL_SHARED;
   double *t = calloc((size_t)(NIMPL * R), sizeof *t);
   if (!t) MPI_Abort(MPI_COMM_WORLD, 1);
-  for (int im = 0; im < nimpl; im++)
-    for (int i = 0; i < w; i++) run_op((impl)im, res->kind, res->count);
+  for (int j = 0; j < nimpl; j++)
+    for (int i = 0; i < w; i++) run_op(ims[j], res->kind, res->count);
   for (int k = 0; k < R; k++)
     for (int j = 0; j < nimpl; j++) {
-      int im = (j + k) % nimpl; /* each goes first in turn */
+      int im = ims[(j + k) % nimpl]; /* each goes first in turn */
       t[im * R + k] = time_round((impl)im, res->kind, res->count, res->iters, NULL);
     }
   max_over_ranks(t, NIMPL * R);
-  for (int im = 0; im < nimpl; im++) res->t[im] = median(t + im * R, R);
+  for (int j = 0; j < nimpl; j++) res->t[ims[j]] = median(t + ims[j] * R, R);
   if (a->check)
-    for (int im = 0; im < nimpl; im++) res->wrong[im] = check_op((impl)im, res->kind, res->count);
+    for (int j = 0; j < nimpl; j++) res->wrong[ims[j]] = check_op(ims[j], res->kind, res->count);
   free(t);
 }
 
@@ -335,11 +370,13 @@ static void print_table_header(coll_kind k, const bench_args *a) {
   printf("# %46s%-36s%-36s", "", "ember (issue + coll_wait)", "ember (blocking coll_run_*)");
   if (a->mpi) printf("raw %s on the same buffers", mpi_names[k]);
   printf("\n# %10s %11s %6s %6s %5s %6s", "size", "count", "type", "redop", "root", "iters");
-  for (int im = 0; im < (a->mpi ? NIMPL : IMPL_MPI); im++)
+  for (int im = 0; im < (a->mpi ? IMPL_SHARED : IMPL_MPI); im++)
     printf(" %9s %8s %8s %7s", "time", "algbw", "busbw", "#wrong");
   if (a->mpi) printf(" %9s %9s", "mpi/async", "mpi/block");
+  if (shared && k == COLL_ALLREDUCE)
+    printf("  in shared memory: %9s %8s %7s%s", "time", "busbw", "#wrong", a->mpi ? " mpi/shared" : "");
   printf("\n# %10s %11s %6s %6s %5s %6s", "(B)", "(elements)", "", "", "", "");
-  for (int im = 0; im < (a->mpi ? NIMPL : IMPL_MPI); im++)
+  for (int im = 0; im < (a->mpi ? IMPL_SHARED : IMPL_MPI); im++)
     printf(" %9s %8s %8s %7s", "(us)", "(GB/s)", "(GB/s)", "");
   printf("\n");
 }
@@ -349,7 +386,7 @@ static void print_row(const result *r) {
   bool bc = r->kind == COLL_BROADCAST;
   printf("  %10lld %11lld %6s %6s %5d %6d", (long long)r->bytes, (long long)(r->bytes / 4), "float",
          bc ? "none" : "sum", bc ? 0 : -1, r->iters);
-  for (int im = 0; im < NIMPL; im++) {
+  for (int im = 0; im < IMPL_SHARED; im++) {
     if (r->t[im] < 0) continue;
     double bw = gbs(r->bytes, r->t[im]);
     printf(" %9.1f %8.3f %8.3f", r->t[im] * 1e6, bw, bw * f);
@@ -357,12 +394,19 @@ static void print_row(const result *r) {
   }
   if (r->t[IMPL_MPI] >= 0)
     printf(" %8.2fx %8.2fx", r->t[IMPL_MPI] / r->t[IMPL_EMBER], r->t[IMPL_MPI] / r->t[IMPL_RUN]);
+  if (r->t[IMPL_SHARED] >= 0) {
+    double bw = gbs(r->bytes, r->t[IMPL_SHARED]);
+    printf(" %9.1f %8.3f", r->t[IMPL_SHARED] * 1e6, bw * f);
+    print_wrong(r->wrong[IMPL_SHARED]);
+    if (r->t[IMPL_MPI] >= 0) printf(" %8.2fx", r->t[IMPL_MPI] / r->t[IMPL_SHARED]);
+  }
   printf("\n");
   fflush(stdout);
 }
 
 static void print_bench_lines(void) {
-  static const char *impl_names[] = {"ember mode=async", "ember mode=blocking", "mpi"};
+  static const char *impl_names[] = {"ember mode=async", "ember mode=blocking", "mpi",
+                                     "ember mode=shared"};
   printf("\n");
   for (int i = 0; i < nresults; i++) {
     const result *r = &results[i];
@@ -385,6 +429,7 @@ static void print_bench_lines(void) {
 /* ---- the three sections ---------------------------------------------------------------------- */
 static void run_table(const bench_args *a) {
   session_open(&a->coll);
+  if (a->ops[COLL_ALLREDUCE]) shared_open(a->max_bytes);
   coll_options o = coll_get_options(comm);
   if (rank == 0)
     printf("# table: chunk_bytes %lld, check_every %d, timeout %g s; warm-up %d, iters %d "
@@ -404,6 +449,7 @@ static void run_table(const bench_args *a) {
       if (rank == 0) print_row(r);
     }
   }
+  shared_close();
   session_close();
 }
 
