@@ -62,8 +62,6 @@ enum { F_WRITTEN, F_REDUCED, F_CONSUMED, F_N };
 static const char *flag_what[F_N] = {"arrive (write its input)", "reduce its part",
                                      "read the result"};
 
-#define SHM_MAX_REGIONS 16
-
 /* Memory every rank of the node maps (coll__shm_alloc): base[p] is node rank p's copy. */
 typedef struct {
   MPI_Win win;
@@ -88,7 +86,8 @@ struct coll_shm {
   uint64_t **flags; /* [size]: F_N flags of each rank, SHM_LINE bytes apart */
   char **stage;     /* [size]: SHM_NBUF slots of each rank */
   uint64_t gen;     /* chunks this rank has begun */
-  shm_region regions[SHM_MAX_REGIONS]; /* NULL base: free entry */
+  shm_region *regions; /* [nregions]; NULL base: a free entry */
+  int nregions;
 };
 
 _Static_assert(sizeof(shm_header) <= SHM_LINE, "a header fits its line");
@@ -329,7 +328,7 @@ static em_status all_arrived(const op_ctx *ctx, uint64_t g, bool first, bool che
 
 /* The shared region holding [p, p + bytes) of this rank, or -1. */
 static int region_of(const coll_shm *s, const void *p, size_t bytes) {
-  for (int k = 0; k < SHM_MAX_REGIONS; k++) {
+  for (int k = 0; k < s->nregions; k++) {
     const shm_region *g = &s->regions[k];
     if (g->base && (const char *)p >= g->base[s->rank] &&
         (const char *)p + bytes <= g->base[s->rank] + g->bytes)
@@ -551,7 +550,14 @@ coll_shm *coll__shm_new(void *node_comm, int rank, int size, const int *world, i
 em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size_t n) {
   *out = NULL;
   int k = 0;
-  while (k < SHM_MAX_REGIONS && s->regions[k].base) k++;
+  while (k < s->nregions && s->regions[k].base) k++;
+  if (k == s->nregions) { /* no free entry: one more */
+    shm_region *more = realloc(s->regions, (size_t)(k + 1) * sizeof *more);
+    if (more) {
+      s->regions = more;
+      s->regions[s->nregions++] = (shm_region){0};
+    }
+  }
   /* Every rank must agree before anyone relies on the region: one rank's failure is all's. */
   shm_region g = {.win = MPI_WIN_NULL, .bytes = bytes};
   char *mine = NULL;
@@ -559,7 +565,7 @@ em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size
   MPI_Info info; /* each rank's part on pages of its own, placed near it */
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
-  int ok = k < SHM_MAX_REGIONS && g.base &&
+  int ok = k < s->nregions && g.base &&
            MPI_Win_allocate_shared((MPI_Aint)(bytes ? bytes : 1), 1, info, s->node, &mine,
                                    &g.win) == MPI_SUCCESS;
   MPI_Info_free(&info);
@@ -575,9 +581,7 @@ em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size
   if (!all_ok) {
     if (g.win != MPI_WIN_NULL) MPI_Win_free(&g.win);
     free(g.base);
-    snprintf(msg, n, "coll_alloc_shared: %zu bytes: %s", bytes,
-             k == SHM_MAX_REGIONS ? "this rank holds 16 shared allocations already"
-                                  : "no node-shared segment on some rank");
+    snprintf(msg, n, "coll_alloc_shared: no node-shared segment of %zu bytes on some rank", bytes);
     return EM_ERR_BACKEND;
   }
   MPI_Barrier(s->node); /* zeroed everywhere before anyone uses it */
@@ -587,7 +591,7 @@ em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size
 }
 
 em_status coll__shm_release(coll_shm *s, void *p, char *msg, size_t n) {
-  for (int k = 0; k < SHM_MAX_REGIONS; k++) {
+  for (int k = 0; k < s->nregions; k++) {
     shm_region *g = &s->regions[k];
     if (g->base && g->base[s->rank] == p) {
       MPI_Win_free(&g->win); /* collective: every rank frees its own at the same point */
@@ -602,11 +606,12 @@ em_status coll__shm_release(coll_shm *s, void *p, char *msg, size_t n) {
 
 void coll__shm_free(coll_shm *s) {
   if (!s) return;
-  for (int k = 0; k < SHM_MAX_REGIONS; k++)
+  for (int k = 0; k < s->nregions; k++)
     if (s->regions[k].base) {
       MPI_Win_free(&s->regions[k].win);
       free(s->regions[k].base);
     }
+  free(s->regions);
   MPI_Win_free(&s->win);
   free(s->flags);
   free(s->stage);

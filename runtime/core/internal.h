@@ -81,6 +81,12 @@ static inline size_t em__padded_size(size_t nbytes) {
 }
 em_storage *em__storage_new(em_device dev, size_t nbytes, bool zero);
 void em__storage_release(em_storage *s);
+/* A contiguous CPU tensor over memory the caller owns (not freed with the tensor), such as
+ * node-shared memory from coll_alloc_shared; NULL with the error set. em__storage_privatize
+ * moves a storage's contents into memory of its own (every tensor viewing it follows, keeping
+ * its values), so that the caller may give the memory back while tensors still view it. */
+em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *shape);
+em_status em__storage_privatize(em_storage *s);
 
 /* Move the storage of every tensor in ts to dev (em_module_to): each distinct storage is copied
  * once and every tensor viewing it follows, keeping its pointer, offset and strides. All or

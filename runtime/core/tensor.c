@@ -194,6 +194,35 @@ em_tensor *em__alloc_on(em_device dev, em_dtype dt, int ndim, const int64_t *sha
   return t;
 }
 
+em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *shape) {
+  if (!check_shape("tensor_over", dt, ndim, shape)) return NULL;
+  em_tensor *t = tensor_shell(dt, ndim, shape);
+  em_storage *s = t ? calloc(1, sizeof *s) : NULL;
+  if (!s) {
+    em_release(t);
+    em_set_error(EM_ERR_NOMEM, "out of memory wrapping memory in a tensor");
+    return NULL;
+  }
+  *s = (em_storage){.data = data,
+                    .nbytes = (size_t)em__shape_numel(ndim, shape) * em_dtype_size(dt),
+                    .device = EM_DEVICE_CPU,
+                    .refcount = 1,
+                    .owns = false};
+  t->storage = s;
+  return t;
+}
+
+em_status em__storage_privatize(em_storage *s) {
+  if (!s || s->owns) return EM_OK;
+  em_storage *mine = em__storage_new(s->device, s->nbytes, false);
+  if (!mine) return em_last_status();
+  memcpy(mine->data, s->data, s->nbytes);
+  s->data = mine->data; /* the new block is ours now; its shell goes */
+  s->owns = true;
+  free(mine);
+  return EM_OK;
+}
+
 em_tensor *em__alloc_noscope(em_dtype dt, int ndim, const int64_t *shape, bool zero) {
   return em__alloc_on(EM_DEVICE_CPU, dt, ndim, shape, zero);
 }
