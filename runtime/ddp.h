@@ -10,12 +10,25 @@
  * error names the first difference and the rank); rank 0's parameters and buffers are broadcast
  * to all, and a checksum confirms it.
  *
- * Buckets. Parameters, in reverse registration order (the order backward produces gradients),
- * are grouped into buckets of at most bucket_cap_mb. Gradients live in one flat buffer from the
- * start: each parameter's .grad is a view into its bucket, so there is no copy in or out.
+ * Buckets. Parameters are grouped into buckets of at most bucket_cap_mb, in the order their
+ * gradients become ready in backward. Gradients live in one flat buffer from the start: each
+ * parameter's .grad is a view into its bucket, so there is no copy in or out.
  *
- *   grads: | bucket 0: fc3.bias fc3.weight | bucket 1: fc2.bias fc2.weight | bucket 2: ... |
+ *   grads: | bucket 0: fc3.weight fc3.bias | bucket 1: fc2.weight fc2.bias | bucket 2: ... |
  *            ^ launched first                ^ launched when its last gradient is final
+ *
+ * Bucket order. The first plan (ddp_wrap) takes reverse registration order: roughly the order
+ * backward makes gradients ready when layers are registered in the order they are applied. At the
+ * end of the first synced backward, once every bucket has completed, the reducer rebuilds the
+ * plan, once, in the order the gradients actually became ready on rank 0 (rank 0's order is
+ * broadcast, so every rank lays out the same plan; the plans' fingerprints are compared again),
+ * as PyTorch's reducer does after its first iteration. Parameters whose gradient did not become
+ * ready on rank 0 in that pass (unused there) go last, in reverse registration order. If that
+ * pass failed on some rank, the next synced pass is observed instead. The gradients' values are
+ * carried into the new buffer and each .grad is re-pointed at its new view: read p->grad afresh
+ * after that backward rather than keep an earlier .grad pointer (it holds the old values and is
+ * no longer updated). static_bucket_order keeps the first plan. A world of one has no synced
+ * pass, so its plan stays the first one. ddp_bucket_params lists a bucket's parameters.
  *
  * Overlap. When the last gradient of a bucket is final (the engine's grad-ready hook), the bucket's
  * all-reduce starts at once, in bucket order on every rank, while backward goes on; at the end of
@@ -78,6 +91,9 @@ typedef struct {
   /* Start no bucket before backward ends, then all of them in order: what a reducer without
    * overlap does (a blocking all-reduce after backward). For measuring what overlap gains. */
   bool no_overlap;
+  /* Keep the first plan (reverse registration order) instead of rebuilding the buckets in the
+   * order gradients became ready in the first synced backward (see "Bucket order" above). */
+  bool static_bucket_order;
 } ddp_options;
 
 /* Wrap model (not owned; it must outlive the result). NULL opts = defaults. Needs ddp_init.
@@ -103,6 +119,10 @@ typedef struct {
 ddp_stats ddp_get_stats(const ddp_model *d);
 /* Bucket i: element count (padding included) and number of parameters. -1 if i is out of range. */
 int64_t ddp_bucket_numel(const ddp_model *d, int i, int *n_params);
+/* Bucket i's parameters in the order they are laid out, as indices into em_parameters(model)
+ * (registration order): the first min(max, count) are written to idx (idx may be NULL). Returns
+ * the bucket's parameter count, or -1 if i is out of range. */
+int ddp_bucket_params(const ddp_model *d, int i, int *idx, int max);
 
 #ifdef __cplusplus
 }

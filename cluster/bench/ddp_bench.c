@@ -14,9 +14,11 @@
  *
  * usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] [--bucket-mb X]
  *                        [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]
- *                        [--no-overlap]
+ *                        [--no-overlap] [--static-order]
  * --no-overlap: every bucket is all-reduced after backward (ddp_options.no_overlap), to measure
- * what overlapping communication with backward gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
+ * what overlapping communication with backward gains. --static-order: keep the buckets in reverse
+ * registration order (ddp_options.static_bucket_order), to measure what the grad-ready order
+ * gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
 #include "dl_idx.h"
 #include "ember.h"
 
@@ -30,7 +32,7 @@ static int usage(const char *msg) {
   if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
   ddp_eprint("usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] "
              "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME] "
-             "[--no-overlap]\n");
+             "[--no-overlap] [--static-order]\n");
   ddp_finalize();
   return 2;
 }
@@ -63,6 +65,7 @@ int main(int argc, char **argv) {
                                        {"timeline", required_argument, NULL, 'l'},
                                        {"tag", required_argument, NULL, 'g'},
                                        {"no-overlap", no_argument, NULL, 'o'},
+                                       {"static-order", no_argument, NULL, 'a'},
                                        {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   ddp_options dopts = {0};
@@ -81,6 +84,7 @@ int main(int argc, char **argv) {
     case 'l': dopts.timeline = optarg; break;
     case 'g': tag = optarg; break;
     case 'o': dopts.no_overlap = true; break;
+    case 'a': dopts.static_bucket_order = true; break;
     default: return usage(NULL);
     }
     if (!ok) return usage(em_last_error());
@@ -151,11 +155,13 @@ int main(int argc, char **argv) {
              comm > 0 ? 100 * overlapped / comm : 0.0);
   double cap = dopts.bucket_cap_mb; /* as ddp.h resolves it: option, environment, default */
   if (cap <= 0 && em_env_num("EMBER_DDP_BUCKET_MB", &cap) != EM_OK) return fail("bucket size");
-  ddp_print0("BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
-             "compress=%s overlap=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
-             "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
-             W, threads, batch, cap, compress, dopts.no_overlap ? "no" : "yes", st.n_buckets, sps, 1000 * dt / steps, comm * ms,
-             exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
+  ddp_print0(
+      "BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
+      "compress=%s overlap=%s order=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
+      "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
+      W, threads, batch, cap, compress, dopts.no_overlap ? "no" : "yes",
+      dopts.static_bucket_order ? "static" : "observed", st.n_buckets, sps, 1000 * dt / steps,
+      comm * ms, exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
   free(perm);
   em_optim_free(opt);
   ddp_free(ddp);

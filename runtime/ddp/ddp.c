@@ -4,9 +4,12 @@
  *   begin (engine observer)  check the wrap is intact; mark parameters this pass does not reach
  *                            as ready; start the all-reduce of the "used" flags
  *   grad ready (per param)   count down the bucket; launch every bucket, in order, whose count
- *                            reached zero (hook, compression or COLL_AVG)
+ *                            reached zero (hook, compression or COLL_AVG); until the order is
+ *                            settled, note the order gradients become ready in
  *   end (engine observer)    wait for every bucket (decompress), restore the gradients of
- *                            parameters no rank used, broadcast buffers, record statistics */
+ *                            parameters no rank used, broadcast buffers, record statistics;
+ *                            after the first synced pass, rebuild the buckets in rank 0's
+ *                            grad-ready order (once) */
 #include "ddp.h"
 #include "ddp_init.h"
 #include "em_half.h"
@@ -15,6 +18,7 @@
 #include "em_env.h"
 #include "em_timeline.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +33,20 @@ typedef struct {
   uint16_t *half; /* compression buffer (len) */
 } bucket;
 
+/* A bucket plan and the gradient memory laid out by it; a rebuild replaces one whole. Parameter
+ * indices are registration order (em_parameters); order[] is launch order:
+ *
+ *   order:  | 5  4  | 3  2  | 1  0  |         bucket 0 = order[0, 2), launched first
+ *   grads:  | p5 p4 | p3 p2 | p1 p0 |         p_i at goff[i], padded to 16 floats */
+typedef struct {
+  int n_buckets;
+  int *order;        /* n_params parameter indices, bucket after bucket */
+  int64_t *goff;     /* by parameter index: offset in grads */
+  bucket *buckets;   /* n_buckets of them (n_params allocated) */
+  em_tensor *grads;  /* flat f32 gradient buffer (owned) */
+  em_tensor **views; /* by parameter index: its .grad, a view into grads (owned reference) */
+} layout;
+
 typedef struct {
   ddp_model *d;
   int index; /* parameter index (registration order) */
@@ -39,15 +57,18 @@ struct ddp_model {
   em_module *model;
   coll_comm *comm;
   ddp_options opts;
-  int n_params, n_buckets;
+  int n_params;
   em_tensor **params; /* borrowed (the module owns them) */
   const char **names; /* borrowed */
-  int64_t *goff;      /* per param: offset in grads */
-  int *order;         /* bucket order: param indices, reverse registration order */
-  em_tensor *grads;   /* flat f32 gradient buffer (owned) */
-  em_tensor **views;  /* per param: its .grad view (owned reference) */
-  bucket *buckets;
+  int64_t cap;        /* bucket size cap in floats */
+  layout lay;
   param_slot *slots;
+  /* bucket order from observation (see "order" below) */
+  bool order_settled; /* the order will not change again */
+  int *seen;          /* this synced pass: parameter indices in grad-ready order */
+  int n_seen;
+  int64_t *proposal; /* rank 0's order, broadcast */
+  uint8_t *mark;     /* scratch: one flag per parameter */
   int *hook_ids;
   int observer;
   /* pass state */
@@ -170,86 +191,142 @@ static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
   return em_env_num("EMBER_DDP_BUCKET_MB", mb);
 }
 
-/* Collective: every rank reaches the plan's comparison, also a rank whose EMBER_DDP_BUCKET_MB is
- * bad (it offers -1, which no real plan's fingerprint equals, and returns its own error; the
- * others then see plans that differ). */
-static em_status plan_buckets(ddp_model *d) {
-  double cap_mb = 0;
-  em_status cap_st = bucket_cap_mb(&d->opts, &cap_mb);
-  char cap_msg[512];
-  snprintf(cap_msg, sizeof cap_msg, "%s", cap_st == EM_OK ? "" : em_last_error());
-  int64_t cap = (int64_t)(cap_mb * 1048576.0 / sizeof(float));
-  d->order = malloc((size_t)d->n_params * sizeof *d->order);
-  d->goff = malloc((size_t)d->n_params * sizeof *d->goff);
-  d->buckets = calloc((size_t)d->n_params, sizeof *d->buckets);
-  if (!d->order || !d->goff || !d->buckets)
-    return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+static void layout_free(layout *l, int n_params) {
+  for (int i = 0; l->views && i < n_params; i++) em_release(l->views[i]);
+  for (int k = 0; l->buckets && k < l->n_buckets; k++) free(l->buckets[k].half);
+  em_release(l->grads);
+  free(l->views);
+  free(l->buckets);
+  free(l->order);
+  free(l->goff);
+  *l = (layout){0};
+}
+
+/* Lays the parameters out in `order` (all n_params indices, each once): buckets of whole
+ * parameters, a new one whenever the next parameter would take the current one past d->cap; a
+ * zeroed gradient buffer and every parameter's view into it; the compression buffers. Local (no
+ * collective). On failure l holds what was acquired (layout_free releases it). */
+static em_status layout_new(const ddp_model *d, const int *order, layout *l) {
+  size_t n = (size_t)(d->n_params ? d->n_params : 1);
+  *l = (layout){0};
+  l->order = malloc(n * sizeof *l->order);
+  l->goff = malloc(n * sizeof *l->goff);
+  l->buckets = calloc(n, sizeof *l->buckets);
+  l->views = calloc(n, sizeof *l->views);
+  if (!l->order || !l->goff || !l->buckets || !l->views)
+    return em_set_error(EM_ERR_NOMEM, "out of memory planning the buckets of %d parameters",
+                        d->n_params);
   int64_t off = 0;
   bucket *b = NULL;
   for (int k = 0; k < d->n_params; k++) {
-    int i = d->n_params - 1 - k; /* reverse registration order */
+    int i = order[k];
     int64_t len = em_arena_align(em_numel(d->params[i]));
-    if (!b || (b->len > 0 && b->len + len > cap)) {
-      b = &d->buckets[d->n_buckets++];
+    if (!b || (b->len > 0 && b->len + len > d->cap)) {
+      b = &l->buckets[l->n_buckets++];
       b->off = off;
       b->first = k;
     }
-    d->order[k] = i;
-    d->goff[i] = off;
+    l->order[k] = i;
+    l->goff[i] = off;
     b->len += len;
     b->n++;
     off += len;
   }
-  d->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
-  if (!d->grads) return em_last_status();
-  /* The plan's fingerprint is compared across ranks: same buckets, same sizes, same order. */
-  uint64_t h = em__fnv1a(EM__FNV_OFFSET, &d->n_buckets, sizeof d->n_buckets);
-  for (int k = 0; k < d->n_buckets; k++) {
-    h = em__fnv1a(h, &d->buckets[k].len, sizeof d->buckets[k].len);
-    h = em__fnv1a(h, &d->buckets[k].n, sizeof d->buckets[k].n);
-  }
-  bool same;
-  em_status st = agree(d->comm, cap_st == EM_OK ? (int64_t)(h >> 1) : -1, &same);
-  if (st == EM_OK && !same) {
-    int64_t nb[2] = {d->n_buckets, -(int64_t)d->n_buckets};
-    run_i64(d->comm, nb, 2, COLL_MAX);
-    st =
-        em_set_error(EM_ERR_INVALID,
-                     "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
-                     "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
-                     "(EMBER_DDP_BUCKET_MB) on every rank",
-                     coll_rank(d->comm), d->n_buckets, cap_mb, (long long)-nb[1], (long long)nb[0]);
-  }
-  if (st == EM_OK || cap_st == EM_OK) return st;
-  return em_set_error(cap_st, "ddp_wrap: %s", cap_msg);
-}
-
-/* Point every parameter's .grad at its slice of the flat buffer (keeping existing values). */
-static em_status bind_grads(ddp_model *d) {
-  d->views = calloc((size_t)d->n_params, sizeof *d->views);
-  if (!d->views) return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
+  l->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
+  if (!l->grads) return em_last_status();
   for (int i = 0; i < d->n_params; i++) {
     em_tensor *p = d->params[i];
     int64_t st[EM_MAX_DIMS];
     em__contig_strides(p->ndim, p->shape, st);
     em_scope s = em_scope_begin();
-    em_tensor *v = em__view(d->grads, p->ndim, p->shape, st, d->goff[i]);
-    if (v && p->grad) memcpy(em_data(v), em_data(em__contig(p->grad)), (size_t)em_numel(p) * 4);
-    d->views[i] = em_retain(v);
+    l->views[i] = em_retain(em__view(l->grads, p->ndim, p->shape, st, l->goff[i]));
     em_scope_end(s);
-    if (!d->views[i]) return em_last_status();
-    em_status e = em_set_grad(p, d->views[i]);
+    if (!l->views[i]) return em_last_status();
+  }
+  for (int k = 0; d->opts.compression != DDP_COMPRESS_NONE && k < l->n_buckets; k++)
+    if (!(l->buckets[k].half = malloc((size_t)l->buckets[k].len * sizeof(uint16_t))))
+      return em_set_error(EM_ERR_NOMEM, "out of memory for the compression buffer of bucket %d", k);
+  return EM_OK;
+}
+
+/* What ranks compare: the number of buckets, each one's size and parameter count, the order. */
+static int64_t layout_fingerprint(const layout *l, int n_params) {
+  uint64_t h = em__fnv1a(EM__FNV_OFFSET, &l->n_buckets, sizeof l->n_buckets);
+  for (int k = 0; k < l->n_buckets; k++) {
+    h = em__fnv1a(h, &l->buckets[k].len, sizeof l->buckets[k].len);
+    h = em__fnv1a(h, &l->buckets[k].n, sizeof l->buckets[k].n);
+  }
+  h = em__fnv1a(h, l->order, (size_t)n_params * sizeof *l->order);
+  return (int64_t)(h >> 1);
+}
+
+/* The first plan: reverse registration order (the order a plain chain of layers produces its
+ * gradients in). Collective: every rank reaches the plan's comparison, also a rank whose
+ * EMBER_DDP_BUCKET_MB is bad or that ran out of memory (it offers -1, which no real plan's
+ * fingerprint equals, and returns its own error; the others then see plans that differ). */
+static em_status plan_buckets(ddp_model *d) {
+  double cap_mb = 0;
+  em_status lst = bucket_cap_mb(&d->opts, &cap_mb);
+  if (lst == EM_OK) {
+    d->cap = (int64_t)(cap_mb * 1048576.0 / sizeof(float));
+    int *rev = malloc((size_t)(d->n_params ? d->n_params : 1) * sizeof *rev);
+    if (!rev) lst = em_set_error(EM_ERR_NOMEM, "out of memory");
+    for (int k = 0; rev && k < d->n_params; k++) rev[k] = d->n_params - 1 - k;
+    if (rev) lst = layout_new(d, rev, &d->lay);
+    free(rev);
+  }
+  char why[512];
+  snprintf(why, sizeof why, "%s", lst == EM_OK ? "" : em_last_error());
+  bool same;
+  em_status st =
+      agree(d->comm, lst == EM_OK ? layout_fingerprint(&d->lay, d->n_params) : -1, &same);
+  if (st == EM_OK && !same) {
+    int64_t nb[2] = {d->lay.n_buckets, -(int64_t)d->lay.n_buckets};
+    run_i64(d->comm, nb, 2, COLL_MAX);
+    st = em_set_error(EM_ERR_INVALID,
+                      "ddp_wrap: bucket plans differ across ranks (rank %d: %d buckets of at most "
+                      "%.3g MB; bucket counts range %lld..%lld): set the same bucket_cap_mb "
+                      "(EMBER_DDP_BUCKET_MB) on every rank",
+                      coll_rank(d->comm), d->lay.n_buckets, cap_mb, (long long)-nb[1],
+                      (long long)nb[0]);
+  }
+  if (st == EM_OK || lst == EM_OK) return st;
+  return em_set_error(lst, "ddp_wrap: %s", why);
+}
+
+/* Point every parameter's .grad at its view in d->lay, keeping the values .grad holds now (the
+ * caller's gradients at wrap time, the previous layout's at a rebuild). Local. */
+static em_status bind_grads(ddp_model *d) {
+  for (int i = 0; i < d->n_params; i++) {
+    em_tensor *p = d->params[i], *v = d->lay.views[i];
+    if (p->grad && p->grad != v) {
+      em_scope s = em_scope_begin();
+      em_tensor *g = em__contig(p->grad);
+      if (g) memcpy(em_data(v), em_data(g), (size_t)em_numel(p) * sizeof(float));
+      em_scope_end(s);
+      if (!g) return em_last_status();
+    }
+    em_status e = em_set_grad(p, v);
     if (e != EM_OK) return e;
   }
   return EM_OK;
+}
+
+/* Which bucket each parameter's grad-ready hook counts down. */
+static void point_slots(ddp_model *d) {
+  for (int k = 0; k < d->lay.n_buckets; k++)
+    for (int j = 0; j < d->lay.buckets[k].n; j++) {
+      int i = d->lay.order[d->lay.buckets[k].first + j];
+      d->slots[i] = (param_slot){d, i, k};
+    }
 }
 
 /* ---- launching
  * ----------------------------------------------------------------------------------- */
 
 static void launch(ddp_model *d, int k) {
-  bucket *b = &d->buckets[k];
-  float *data = em_data_f32(d->grads) + b->off;
+  bucket *b = &d->lay.buckets[k];
+  float *data = em_data_f32(d->lay.grads) + b->off;
   b->t_launch = em_timeline_now();
   if (d->opts.hook) {
     ddp_bucket_view v = {k, data, b->len, d->comm};
@@ -275,7 +352,7 @@ static void launch(ddp_model *d, int k) {
 
 static void launch_ready(ddp_model *d) {
   if (d->opts.no_overlap) return; /* on_end launches every bucket */
-  while (d->next_launch < d->n_buckets && d->buckets[d->next_launch].pending == 0)
+  while (d->next_launch < d->lay.n_buckets && d->lay.buckets[d->next_launch].pending == 0)
     launch(d, d->next_launch++);
 }
 
@@ -285,8 +362,88 @@ static void grad_ready(em_tensor *p, void *ctx) {
   if (d->tl) em_timeline_instant(d->tl, em_tensor_name(p), "grad ready", 0, em_timeline_now());
   d->used[s->index] = 1;
   if (!d->in_sync_pass) return;
-  d->buckets[s->bucket].pending--;
+  if (!d->order_settled && d->n_seen < d->n_params) d->seen[d->n_seen++] = s->index;
+  d->lay.buckets[s->bucket].pending--;
   launch_ready(d);
+}
+
+/* ---- bucket order from observation -------------------------------------------------------------
+ * The first plan assumes gradients become ready in reverse registration order; a model that
+ * registers its layers in another order than it applies them, or a linear layer (weight ready
+ * before bias), breaks that, and a bucket then waits for a gradient that comes late. As PyTorch's
+ * reducer does, the first synced pass notes the order the grad-ready hooks fire in; at its end,
+ * once every bucket has completed, rank 0's order is broadcast and every rank lays its buckets out
+ * by it (the fingerprint comparison still guards the plan), copies the gradients across and
+ * re-points every .grad. Parameters whose hook did not fire on rank 0 (unused there) go last, in
+ * reverse registration order. Once only: later passes may take other branches, and each rebuild
+ * costs a copy of every gradient. */
+
+/* Rank 0: its observed order, completed to a permutation of the parameters, in d->proposal. */
+static void propose_order(ddp_model *d) {
+  int k = 0;
+  memset(d->mark, 0, (size_t)d->n_params);
+  for (int j = 0; j < d->n_seen; j++)
+    if (!d->mark[d->seen[j]]) {
+      d->mark[d->seen[j]] = 1;
+      d->proposal[k++] = d->seen[j];
+    }
+  for (int i = d->n_params - 1; i >= 0; i--)
+    if (!d->mark[i]) d->proposal[k++] = i;
+}
+
+/* The proposal as parameter indices in order, if it is a permutation; else NULL. In d->seen. */
+static int *proposed_order(ddp_model *d) {
+  memset(d->mark, 0, (size_t)d->n_params);
+  for (int k = 0; k < d->n_params; k++) {
+    int64_t i = d->proposal[k];
+    if (i < 0 || i >= d->n_params || d->mark[i]) return NULL;
+    d->mark[i] = 1;
+    d->seen[k] = (int)i;
+  }
+  return d->seen;
+}
+
+/* Collective: every rank calls it at the end of every synced pass until the order is settled.
+ * pass_ok: this rank's pass went through; unless every rank's did, nothing changes (the next
+ * synced pass observes again). Ranks decide alike, so the plans stay equal. */
+static em_status rebuild_order(ddp_model *d, bool pass_ok) {
+  int64_t ok = pass_ok;
+  em_status st = run_i64(d->comm, &ok, 1, COLL_MIN);
+  if (st != EM_OK || !ok) return st;
+  d->order_settled = true;
+  if (coll_rank(d->comm) == 0) propose_order(d);
+  coll_buf pb = coll_host_buf(d->proposal, d->n_params, EM_I64);
+  if ((st = coll_run(coll_broadcast(d->comm, pb, d->n_params, 0))) != EM_OK) return st;
+  int *order = proposed_order(d); /* the same on every rank: so is every decision below */
+  if (!order)
+    return em_set_error(EM_ERR_COMM,
+                        "ddp: rank 0's bucket order is not a permutation of %d parameters",
+                        d->n_params);
+  if (!memcmp(order, d->lay.order, (size_t)d->n_params * sizeof *order)) return EM_OK;
+  layout l;
+  em_status lst = layout_new(d, order, &l);
+  char why[512];
+  snprintf(why, sizeof why, "%s", lst == EM_OK ? "" : em_last_error());
+  bool same;
+  st = agree(d->comm, lst == EM_OK ? layout_fingerprint(&l, d->n_params) : -1, &same);
+  if (st == EM_OK && !same)
+    st = em_set_error(lst != EM_OK ? lst : EM_ERR_INVALID,
+                      "ddp: the buckets rebuilt in gradient-ready order differ across ranks (rank "
+                      "%d: %d buckets%s%s); the previous plan stays",
+                      coll_rank(d->comm), l.n_buckets, lst != EM_OK ? ": " : "", why);
+  if (st != EM_OK) {
+    layout_free(&l, d->n_params);
+    return st;
+  }
+  /* Commit: the new layout takes the gradients (bind_grads copies them from the old views). */
+  assert(em_numel(l.grads) == em_numel(d->lay.grads)); /* so d->saved still fits */
+  layout old = d->lay;
+  d->lay = l;
+  st = bind_grads(d);
+  layout_free(&old, d->n_params);
+  point_slots(d);
+  d->stats.n_buckets = d->lay.n_buckets;
+  return st;
 }
 
 /* ---- the pass
@@ -304,7 +461,7 @@ static em_status on_begin(void *ctx) {
     if (em_module_tensor_at(d->model, i) != d->params[i])
       return em_set_error(EM_ERR_STATE, "ddp: parameter '%s' was replaced after ddp_wrap",
                           d->names[i]);
-    if (d->params[i]->grad != d->views[i])
+    if (d->params[i]->grad != d->lay.views[i])
       return em_set_error(EM_ERR_STATE,
                           "ddp: the .grad of parameter '%s' was replaced after ddp_wrap (its "
                           "gradient must stay in the bucket buffer; zero it with em_zero_grad)",
@@ -327,7 +484,8 @@ static em_status on_begin(void *ctx) {
   }
   d->launch_error = EM_OK;
   d->next_launch = 0;
-  for (int k = 0; k < d->n_buckets; k++) d->buckets[k].pending = d->buckets[k].n;
+  d->n_seen = 0;
+  for (int k = 0; k < d->lay.n_buckets; k++) d->lay.buckets[k].pending = d->lay.buckets[k].n;
   for (int i = 0; i < d->n_params; i++) {
     if (em_backward_reaches(d->params[i])) {
       d->used[i] = 1;
@@ -336,8 +494,9 @@ static em_status on_begin(void *ctx) {
     /* Not reached by this pass: its gradient is final already, so it is ready now. If no
      * backward used it since the last sync, keep its value aside (restored if no rank used it). */
     if (!d->used[i])
-      memcpy(d->saved + d->goff[i], em_data(d->views[i]), (size_t)em_numel(d->params[i]) * 4);
-    d->buckets[d->slots[i].bucket].pending--;
+      memcpy(d->saved + d->lay.goff[i], em_data(d->lay.views[i]),
+             (size_t)em_numel(d->params[i]) * 4);
+    d->lay.buckets[d->slots[i].bucket].pending--;
   }
   /* Which parameters did any rank use? (A small request, queued before every bucket.) */
   memcpy(d->used_all, d->used, (size_t)d->n_params);
@@ -355,14 +514,14 @@ static em_status on_end(em_status pass, void *ctx) {
   /* Launch what is left (a failed pass may stop early; no_overlap: every bucket): every rank must
    * issue every bucket. What runs from here on is exposed, launches included. */
   double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
-  for (int k = d->next_launch; k < d->n_buckets; k++) launch(d, k);
-  d->next_launch = d->n_buckets;
+  for (int k = d->next_launch; k < d->lay.n_buckets; k++) launch(d, k);
+  d->next_launch = d->lay.n_buckets;
   em_status st = coll_run(d->used_req);
   d->used_req = NULL;
   char msg[768] = "";
   if (st != EM_OK) snprintf(msg, sizeof msg, "ddp: used-parameter flags: %s", em_last_error());
-  for (int k = 0; k < d->n_buckets; k++) {
-    bucket *b = &d->buckets[k];
+  for (int k = 0; k < d->lay.n_buckets; k++) {
+    bucket *b = &d->lay.buckets[k];
     if (!b->req) continue;
     em_status e = coll_wait_ex(b->req, COLL_TIMEOUT_DEFAULT, &b->t_done);
     b->req = NULL;
@@ -372,7 +531,7 @@ static em_status on_end(em_status pass, void *ctx) {
     }
     if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) {
       bool bf = d->opts.compression == DDP_COMPRESS_BF16;
-      float *data = em_data_f32(d->grads) + b->off;
+      float *data = em_data_f32(d->lay.grads) + b->off;
       if (bf)
         em_bf16_to_f32_n(data, b->half, b->len);
       else
@@ -391,7 +550,8 @@ static em_status on_end(em_status pass, void *ctx) {
   /* Parameters no rank used keep their gradient untouched. */
   for (int i = 0; st == EM_OK && i < d->n_params; i++)
     if (!d->used_all[i])
-      memcpy(em_data(d->views[i]), d->saved + d->goff[i], (size_t)em_numel(d->params[i]) * 4);
+      memcpy(em_data(d->lay.views[i]), d->saved + d->lay.goff[i],
+             (size_t)em_numel(d->params[i]) * 4);
   memset(d->used, 0, (size_t)d->n_params);
   /* Buffers from rank 0. */
   int nt = em_module_num_tensors(d->model);
@@ -412,8 +572,8 @@ static em_status on_end(em_status pass, void *ctx) {
   s->backward_s = t_end - d->t_begin;
   s->comm_s = comm;
   double last_done = t_wait;
-  for (int k = 0; k < d->n_buckets; k++)
-    if (d->buckets[k].t_done > last_done) last_done = d->buckets[k].t_done;
+  for (int k = 0; k < d->lay.n_buckets; k++)
+    if (d->lay.buckets[k].t_done > last_done) last_done = d->lay.buckets[k].t_done;
   s->comm_exposed_s = last_done - t_wait;
   s->comm_overlapped_s = comm > s->comm_exposed_s ? comm - s->comm_exposed_s : 0;
   if (d->tl) {
@@ -422,6 +582,15 @@ static em_status on_end(em_status pass, void *ctx) {
     em_timeline_span(d->tl, "backward", "compute", 0, d->t_begin, t_wait);
     em_timeline_span(d->tl, "wait for all-reduce", "comm", 0, t_wait, t_end);
     em_timeline_flush(d->tl);
+  }
+  /* Buckets in gradient-ready order, once (after the statistics: they read this pass's
+   * buckets). Every rank, at the same point of the same pass. */
+  if (!d->order_settled) {
+    em_status rs = rebuild_order(d, pass == EM_OK && d->launch_error == EM_OK && st == EM_OK);
+    if (rs != EM_OK && st == EM_OK) {
+      st = rs;
+      snprintf(msg, sizeof msg, "%s", em_last_error());
+    }
   }
   d->t_last_end = t_end;
   if (pass != EM_OK) return pass;
@@ -439,17 +608,14 @@ void ddp_free(ddp_model *d) {
   if (d->observer) em_autograd_remove_observer(d->observer);
   for (int i = 0; d->hook_ids && i < d->n_params; i++)
     if (d->hook_ids[i]) em_tensor_remove_hook(d->params[i], d->hook_ids[i]);
-  for (int i = 0; d->views && i < d->n_params; i++) em_release(d->views[i]);
-  for (int k = 0; d->buckets && k < d->n_buckets; k++) free(d->buckets[k].half);
+  layout_free(&d->lay, d->n_params);
   if (d->tl && em_timeline_current() == d->tl) em_timeline_set_current(NULL);
   em_timeline_close(d->tl);
-  em_release(d->grads);
-  free(d->views);
-  free(d->buckets);
   free(d->slots);
   free(d->hook_ids);
-  free(d->order);
-  free(d->goff);
+  free(d->seen);
+  free(d->proposal);
+  free(d->mark);
   free(d->used);
   free(d->used_all);
   free(d->saved);
@@ -485,20 +651,17 @@ static em_status wrap_local(ddp_model *d) {
   if (st != EM_OK) return st;
   d->used = calloc((size_t)d->n_params + 1, 1);
   d->used_all = calloc((size_t)d->n_params + 1, 1);
-  d->saved = calloc((size_t)em_numel(d->grads), sizeof *d->saved);
+  d->saved = calloc((size_t)em_numel(d->lay.grads), sizeof *d->saved);
   d->slots = calloc((size_t)d->n_params + 1, sizeof *d->slots);
   d->hook_ids = calloc((size_t)d->n_params + 1, sizeof *d->hook_ids);
-  if (!d->used || !d->used_all || !d->saved || !d->slots || !d->hook_ids)
+  d->seen = calloc((size_t)d->n_params + 1, sizeof *d->seen);
+  d->proposal = calloc((size_t)d->n_params + 1, sizeof *d->proposal);
+  d->mark = calloc((size_t)d->n_params + 1, sizeof *d->mark);
+  if (!d->used || !d->used_all || !d->saved || !d->slots || !d->hook_ids || !d->seen ||
+      !d->proposal || !d->mark)
     return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
-  for (int k = 0; k < d->n_buckets; k++) {
-    if (d->opts.compression != DDP_COMPRESS_NONE &&
-        !(d->buckets[k].half = malloc((size_t)d->buckets[k].len * sizeof(uint16_t))))
-      return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory");
-    for (int j = 0; j < d->buckets[k].n; j++) {
-      int i = d->order[d->buckets[k].first + j];
-      d->slots[i] = (param_slot){d, i, k};
-    }
-  }
+  point_slots(d);
+  d->order_settled = d->opts.static_bucket_order;
   for (int i = 0; i < d->n_params; i++)
     if (!(d->hook_ids[i] = em_tensor_on_grad_ready(d->params[i], grad_ready, &d->slots[i])))
       return em_last_status();
@@ -509,7 +672,7 @@ static em_status wrap_local(ddp_model *d) {
     if (!(d->tl = em_timeline_open(tl, coll_rank(d->comm)))) return em_last_status();
     em_timeline_set_current(d->tl);
   }
-  d->stats.n_buckets = d->n_buckets;
+  d->stats.n_buckets = d->lay.n_buckets;
   return EM_OK;
 }
 
@@ -594,7 +757,14 @@ em_status ddp_no_sync(ddp_model *d, bool on) {
 ddp_stats ddp_get_stats(const ddp_model *d) { return d ? d->stats : (ddp_stats){0}; }
 
 int64_t ddp_bucket_numel(const ddp_model *d, int i, int *n_params) {
-  if (!d || i < 0 || i >= d->n_buckets) return -1;
-  if (n_params) *n_params = d->buckets[i].n;
-  return d->buckets[i].len;
+  if (!d || i < 0 || i >= d->lay.n_buckets) return -1;
+  if (n_params) *n_params = d->lay.buckets[i].n;
+  return d->lay.buckets[i].len;
+}
+
+int ddp_bucket_params(const ddp_model *d, int i, int *idx, int max) {
+  if (!d || i < 0 || i >= d->lay.n_buckets) return -1;
+  const bucket *b = &d->lay.buckets[i];
+  for (int j = 0; idx && j < b->n && j < max; j++) idx[j] = d->lay.order[b->first + j];
+  return b->n;
 }

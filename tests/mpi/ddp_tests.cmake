@@ -13,6 +13,9 @@
 #                    statistics and bucket layout
 #   ddp_unrelated_*  a backward that reaches none of the wrapped parameters (another model's)
 #                    does not communicate
+#   ddp_order_*      buckets rebuilt once in rank 0's grad-ready order after the first synced
+#                    pass (layers registered a, b, c, applied c, b, a; an unused head), against a
+#                    hand-written plan; values across the rebuild and no_sync; static_bucket_order
 #
 # EMBER_COLL_TIMEOUT is short so that a reducer that stalls fails the test in seconds rather
 # than after the communicator's 300 s default.
@@ -42,3 +45,5 @@ ember_ddp_test(ddp_baduse_np3 3 test_ddp_baduse.c)
 ember_ddp_test(ddp_misc_np2 2 test_ddp_misc.c ${CMAKE_CURRENT_BINARY_DIR}/ddp_timeline_%r.json)
 # A backward through an unrelated model on one rank only must not desynchronise the ranks.
 ember_ddp_test(ddp_unrelated_backward_np2 2 test_ddp_unrelated.c)
+ember_ddp_test(ddp_order_np2 2 test_ddp_order.c)
+ember_ddp_test(ddp_order_np3 3 test_ddp_order.c)
