@@ -100,7 +100,9 @@ typedef struct {
  * Returns NULL with the error set: not initialised, wrapped already, models differ across ranks,
  * plans differ across ranks. Collective: every rank calls it. */
 ddp_model *ddp_wrap(em_module *model, const ddp_options *opts);
-/* Unhook and free (NULL ok). The parameters keep their values; their .grad stay valid tensors. */
+/* Unhook and free (NULL ok). The parameters keep their values; their .grad stay valid tensors
+ * (moved out of node-shared memory, which goes back to the communicator at ddp_finalize). Not
+ * collective. */
 void ddp_free(ddp_model *d);
 
 /* Gradient accumulation: while on, backward passes do not communicate; the next synced backward
@@ -115,6 +117,7 @@ typedef struct {
   double comm_exposed_s; /* last step: time backward's end waited for communication */
   double comm_overlapped_s; /* comm_s - comm_exposed_s (>= 0) */
   int n_buckets;
+  bool grads_shared; /* the gradient buffer is node-shared memory: buckets all-reduce unstaged */
 } ddp_stats;
 ddp_stats ddp_get_stats(const ddp_model *d);
 /* Bucket i: element count (padding included) and number of parameters. -1 if i is out of range. */

@@ -44,6 +44,7 @@ typedef struct {
   int64_t *goff;     /* by parameter index: offset in grads */
   bucket *buckets;   /* n_buckets of them (n_params allocated) */
   em_tensor *grads;  /* flat f32 gradient buffer (owned) */
+  void *shared;      /* grads' memory when it is node-shared (coll_alloc_shared), else NULL */
   em_tensor **views; /* by parameter index: its .grad, a view into grads (owned reference) */
 } layout;
 
@@ -92,7 +93,7 @@ static ddp_model *wrapped[64]; /* models currently wrapped (to refuse wrapping t
  */
 static em_status run_i64(coll_comm *c, int64_t *v, int n, coll_redop op) {
   coll_buf b = coll_host_buf(v, n, EM_I64);
-  return coll_run(coll_allreduce(c, b, b, n, op));
+  return coll_run_allreduce(c, b, b, n, op);
 }
 
 /* Same value on every rank? (max == min) */
@@ -122,8 +123,7 @@ static em_status check_models(ddp_model *d) {
   int64_t *hashes = NULL, *padded = NULL, *desc = NULL;
   em_status st = EM_ERR_NOMEM;
   if (!all_n || !mine) goto done;
-  st =
-      coll_run(coll_allgather(c, coll_host_buf(&n, 1, EM_I64), coll_host_buf(all_n, W, EM_I64), 1));
+  st = coll_run_allgather(c, coll_host_buf(&n, 1, EM_I64), coll_host_buf(all_n, W, EM_I64), 1);
   if (st != EM_OK) goto done;
   int64_t maxn = 0;
   for (int r = 0; r < W; r++) maxn = all_n[r] > maxn ? all_n[r] : maxn;
@@ -140,8 +140,8 @@ static em_status check_models(ddp_model *d) {
     goto done;
   }
   for (int i = 0; i < n; i++) padded[i] = (int64_t)mine[i];
-  st = coll_run(coll_allgather(c, coll_host_buf(padded, maxn, EM_I64),
-                               coll_host_buf(hashes, W * maxn, EM_I64), maxn));
+  st = coll_run_allgather(c, coll_host_buf(padded, maxn, EM_I64),
+                          coll_host_buf(hashes, W * maxn, EM_I64), maxn);
   int first = -1, other = -1;
   for (int i = 0; st == EM_OK && i < maxn && first < 0; i++)
     for (int r = 1; r < W; r++)
@@ -160,8 +160,8 @@ static em_status check_models(ddp_model *d) {
     goto done;
   }
   describe_param(d, first, mine_d, DL);
-  st = coll_run(coll_allgather(c, coll_host_buf(mine_d, DL, EM_U8),
-                               coll_host_buf(desc, (int64_t)W * DL, EM_U8), DL));
+  st = coll_run_allgather(c, coll_host_buf(mine_d, DL, EM_U8),
+                          coll_host_buf(desc, (int64_t)W * DL, EM_U8), DL);
   if (st == EM_OK) {
     const char *d0 = (const char *)desc, *dr = (const char *)desc + other * DL;
     st = em_set_error(EM_ERR_INVALID,
@@ -191,9 +191,15 @@ static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
   return em_env_num("EMBER_DDP_BUCKET_MB", mb);
 }
 
-static void layout_free(layout *l, int n_params) {
-  for (int i = 0; l->views && i < n_params; i++) em_release(l->views[i]);
+/* Releases what l holds. Node-shared gradient memory: its contents move to private memory first
+ * (a .grad somebody still holds keeps its values); collective, the memory goes back to the
+ * communicator now, else (ddp_free, which is not collective) at ddp_finalize. */
+static void layout_free(const ddp_model *d, layout *l, bool collective) {
+  for (int i = 0; l->views && i < d->n_params; i++) em_release(l->views[i]);
   for (int k = 0; l->buckets && k < l->n_buckets; k++) free(l->buckets[k].half);
+  if (l->shared && l->grads && em__storage_privatize(l->grads->storage) != EM_OK)
+    l->shared = NULL; /* out of memory: leave the window mapped, the views keep pointing at it */
+  if (l->shared && collective) coll_free_shared(d->comm, l->shared);
   em_release(l->grads);
   free(l->views);
   free(l->buckets);
@@ -202,13 +208,40 @@ static void layout_free(layout *l, int n_params) {
   *l = (layout){0};
 }
 
+/* The zeroed flat gradient buffer of numel floats: in node-shared memory when the buckets
+ * all-reduce as they are (no compression, no hook) and the communicator has it, so that each
+ * bucket's all-reduce reads every rank's copy directly instead of staging it; else ordinary
+ * memory. Collective. */
+/* Floats in the flat gradient buffer: every parameter padded, in any order. */
+static int64_t grads_numel(const ddp_model *d) {
+  int64_t total = 0;
+  for (int i = 0; i < d->n_params; i++) total += em_arena_align(em_numel(d->params[i]));
+  return total ? total : 1;
+}
+
+static em_tensor *grads_new(const ddp_model *d, int64_t numel, void **shared) {
+  *shared = NULL;
+  bool plain = d->opts.compression == DDP_COMPRESS_NONE && !d->opts.hook;
+  void *p = plain ? coll_alloc_shared(d->comm, (size_t)numel * sizeof(float)) : NULL;
+  em_tensor *t = p ? em__tensor_over(p, EM_F32, 1, &numel) : NULL;
+  if (t) {
+    *shared = p;
+    return t;
+  }
+  return em__alloc_noscope(EM_F32, 1, &numel, true);
+}
+
 /* Lays the parameters out in `order` (all n_params indices, each once): buckets of whole
  * parameters, a new one whenever the next parameter would take the current one past d->cap; a
- * zeroed gradient buffer and every parameter's view into it; the compression buffers. Local (no
- * collective). On failure l holds what was acquired (layout_free releases it). */
+ * zeroed gradient buffer (grads_new: collective) and every parameter's view into it; the
+ * compression buffers. On failure l holds what was acquired (layout_free releases it). */
 static em_status layout_new(const ddp_model *d, const int *order, layout *l) {
   size_t n = (size_t)(d->n_params ? d->n_params : 1);
   *l = (layout){0};
+  /* The buffer first: its size does not depend on the order, and every rank must reach the
+   * collective allocation even if an allocation below fails. */
+  l->grads = grads_new(d, grads_numel(d), &l->shared);
+  if (!l->grads) return em_last_status();
   l->order = malloc(n * sizeof *l->order);
   l->goff = malloc(n * sizeof *l->goff);
   l->buckets = calloc(n, sizeof *l->buckets);
@@ -232,8 +265,6 @@ static em_status layout_new(const ddp_model *d, const int *order, layout *l) {
     b->n++;
     off += len;
   }
-  l->grads = em__alloc_noscope(EM_F32, 1, (int64_t[]){off ? off : 1}, true);
-  if (!l->grads) return em_last_status();
   for (int i = 0; i < d->n_params; i++) {
     em_tensor *p = d->params[i];
     int64_t st[EM_MAX_DIMS];
@@ -274,6 +305,12 @@ static em_status plan_buckets(ddp_model *d) {
     for (int k = 0; rev && k < d->n_params; k++) rev[k] = d->n_params - 1 - k;
     if (rev) lst = layout_new(d, rev, &d->lay);
     free(rev);
+  }
+  if (!d->lay.grads) { /* failed before the buffer: still make the collective allocation */
+    void *shared;
+    em_tensor *g = grads_new(d, grads_numel(d), &shared);
+    if (g && shared) em__storage_privatize(g->storage); /* the window stays until finalize */
+    em_release(g);
   }
   char why[512];
   snprintf(why, sizeof why, "%s", lst == EM_OK ? "" : em_last_error());
@@ -413,7 +450,7 @@ static em_status rebuild_order(ddp_model *d, bool pass_ok) {
   d->order_settled = true;
   if (coll_rank(d->comm) == 0) propose_order(d);
   coll_buf pb = coll_host_buf(d->proposal, d->n_params, EM_I64);
-  if ((st = coll_run(coll_broadcast(d->comm, pb, d->n_params, 0))) != EM_OK) return st;
+  if ((st = coll_run_broadcast(d->comm, pb, d->n_params, 0)) != EM_OK) return st;
   int *order = proposed_order(d); /* the same on every rank: so is every decision below */
   if (!order)
     return em_set_error(EM_ERR_COMM,
@@ -432,7 +469,7 @@ static em_status rebuild_order(ddp_model *d, bool pass_ok) {
                       "%d: %d buckets%s%s); the previous plan stays",
                       coll_rank(d->comm), l.n_buckets, lst != EM_OK ? ": " : "", why);
   if (st != EM_OK) {
-    layout_free(&l, d->n_params);
+    layout_free(d, &l, true);
     return st;
   }
   /* Commit: the new layout takes the gradients (bind_grads copies them from the old views). */
@@ -440,9 +477,10 @@ static em_status rebuild_order(ddp_model *d, bool pass_ok) {
   layout old = d->lay;
   d->lay = l;
   st = bind_grads(d);
-  layout_free(&old, d->n_params);
+  layout_free(d, &old, true);
   point_slots(d);
   d->stats.n_buckets = d->lay.n_buckets;
+  d->stats.grads_shared = d->lay.shared != NULL;
   return st;
 }
 
@@ -559,7 +597,7 @@ static em_status on_end(em_status pass, void *ctx) {
     em_tensor *t = em_module_tensor_at(d->model, i);
     if (t->dtype == EM_F32 || t->dtype == EM_I64) {
       coll_buf bb = coll_buf_of(t);
-      st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0));
+      st = coll_run_broadcast(d->comm, bb, bb.numel, 0);
       if (st != EM_OK)
         snprintf(msg, sizeof msg, "ddp: broadcasting buffer '%s': %s",
                  em_module_tensor_name(d->model, i), em_last_error());
@@ -608,7 +646,7 @@ void ddp_free(ddp_model *d) {
   if (d->observer) em_autograd_remove_observer(d->observer);
   for (int i = 0; d->hook_ids && i < d->n_params; i++)
     if (d->hook_ids[i]) em_tensor_remove_hook(d->params[i], d->hook_ids[i]);
-  layout_free(&d->lay, d->n_params);
+  layout_free(d, &d->lay, false);
   if (d->tl && em_timeline_current() == d->tl) em_timeline_set_current(NULL);
   em_timeline_close(d->tl);
   free(d->slots);
@@ -628,7 +666,7 @@ static em_status broadcast_state(ddp_model *d, const em_params *p) {
   em_status st;
   if (p->arena) {
     coll_buf ab = coll_host_buf(p->arena, p->arena_numel, EM_F32);
-    if ((st = coll_run(coll_broadcast(d->comm, ab, p->arena_numel, 0))) != EM_OK) return st;
+    if ((st = coll_run_broadcast(d->comm, ab, p->arena_numel, 0)) != EM_OK) return st;
     bool same;
     uint64_t h = em__fnv1a(EM__FNV_OFFSET, p->arena, (size_t)p->arena_numel * sizeof(float));
     if ((st = agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) return st;
@@ -639,7 +677,7 @@ static em_status broadcast_state(ddp_model *d, const em_params *p) {
   for (int i = p->n, nt = em_module_num_tensors(d->model); i < nt; i++) {
     coll_buf bb = coll_buf_of(em_module_tensor_at(d->model, i));
     if (bb.dtype != EM_F32 && bb.dtype != EM_I64) continue;
-    if ((st = coll_run(coll_broadcast(d->comm, bb, bb.numel, 0))) != EM_OK) return st;
+    if ((st = coll_run_broadcast(d->comm, bb, bb.numel, 0)) != EM_OK) return st;
   }
   return EM_OK;
 }
@@ -673,6 +711,7 @@ static em_status wrap_local(ddp_model *d) {
     em_timeline_set_current(d->tl);
   }
   d->stats.n_buckets = d->lay.n_buckets;
+  d->stats.grads_shared = d->lay.shared != NULL;
   return EM_OK;
 }
 

@@ -43,6 +43,10 @@ ember_ddp_test(ddp_unused_all_np2 2 test_ddp_unused.c --case all)
 ember_ddp_test(ddp_baduse_np2 2 test_ddp_baduse.c)
 ember_ddp_test(ddp_baduse_np3 3 test_ddp_baduse.c)
 ember_ddp_test(ddp_misc_np2 2 test_ddp_misc.c ${CMAKE_CURRENT_BINARY_DIR}/ddp_timeline_%r.json)
+# The same through MPI: gradients in ordinary memory, buckets staged.
+ember_ddp_test(ddp_misc_noshm_np2 2 test_ddp_misc.c
+               ${CMAKE_CURRENT_BINARY_DIR}/ddp_timeline_noshm_%r.json)
+set_tests_properties(ddp_misc_noshm_np2 PROPERTIES ENVIRONMENT "${ddp_env};EMBER_COLL_SHM=0")
 # A backward through an unrelated model on one rank only must not desynchronise the ranks.
 ember_ddp_test(ddp_unrelated_backward_np2 2 test_ddp_unrelated.c)
 ember_ddp_test(ddp_order_np2 2 test_ddp_order.c)

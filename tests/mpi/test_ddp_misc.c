@@ -9,7 +9,8 @@
  *                "backward", "all-reduce bucket 0" and "optimizer step" events
  *   stats        after a step: steps, n_buckets (= what ddp_bucket_numel reports), comm_s > 0,
  *                backward_s > 0; the buckets cover every parameter once, bucket 0 holds the last
- *                registered one, and every .grad is a view into one shared buffer
+ *                registered one, and every .grad is a view into one shared buffer, which is
+ *                node-shared memory unless EMBER_COLL_SHM=0 (grads_shared)
  *   comm hook    a user hook (all-reduce SUM instead of the default average) is called once per
  *                bucket in bucket order, and its result is the gradient: W times the default's
  *   no_overlap   every bucket reduced after backward: the same gradients bit for bit, and no
@@ -49,6 +50,11 @@ static float *run(const char *timeline, bool check_stats, int64_t *n) {
     for (k = 0; ddp_bucket_numel(d, k, &np) >= 0; k++)
       total += ddp_bucket_numel(d, k, NULL), nb += np;
     CHECK(k == st.n_buckets && k > 1, "%d buckets listed, stats say %d", k, st.n_buckets);
+    /* One node, shared memory on (the default), plain buckets: gradients in node-shared memory. */
+    const char *shm_env = getenv("EMBER_COLL_SHM");
+    bool want_shared = !(shm_env && !strcmp(shm_env, "0"));
+    CHECK(st.grads_shared == want_shared, "grads_shared %d with EMBER_COLL_SHM=%s",
+          st.grads_shared, shm_env ? shm_env : "(unset)");
     CHECK(nb == p.n && total == p.arena_numel, "buckets hold %d params, %lld floats; want %d, %lld",
           nb, (long long)total, p.n, (long long)p.arena_numel);
     int first = 0;
