@@ -115,8 +115,7 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device,
  * messages, finds a broadcast's root). chunk: bytes per pipeline stage.
  * The rest makes no MPI call, so any thread may run it, one operation at a time, in issue order:
  *   coll__shm_runs   whether r can run here (kind, dtype, reduction)
- *   coll__shm_run    run r; check: compare fingerprints across ranks first (in the same pass).
- *                    avg is left as a sum (the caller divides)
+ *   coll__shm_run    run r; check: compare fingerprints across ranks first (in the same pass)
  *   coll__shm_check  only the fingerprint check, for an operation that then runs with MPI
  * Errors: EM_ERR_TIMEOUT when a wait passed limit seconds (msg names the rank waited for),
  * EM_ERR_COMM on a mismatch (msg names every rank's operation). */

@@ -286,9 +286,7 @@ static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, siz
     tc = coll__now() - t0;
   }
   if (st == EM_OK && here) {
-    st = coll__shm_run(s->shm, r, check, limit, msg, n);
-    if (st == EM_OK && r->kind == COLL_ALLREDUCE && r->op == COLL_AVG)
-      avg_divide(r->dtype, r->recv, r->count, c->size);
+    st = coll__shm_run(s->shm, r, check, limit, msg, n); /* avg divided there */
   } else if (st == EM_OK) {
     st = execute(s, r, msg, n);
   }

@@ -252,12 +252,14 @@ static int64_t part_lo(int64_t len, int p, int W) {
     }                                                                                              \
   }
 #define ID(v) (v)
+#define DIV_W(v) ((v) / (float)W) /* avg: the sum divided by the ranks, as it is stored */
 #define SUM (x + y)
 #define MAX (x > y ? x : y)
 #define MIN (x < y ? x : y)
 REDUCE_FN(f32_sum, float, float, ID, ID, SUM)
 REDUCE_FN(f32_max, float, float, ID, ID, MAX)
 REDUCE_FN(f32_min, float, float, ID, ID, MIN)
+REDUCE_FN(f32_avg, float, float, ID, DIV_W, SUM)
 REDUCE_FN(i64_sum, int64_t, int64_t, ID, ID, SUM)
 REDUCE_FN(i64_max, int64_t, int64_t, ID, ID, MAX)
 REDUCE_FN(i64_min, int64_t, int64_t, ID, ID, MIN)
@@ -269,8 +271,8 @@ REDUCE_FN(u8_max, uint8_t, uint8_t, ID, ID, MAX)
 REDUCE_FN(u8_min, uint8_t, uint8_t, ID, ID, MIN)
 
 /* 16-bit floats: each block converted to f32 in bulk (F16C where the CPU has it), combined in
- * f32 in rank order, rounded once. */
-#define HALF_REDUCE_FN(name, TO32, FROM32, COMBINE)                                                \
+ * f32 in rank order (avg: then divided by the ranks), rounded once. */
+#define HALF_REDUCE_FN(name, TO32, FROM32, COMBINE, AVG)                                           \
   static void name(void *dst, char *const *src, int W, int64_t n) {                                \
     float acc[SHM_BLOCK], y[SHM_BLOCK];                                                            \
     for (int64_t b = 0; b < n; b += SHM_BLOCK) {                                                   \
@@ -283,29 +285,37 @@ REDUCE_FN(u8_min, uint8_t, uint8_t, ID, ID, MIN)
           acc[i] = COMBINE;                                                                        \
         }                                                                                          \
       }                                                                                            \
+      if (AVG)                                                                                     \
+        for (int64_t i = 0; i < m; i++) acc[i] /= (float)W;                                        \
       FROM32((uint16_t *)dst + b, acc, m, 1.0f);                                                   \
     }                                                                                              \
   }
 #define HSUM (x + v)
 #define HMAX (x > v ? x : v)
 #define HMIN (x < v ? x : v)
-HALF_REDUCE_FN(bf16_sum, em_bf16_to_f32_n, em_f32_to_bf16_n, HSUM)
-HALF_REDUCE_FN(bf16_max, em_bf16_to_f32_n, em_f32_to_bf16_n, HMAX)
-HALF_REDUCE_FN(bf16_min, em_bf16_to_f32_n, em_f32_to_bf16_n, HMIN)
-HALF_REDUCE_FN(f16_sum, em_f16_to_f32_n, em_f32_to_f16_n, HSUM)
-HALF_REDUCE_FN(f16_max, em_f16_to_f32_n, em_f32_to_f16_n, HMAX)
-HALF_REDUCE_FN(f16_min, em_f16_to_f32_n, em_f32_to_f16_n, HMIN)
+HALF_REDUCE_FN(bf16_sum, em_bf16_to_f32_n, em_f32_to_bf16_n, HSUM, false)
+HALF_REDUCE_FN(bf16_max, em_bf16_to_f32_n, em_f32_to_bf16_n, HMAX, false)
+HALF_REDUCE_FN(bf16_min, em_bf16_to_f32_n, em_f32_to_bf16_n, HMIN, false)
+HALF_REDUCE_FN(bf16_avg, em_bf16_to_f32_n, em_f32_to_bf16_n, HSUM, true)
+HALF_REDUCE_FN(f16_sum, em_f16_to_f32_n, em_f32_to_f16_n, HSUM, false)
+HALF_REDUCE_FN(f16_max, em_f16_to_f32_n, em_f32_to_f16_n, HMAX, false)
+HALF_REDUCE_FN(f16_min, em_f16_to_f32_n, em_f32_to_f16_n, HMIN, false)
+HALF_REDUCE_FN(f16_avg, em_f16_to_f32_n, em_f32_to_f16_n, HSUM, true)
 
 typedef void (*reduce_fn)(void *dst, char *const *src, int W, int64_t n);
 
-/* The reduction for a dtype and operation (avg is a sum: the caller divides). */
+/* The reduction for a dtype and operation; avg (floating dtypes) divides by the ranks as it
+ * stores, so no second pass over the data is needed. */
 static reduce_fn reduction(em_dtype dt, coll_redop op) {
-  static const reduce_fn fns[EM_DTYPE_COUNT][3] = {
-      [EM_F32] = {f32_sum, f32_max, f32_min},     [EM_I64] = {i64_sum, i64_max, i64_min},
-      [EM_I32] = {i32_sum, i32_max, i32_min},     [EM_U8] = {u8_sum, u8_max, u8_min},
-      [EM_BF16] = {bf16_sum, bf16_max, bf16_min}, [EM_F16] = {f16_sum, f16_max, f16_min},
+  static const reduce_fn fns[EM_DTYPE_COUNT][4] = {
+      [EM_F32] = {f32_sum, f32_max, f32_min, f32_avg},
+      [EM_I64] = {i64_sum, i64_max, i64_min, NULL},
+      [EM_I32] = {i32_sum, i32_max, i32_min, NULL},
+      [EM_U8] = {u8_sum, u8_max, u8_min, NULL},
+      [EM_BF16] = {bf16_sum, bf16_max, bf16_min, bf16_avg},
+      [EM_F16] = {f16_sum, f16_max, f16_min, f16_avg},
   };
-  int k = op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : 0;
+  int k = op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : op == COLL_AVG ? 3 : 0;
   return (unsigned)dt < EM_DTYPE_COUNT ? fns[dt][k] : NULL;
 }
 
