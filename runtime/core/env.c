@@ -27,7 +27,7 @@ static const em_env_var table[] = {
     {"EMBER_COLL_CHUNK_BYTES", EM_ENV_INT, "1048576", 64, 1073741824, NULL,
      "pipelining chunk of allreduce and broadcast"},
     {"EMBER_COLL_SHM", EM_ENV_INT, "1", 0, 1, NULL,
-     "1: ranks of one node all-reduce through shared memory; 0: through MPI"},
+     "1: ranks of one node run collectives through shared memory; 0: through MPI"},
     {"EMBER_COLL_CHECK_EVERY", EM_ENV_INT, "1", -1, 2147483647, NULL,
      "fingerprint-check period in operations; -1 off (0 is an error)"},
     /* data-parallel reducer (runtime/ddp/) */
