@@ -584,14 +584,14 @@ static em_status setup_hierarchical(mpi_state *s, int use_shm) {
   MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MIN, s->comm);
   MPI_Allreduce(MPI_IN_PLACE, &nodes, 1, MPI_INT, MPI_SUM, s->comm);
   int lo = v[0], hi = -v[1];
-  const char *why = !use_shm ? "EMBER_COLL_SHM=0"
+  const char *why = !use_shm   ? "EMBER_COLL_SHM=0"
                     : lo != hi ? "nodes of different sizes"
                     : lo < 2   ? "one rank per node"
                                : NULL;
   int ok = 0;
   if (!why) {
-    s->hier = coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world,
-                            c->opts.chunk_bytes);
+    s->hier =
+        coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world, c->opts.chunk_bytes);
     ok = s->hier != NULL;
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, s->comm); /* every node has one */
     if (!ok) {
