@@ -154,6 +154,7 @@ typedef struct {
   double check_s; /* seconds spent in fingerprint checks (comm thread) */
   double busy_s;  /* seconds spent in operations (comm thread or caller), checks included */
   int64_t by_caller; /* operations the calling thread ran itself (blocking forms, shared memory) */
+  int64_t hierarchical; /* all-reduces run in shared memory inside nodes and MPI across them */
 } coll_stats;
 coll_stats coll_get_stats(const coll_comm *c);
 

@@ -126,6 +126,15 @@ bool coll__shm_runs(const coll_shm *s, const coll_req *r);
 em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit, char *msg,
                         size_t n);
 em_status coll__shm_check(coll_shm *s, const coll_req *r, double limit, char *msg, size_t n);
+/* Hierarchical all-reduce (the node is one of several alike): phases 1 and 2 of the staged
+ * all-reduce leave my reduced part of each chunk in my stage, across(arg, part, count, msg, n)
+ * reduces it in place with the same part on every other node (MPI, so only the comm thread may
+ * run this), phase 3 copies every part out. No fingerprint check here (the headers only cover
+ * the node: the caller checks through MPI); never in a coll_alloc_shared region; avg left as a
+ * sum. */
+typedef em_status (*coll_shm_across)(void *arg, void *part, int64_t count, char *msg, size_t n);
+em_status coll__shm_allreduce_across(coll_shm *s, const coll_req *r, coll_shm_across across,
+                                     void *arg, double limit, char *msg, size_t n);
 /* coll_alloc_shared and coll_free_shared on the comm thread (MPI calls, collective over the
  * node): a zeroed region every rank maps; an in-place allreduce inside it is not staged. */
 em_status coll__shm_alloc(coll_shm *s, size_t bytes, void **out, char *msg, size_t n);

@@ -18,7 +18,12 @@
  * Progress slots: every rank publishes (started seq, done seq, and the fingerprint of its current
  * operation) in a window of node-shared memory (MPI_Win_allocate_shared), which other ranks of the
  * node read with plain loads. A timed-out rank can thus tell, without any MPI call, which ranks of
- * its node are behind, or in a different operation. */
+ * its node are behind, or in a different operation.
+ *
+ * Where the world is one node, all-reduce, broadcast and barrier run in shared memory (shm.c).
+ * Where it spans nodes of 2+ ranks each, all-reduce runs hierarchically on this thread: shm.c
+ * reduce-scatters each chunk inside the node, reduce_across all-reduces each part between nodes
+ * over `cross` (the ranks with the same node rank), shm.c all-gathers it (docs/collectives.md). */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
 #include "em_env.h"
@@ -45,12 +50,17 @@ typedef struct {
   int node_rank, node_size;
   int *node_world; /* world rank of each node rank */
   coll_shm *shm;   /* all ranks on this node: the shared-memory all-reduce, else NULL */
+  /* Several nodes of node_size >= 2 ranks each: the hierarchical all-reduce, over this node's
+   * segment (hier) and cross, the ranks of every node with my node rank; else NULL, NULL. */
+  coll_shm *hier;
+  MPI_Comm cross;
   pthread_t thread;
   bool thread_started;
   pthread_mutex_t qlock;
   pthread_cond_t qcond;
   coll_req *head, *tail;
   bool busy; /* an operation is running (comm thread or a blocking caller); under qlock */
+  bool named_behind; /* a timeout report of this rank named a rank behind (atomic) */
   bool stop;
 } mpi_state;
 
@@ -201,6 +211,20 @@ static void avg_divide(em_dtype dt, void *p, int64_t n, int world) {
   }
 }
 
+/* The hierarchical all-reduce's step between nodes (coll_shm_across): this node's reduced part
+ * of a chunk, all-reduced in place with the same part of every other node. */
+typedef struct {
+  mpi_state *s;
+  const coll_req *r;
+} across_ctx;
+
+static em_status reduce_across(void *arg, void *part, int64_t count, char *msg, size_t n) {
+  const across_ctx *a = arg;
+  int err = MPI_Allreduce(MPI_IN_PLACE, part, (int)count, mpi_type(a->r->dtype),
+                          reduce_op(a->r->dtype, a->r->op), a->s->cross);
+  return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Allreduce across nodes", a->r, msg, n);
+}
+
 /* Run one operation with MPI; chunked where that is faster. */
 static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
   MPI_Datatype t = mpi_type(r->dtype);
@@ -281,12 +305,18 @@ static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, siz
   int every = c->opts.check_every;
   bool check = every > 0 && r->seq % (uint64_t)every == 0;
   bool here = coll__shm_runs(s->shm, r); /* the check rides in the shared-memory pass */
+  /* Hierarchical: s->shm is NULL then, so the check goes through MPI over the whole world. */
+  bool hier = r->kind == COLL_ALLREDUCE && coll__shm_runs(s->hier, r);
   if (check && !here) {
     st = s->shm ? coll__shm_check(s->shm, r, limit, msg, n) : check_fingerprint(s, r, msg, n);
     tc = coll__now() - t0;
   }
   if (st == EM_OK && here) {
     st = coll__shm_run(s->shm, r, check, limit, msg, n); /* avg divided there */
+  } else if (st == EM_OK && hier) { /* summed inside and across nodes, then divided */
+    across_ctx a = {s, r};
+    st = coll__shm_allreduce_across(s->hier, r, reduce_across, &a, limit, msg, n);
+    if (st == EM_OK && r->op == COLL_AVG) avg_divide(r->dtype, r->recv, r->count, c->size);
   } else if (st == EM_OK) {
     st = execute(s, r, msg, n);
   }
@@ -294,6 +324,7 @@ static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, siz
   if (st == EM_OK) slot_store(s, SLOT_DONE, f.seq);
   pthread_mutex_lock(&c->lock);
   if (check) c->stats.checks++;
+  if (hier && st == EM_OK) c->stats.hierarchical++;
   c->stats.check_s += tc;
   c->stats.busy_s += busy;
   pthread_mutex_unlock(&c->lock);
@@ -340,7 +371,8 @@ static void *comm_thread(void *arg) {
 
 /* A blocking operation the shared memory can run, with nothing queued or running ahead of it:
  * the caller runs it (see coll_backend.run_here). Its waits are bounded by the collective
- * timeout itself, since no other thread is waiting to report. */
+ * timeout itself, since no other thread is waiting to report. Never a hierarchical all-reduce
+ * (s->shm is NULL then): it calls MPI, which only the comm thread may. */
 static bool mpi_run_here(void *state, coll_req *r) {
   mpi_state *s = state;
   if (!coll__shm_runs(s->shm, r)) return false;
@@ -445,13 +477,21 @@ static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_
     }
   }
   int others = s->c->size - s->node_size;
+  if (behind) __atomic_store_n(&s->named_behind, true, __ATOMIC_RELEASE);
   if (others > 0) ADD("; %d ranks on other nodes: progress unknown", others);
   if (!behind && s->node_size > 1 && others == 0) ADD("; no rank of this node is behind");
 #undef ADD
 }
 
+/* Across nodes a rank sees only its own node's progress. One whose report named nobody behind
+ * lets the others report first (1 s), so that the rank on the missing rank's node names it
+ * before the first abort kills everyone. */
 static void mpi_abort(void *state) {
-  (void)state;
+  mpi_state *s = state;
+  if (s && s->node_size < s->c->size && !__atomic_load_n(&s->named_behind, __ATOMIC_ACQUIRE)) {
+    struct timespec grace = {1, 0};
+    nanosleep(&grace, NULL);
+  }
   MPI_Abort(MPI_COMM_WORLD, 70);
 }
 
@@ -492,6 +532,8 @@ static void mpi_destroy(void *state) {
     }
   }
   coll__shm_free(s->shm);
+  coll__shm_free(s->hier);
+  if (s->cross != MPI_COMM_NULL) MPI_Comm_free(&s->cross);
   if (s->slots) MPI_Win_free(&s->win);
   if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
   if (s->comm != MPI_COMM_NULL) MPI_Comm_free(&s->comm);
@@ -499,6 +541,80 @@ static void mpi_destroy(void *state) {
   pthread_mutex_destroy(&s->qlock);
   free(s->node_world);
   free(s);
+}
+
+/* EMBER_COLL_NODE_RANKS=k (for tests and tuning on one machine): each real node is cut into
+ * nodes of k consecutive node ranks, so shared memory runs inside each and MPI between them. k
+ * must divide every node's size, and every rank must give the same k. */
+static em_status split_node(mpi_state *s, int rank) {
+  int64_t k = 0;
+  MPI_Comm_rank(s->node, &s->node_rank);
+  MPI_Comm_size(s->node, &s->node_size);
+  em_status st = em_env_int("EMBER_COLL_NODE_RANKS", &k);
+  char why[256] = "";
+  if (st != EM_OK)
+    snprintf(why, sizeof why, "%s", em_last_error());
+  else if (k > 0 && s->node_size % k != 0)
+    snprintf(why, sizeof why,
+             "EMBER_COLL_NODE_RANKS=%lld: must divide the ranks of each node (rank %d's node has "
+             "%d)",
+             (long long)k, rank, s->node_size);
+  int v[3] = {(int)k, -(int)k, !why[0]}; /* min k, -max k, all valid */
+  MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_INT, MPI_MIN, s->comm);
+  if (why[0]) return em_set_error(EM_ERR_INVALID, "%s", why);
+  if (!v[2] || v[0] != -v[1])
+    return em_set_error(EM_ERR_INVALID, "EMBER_COLL_NODE_RANKS: %s on another rank",
+                        v[2] ? "a different value" : "a bad value");
+  if (k == 0 || k == s->node_size) return EM_OK;
+  MPI_Comm part;
+  if (MPI_Comm_split(s->node, s->node_rank / (int)k, s->node_rank, &part) != MPI_SUCCESS)
+    return em_set_error(EM_ERR_BACKEND, "EMBER_COLL_NODE_RANKS=%lld: MPI_Comm_split failed",
+                        (long long)k);
+  MPI_Comm_free(&s->node);
+  s->node = part;
+  return EM_OK;
+}
+
+/* The world spans nodes: all-reduce hierarchically when every node has the same number of ranks,
+ * at least 2 (and use_shm), else through MPI. Collective over the world; rank 0 logs the choice
+ * and the layout once. */
+static em_status setup_hierarchical(mpi_state *s, int use_shm) {
+  coll_comm *c = s->c;
+  int v[2] = {s->node_size, -s->node_size}, nodes = s->node_rank == 0;
+  MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MIN, s->comm);
+  MPI_Allreduce(MPI_IN_PLACE, &nodes, 1, MPI_INT, MPI_SUM, s->comm);
+  int lo = v[0], hi = -v[1];
+  const char *why = !use_shm   ? "EMBER_COLL_SHM=0"
+                    : lo != hi ? "nodes of different sizes"
+                    : lo < 2   ? "one rank per node"
+                               : NULL;
+  int ok = 0;
+  if (!why) {
+    s->hier =
+        coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world, c->opts.chunk_bytes);
+    ok = s->hier != NULL;
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, s->comm); /* every node has one */
+    if (!ok) {
+      why = "no node-shared segment on some node";
+      coll__shm_free(s->hier); /* collective over the node, whose ranks agree */
+      s->hier = NULL;
+    }
+    em_clear_error();
+  }
+  /* Every rank splits (collective over the world); ranks of one node rank, in world order. */
+  if (ok && (MPI_Comm_split(s->comm, s->node_rank, c->rank, &s->cross) != MPI_SUCCESS ||
+             MPI_Comm_set_errhandler(s->cross, MPI_ERRORS_RETURN) != MPI_SUCCESS))
+    return em_set_error(EM_ERR_BACKEND, "MPI communicator: splitting the world by node rank "
+                                        "for the hierarchical all-reduce failed");
+  if (c->rank != 0) return EM_OK;
+  if (lo == hi)
+    fprintf(stderr, "[rank 0] ember: %d nodes x %d rank%s, all-reduce %s%s%s\n", nodes, lo,
+            lo == 1 ? "" : "s", ok ? "hierarchical (shared memory + MPI)" : "through MPI",
+            why ? ": " : "", why ? why : "");
+  else
+    fprintf(stderr, "[rank 0] ember: %d nodes of %d to %d ranks, all-reduce through MPI: %s\n",
+            nodes, lo, hi, why);
+  return EM_OK;
 }
 
 coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
@@ -511,7 +627,7 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     return NULL;
   }
   s->c = c;
-  s->comm = s->node = MPI_COMM_NULL;
+  s->comm = s->node = s->cross = MPI_COMM_NULL;
   pthread_mutex_init(&s->qlock, NULL);
   pthread_cond_init(&s->qcond, NULL);
   MPI_Comm world = *(MPI_Comm *)mpi_comm;
@@ -522,6 +638,7 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     em_set_error(EM_ERR_BACKEND, "MPI communicator: duplicating or splitting the world failed");
     goto fail;
   }
+  if (split_node(s, c->rank) != EM_OK) goto fail;
   MPI_Comm_rank(s->node, &s->node_rank);
   MPI_Comm_size(s->node, &s->node_size);
   s->node_world = calloc((size_t)s->node_size, sizeof *s->node_world);
@@ -543,13 +660,14 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     }
   }
   MPI_Barrier(s->node); /* every slot is zeroed before anyone reads one */
-  /* One node holds the whole world: all-reduce in shared memory (EMBER_COLL_SHM=0: MPI). */
+  /* One node holds the whole world: all-reduce in shared memory; several: hierarchically
+   * (EMBER_COLL_SHM=0: MPI). */
   int64_t want = 1;
   int use_shm = em_env_int("EMBER_COLL_SHM", &want) == EM_OK ? (int)want : -1;
-  MPI_Allreduce(MPI_IN_PLACE, &use_shm, 1, MPI_INT, MPI_MIN, s->node); /* the node agrees */
+  MPI_Allreduce(MPI_IN_PLACE, &use_shm, 1, MPI_INT, MPI_MIN, s->comm); /* every rank agrees */
   if (use_shm < 0) {
     if (em_last_status() == EM_OK)
-      em_set_error(EM_ERR_INVALID, "EMBER_COLL_SHM: a bad value on another rank of this node");
+      em_set_error(EM_ERR_INVALID, "EMBER_COLL_SHM: a bad value on another rank");
     goto fail;
   }
   if (use_shm && s->node_size == c->size && c->size > 1) {
@@ -558,6 +676,8 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     if (!s->shm && c->rank == 0)
       fprintf(stderr, "[rank 0] ember: %s; all-reduce goes through MPI\n", em_last_error());
     em_clear_error();
+  } else if (s->node_size < c->size && setup_hierarchical(s, use_shm) != EM_OK) {
+    goto fail;
   }
   if (pthread_create(&s->thread, NULL, comm_thread, s) != 0) {
     em_set_error(EM_ERR_BACKEND, "MPI communicator: cannot start the communication thread");

@@ -27,6 +27,10 @@
  * order is fixed, so the result is bit-identical from run to run and on every rank. 16-bit floats
  * are summed in f32 and rounded once.
  *
+ * Across nodes (coll__shm_allreduce_across, run by mpi.c's comm thread), step 2 is followed by
+ * the caller's reduction of my part with the same part on every other node (MPI), and every
+ * chunk takes the split path.
+ *
  * Broadcast: the root writes, everyone else copies out of the root's stage. Barrier and the
  * fingerprint check of an operation run with MPI: one round of headers (written, then compared).
  *
@@ -383,19 +387,22 @@ static em_status allreduce_in_region(const op_ctx *ctx, int k, bool check) {
   return wait_all(ctx, F_CONSUMED, g) ? EM_OK : EM_ERR_TIMEOUT;
 }
 
-static em_status allreduce(const op_ctx *ctx, bool check) {
+/* The staged all-reduce. across (hierarchical, NULL inside one node): called on my reduced part
+ * of each chunk between phases 2 and 3, to reduce it with the same part on the other nodes. */
+static em_status allreduce(const op_ctx *ctx, bool check, coll_shm_across across, void *arg) {
   coll_shm *s = ctx->s;
   const coll_req *r = ctx->r;
   size_t es = em_dtype_size(r->dtype);
-  reduce_fn fn = reduction(r->dtype, r->op);
+  /* Across nodes avg is a sum here: the caller divides by the world once every node's is in. */
+  reduce_fn fn = reduction(r->dtype, across && r->op == COLL_AVG ? COLL_SUM : r->op);
   int W = s->size, me = s->rank;
   int64_t per = s->chunk / (int64_t)es; /* elements per chunk */
   const char *send = r->send;
   char *recv = r->recv;
   char *parts[COLL_SHM_MAX_RANKS];
-  int k = send == recv ? region_of(s, recv, (size_t)r->count * es) : -1;
+  int k = send == recv && !across ? region_of(s, recv, (size_t)r->count * es) : -1;
   if (k >= 0) return allreduce_in_region(ctx, k, check);
-  bool small = (size_t)r->count * es <= SHM_SMALL && r->count <= per;
+  bool small = !across && (size_t)r->count * es <= SHM_SMALL && r->count <= per;
   /* At least one chunk, empty for count 0, so that the check runs. */
   for (int64_t off = 0; off == 0 || off < r->count; off += per) {
     int64_t len = r->count - off < per ? r->count - off : per;
@@ -416,6 +423,12 @@ static em_status allreduce(const op_ctx *ctx, bool check) {
     int64_t lo = part_lo(len, me, W), hi = part_lo(len, me + 1, W);
     for (int p = 0; p < W; p++) parts[p] = data(s, p, g) + lo * (int64_t)es;
     if (hi > lo) fn(parts[me], parts, W, hi - lo);
+    /* 2b. across nodes: my part with the same part of every other node (the same length there:
+     * every node has W ranks and cuts the chunk alike, so an empty part is empty everywhere) */
+    if (across && hi > lo) {
+      st = across(arg, parts[me], hi - lo, ctx->msg, ctx->n);
+      if (st != EM_OK) return st;
+    }
     publish(s, F_REDUCED, g);
     /* 3. every rank's reduced part out */
     if (!wait_all(ctx, F_REDUCED, g)) return EM_ERR_TIMEOUT;
@@ -481,13 +494,19 @@ em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit
                         size_t n) {
   op_ctx ctx = {s, r, limit, msg, n};
   switch (r->kind) {
-  case COLL_ALLREDUCE: return allreduce(&ctx, check);
+  case COLL_ALLREDUCE: return allreduce(&ctx, check, NULL, NULL);
   case COLL_BROADCAST: return broadcast(&ctx, check);
   case COLL_BARRIER: return round_trip(&ctx, check);
   default:
     snprintf(msg, n, "%s: not a shared-memory operation", coll_kind_name(r->kind));
     return EM_ERR_UNSUPPORTED;
   }
+}
+
+em_status coll__shm_allreduce_across(coll_shm *s, const coll_req *r, coll_shm_across across,
+                                     void *arg, double limit, char *msg, size_t n) {
+  op_ctx ctx = {s, r, limit, msg, n};
+  return allreduce(&ctx, false, across, arg);
 }
 
 em_status coll__shm_check(coll_shm *s, const coll_req *r, double limit, char *msg, size_t n) {

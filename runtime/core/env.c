@@ -28,6 +28,8 @@ static const em_env_var table[] = {
      "pipelining chunk of allreduce and broadcast"},
     {"EMBER_COLL_SHM", EM_ENV_INT, "1", 0, 1, NULL,
      "1: ranks of one node run collectives through shared memory; 0: through MPI"},
+    {"EMBER_COLL_NODE_RANKS", EM_ENV_INT, "0", 0, 2147483647, NULL,
+     "testing: cut each node into nodes of this many ranks (must divide its size; 0: as is)"},
     {"EMBER_COLL_CHECK_EVERY", EM_ENV_INT, "1", -1, 2147483647, NULL,
      "fingerprint-check period in operations; -1 off (0 is an error)"},
     /* data-parallel reducer (runtime/ddp/) */

@@ -10,6 +10,7 @@
 #   coll_async_*        64 outstanding requests, polling, ordering, detach, explicit timeouts;
 #                       the storm: timeout reports while detached requests complete
 #   coll_mismatch_*     ranks disagree: an error naming both sides, non-zero exit, no hang
+#   coll_ops_hier_*     hierarchical all-reduce: this machine cut into nodes (EMBER_COLL_NODE_RANKS)
 #   coll_hang_*         a rank never joins: the job is aborted with a report within seconds
 #   coll_bootstrap_*    ddp_init at 1 rank without mpirun, and at 2-4 ranks
 #
@@ -76,6 +77,18 @@ set_tests_properties(coll_ops_nocheck_np2 PROPERTIES
 ember_mpi_test(coll_ops_check3_np3 3 test_coll_ops.c --max-count 65537)
 set_tests_properties(coll_ops_check3_np3 PROPERTIES
                      ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_CHECK_EVERY=3")
+# Hierarchical across nodes: EMBER_COLL_NODE_RANKS cuts this machine into nodes of k ranks, so
+# shared memory runs inside each and MPI between them. 2 nodes x 2 ranks (default chunk, and
+# 4 KiB chunks: many chunks through MPI), and 3 nodes x 1 rank (falls back to MPI).
+ember_mpi_test(coll_ops_hier_np4 4 test_coll_ops.c --max-count 65537)
+set_tests_properties(coll_ops_hier_np4 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_NODE_RANKS=2")
+ember_mpi_test(coll_ops_hier_chunk4k_np4 4 test_coll_ops.c --max-count 65537 --blocking)
+set_tests_properties(coll_ops_hier_chunk4k_np4 PROPERTIES ENVIRONMENT
+                     "EMBER_COLL_TIMEOUT=60;EMBER_COLL_NODE_RANKS=2;EMBER_COLL_CHUNK_BYTES=4096")
+ember_mpi_test(coll_ops_hier_1pernode_np3 3 test_coll_ops.c --max-count 65537)
+set_tests_properties(coll_ops_hier_1pernode_np3 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_NODE_RANKS=1")
 foreach(np 2 4)
   ember_mpi_test(coll_allreduce_big_np${np} ${np} test_coll_ops.c --big)
   set_tests_properties(coll_allreduce_big_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
@@ -130,6 +143,19 @@ ember_coll_expect_fail(coll_hang_shm_np2 2 25 test_coll_hang.c
   EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind"
          -x "UNEXPECTED"
   ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_CHECK_EVERY=-1)
+# Across nodes (2 x 2): rank 0 waits in the fingerprint check through MPI; the report still
+# names rank 1, on its node, as behind. The layout is logged once, by rank 0.
+ember_coll_expect_fail(coll_hang_hier_np4 4 25 test_coll_hang.c
+  EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind" -x "UNEXPECTED"
+         -e "^[[]rank 0[]] ember: 2 nodes x 2 ranks, all-reduce hierarchical"
+         -x "^[[]rank [1-3][]] ember: [0-9]+ nodes"
+  ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_NODE_RANKS=2)
+# A value that does not divide the node: ddp_init fails, naming the variable (every rank fails;
+# the first to exit ends the job, so not every rank's line may be printed).
+ember_coll_expect_fail(coll_node_ranks_bad_np4 4 25 test_coll_hang.c
+  EXPECT -e "^[[]rank [0-3][]] ddp_init: .*EMBER_COLL_NODE_RANKS=3: must divide .* has 4"
+         -x "UNEXPECTED"
+  ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_NODE_RANKS=3)
 # The same through ddp_finalize: rank 0 finalizes with an allreduce queued that rank 1 never
 # issues. ddp_finalize is bounded by the timeout too, and its report names the operation and rank 1.
 ember_coll_expect_fail(coll_hang_finalize_np2 2 25 test_coll_hang.c

@@ -33,6 +33,7 @@
 static coll_comm *comm;
 static int rank, world;
 static int64_t ops_done; /* operations this program waited for successfully */
+static int64_t allreduces_done; /* of which run_allreduce's */
 static bool verbose;     /* EMBER_TEST_VERBOSE set: every operation's wait time on rank 0 */
 static bool blocking;    /* --blocking: operations through coll_run_allreduce and the others */
 static int64_t run_here; /* --blocking operations the shared memory runs (allreduce, broadcast,
@@ -151,6 +152,7 @@ static void run_allreduce(em_dtype dt, int64_t n, coll_redop op, bool inplace) {
   if (!inplace) memset(recv, RECV_FILL, nb + gb);
   if (RUN_OP(what, allreduce, comm, coll_host_buf(send, n + GUARD, dt),
              coll_host_buf(recv, n + GUARD, dt), n, op)) {
+    allreduces_done++;
     reduce_ref(want, n, dt, op, 0);
     CHECK_SAME(recv, want, n, dt, what);
     CHECK_GUARD(recv + nb, gb, inplace ? SEND_GUARD : RECV_FILL, what);
@@ -481,11 +483,19 @@ int main(int argc, char **argv) {
   CHECK(st.ops == ops_done, "stats.ops %" PRId64 ", %" PRId64 " operations completed", st.ops,
         ops_done);
   /* In shared memory (one node, EMBER_COLL_SHM not 0) every blocking allreduce, broadcast and
-   * barrier ran on this thread; through MPI none did. */
-  const char *shm_env = getenv("EMBER_COLL_SHM");
-  int64_t want_here = shm_env && !strcmp(shm_env, "0") ? 0 : run_here;
+   * barrier ran on this thread; through MPI none did, nor hierarchically (EMBER_COLL_NODE_RANKS
+   * cuts this machine into several nodes): that path calls MPI, so only the comm thread runs it.
+   * With nodes of 2+ ranks every all-reduce is hierarchical; with 1 rank per node none. */
+  const char *shm_env = getenv("EMBER_COLL_SHM"), *k_env = getenv("EMBER_COLL_NODE_RANKS");
+  bool shm = !(shm_env && !strcmp(shm_env, "0"));
+  int k = k_env && atoi(k_env) > 0 ? atoi(k_env) : world;
+  int64_t want_here = shm && k == world ? run_here : 0;
   CHECK(st.by_caller == want_here, "stats.by_caller %" PRId64 ", want %" PRId64, st.by_caller,
         want_here);
+  bool hier = shm && k >= 2 && k < world;
+  CHECK(hier ? st.hierarchical >= allreduces_done : st.hierarchical == 0,
+        "stats.hierarchical %" PRId64 " with %" PRId64 " all-reduces, EMBER_COLL_NODE_RANKS=%s",
+        st.hierarchical, allreduces_done, k_env ? k_env : "(unset)");
   /* Every operation here succeeded, so they are numbered 1..ops and every k-th is checked. */
   int64_t want_checks = o.check_every > 0 ? st.ops / o.check_every : 0;
   CHECK(st.checks == want_checks,
