@@ -78,8 +78,17 @@ typedef struct {
  * backward), or NULL with the error set. The default is coll_allreduce(..., COLL_AVG). */
 typedef coll_req *(*ddp_comm_hook)(const ddp_bucket_view *b, void *ctx);
 
+/* When the bucket all-reduces run. ON: each as soon as its gradients are ready, while backward
+ * goes on (PyTorch's reducer). OFF: all of them after backward ends, in order (a blocking
+ * all-reduce after backward). AUTO: ON when the comm thread has a core of its own, that is when
+ * this process may run on more CPUs than it has compute threads (em_num_threads); else OFF, since
+ * a comm thread sharing the compute thread's core only takes time from backward (measured in
+ * docs/ddp.md). ddp_get_stats(d).overlap says what is in effect. */
+typedef enum { DDP_OVERLAP_AUTO = 0, DDP_OVERLAP_ON = 1, DDP_OVERLAP_OFF = 2 } ddp_overlap;
+
 /* Zero fields take the environment, then the default:
  *   bucket_cap_mb  EMBER_DDP_BUCKET_MB   4 (docs/ddp.md: measured on this machine)
+ *   overlap        EMBER_DDP_OVERLAP     auto (auto, on or off)
  *   timeline       EMBER_TIMELINE        none: a Chrome trace file per rank ("%r" -> rank)  */
 typedef struct {
   double bucket_cap_mb;
@@ -88,9 +97,7 @@ typedef struct {
   void *hook_ctx;
   bool no_broadcast_buffers;
   const char *timeline;
-  /* Start no bucket before backward ends, then all of them in order: what a reducer without
-   * overlap does (a blocking all-reduce after backward). For measuring what overlap gains. */
-  bool no_overlap;
+  ddp_overlap overlap;
   /* Keep the first plan (reverse registration order) instead of rebuilding the buckets in the
    * order gradients became ready in the first synced backward (see "Bucket order" above). */
   bool static_bucket_order;
@@ -118,6 +125,7 @@ typedef struct {
   double comm_overlapped_s; /* comm_s - comm_exposed_s (>= 0) */
   int n_buckets;
   bool grads_shared; /* the gradient buffer is node-shared memory: buckets all-reduce unstaged */
+  bool overlap;      /* buckets all-reduce during backward (ddp_options.overlap resolved) */
 } ddp_stats;
 ddp_stats ddp_get_stats(const ddp_model *d);
 /* Bucket i: element count (padding included) and number of parameters. -1 if i is out of range. */

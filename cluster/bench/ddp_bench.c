@@ -14,9 +14,9 @@
  *
  * usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] [--bucket-mb X]
  *                        [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]
- *                        [--no-overlap] [--static-order]
- * --no-overlap: every bucket is all-reduced after backward (ddp_options.no_overlap), to measure
- * what overlapping communication with backward gains. --static-order: keep the buckets in reverse
+ *                        [--overlap auto|on|off] [--static-order]
+ * --overlap: when buckets are all-reduced (ddp_options.overlap; default auto, see ddp.h): on,
+ * during backward; off, after it; comparing the two measures what overlap gains. --static-order: keep the buckets in reverse
  * registration order (ddp_options.static_bucket_order), to measure what the grad-ready order
  * gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
 #include "dl_idx.h"
@@ -32,7 +32,7 @@ static int usage(const char *msg) {
   if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
   ddp_eprint("usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] "
              "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME] "
-             "[--no-overlap] [--static-order]\n");
+             "[--overlap auto|on|off] [--static-order]\n");
   ddp_finalize();
   return 2;
 }
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
                                        {"compress", required_argument, NULL, 'c'},
                                        {"timeline", required_argument, NULL, 'l'},
                                        {"tag", required_argument, NULL, 'g'},
-                                       {"no-overlap", no_argument, NULL, 'o'},
+                                       {"overlap", required_argument, NULL, 'o'},
                                        {"static-order", no_argument, NULL, 'a'},
                                        {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
@@ -83,7 +83,13 @@ int main(int argc, char **argv) {
     case 'c': compress = optarg; break;
     case 'l': dopts.timeline = optarg; break;
     case 'g': tag = optarg; break;
-    case 'o': dopts.no_overlap = true; break;
+    case 'o':
+      ok = !strcmp(optarg, "auto") || !strcmp(optarg, "on") || !strcmp(optarg, "off");
+      dopts.overlap = !strcmp(optarg, "on")    ? DDP_OVERLAP_ON
+                      : !strcmp(optarg, "off") ? DDP_OVERLAP_OFF
+                                               : DDP_OVERLAP_AUTO;
+      if (!ok) return usage("--overlap must be auto, on or off");
+      break;
     case 'a': dopts.static_bucket_order = true; break;
     default: return usage(NULL);
     }
@@ -159,7 +165,7 @@ int main(int argc, char **argv) {
       "BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
       "compress=%s overlap=%s order=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
       "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
-      W, threads, batch, cap, compress, dopts.no_overlap ? "no" : "yes",
+      W, threads, batch, cap, compress, W > 1 && st.overlap ? "yes" : "no",
       dopts.static_bucket_order ? "static" : "observed", st.n_buckets, sps, 1000 * dt / steps,
       comm * ms, exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
   free(perm);

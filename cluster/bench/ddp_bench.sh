@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training benchmark: Ember (ddp_bench.c, under mpirun) against PyTorch DDP over gloo
 # (ddp_peer.py, Debian's python3-torch), MLP 784-1024-1024-10 on Fashion-MNIST, batch 64 per rank,
-# one compute thread per rank, at 1 and 2 ranks, and Ember at 2 ranks with --no-overlap (what
+# one compute thread per rank, at 1 and 2 ranks, and Ember at 2 ranks with --overlap on and off (what
 # overlap gains). The five cases alternate, ROUNDS times, so that machine noise hits all of them; the summary gives medians, Ember 2-rank / PyTorch 2-rank, and
 # each one's scaling (2-rank over 1-rank global samples/s). Then, at 2 ranks, a bucket-size sweep
 # and bf16/fp16 gradient compression for Ember (medians over the same number of rounds).
@@ -55,7 +55,8 @@ tl=()
 for r in $(seq "$rounds"); do
   ember 1
   ember 2 "${tl[@]}"
-  ember 2 --no-overlap --tag nooverlap
+  ember 2 --overlap on --tag overlap
+  ember 2 --overlap off --tag nooverlap
   pytorch 1
   pytorch 2
 done
@@ -68,7 +69,8 @@ echo "ddp_bench: done, $(uptime | sed 's/.*load/load/')"
 e1=$(med 'impl=ember ranks=1 .*tag=main') e2=$(med 'impl=ember ranks=2 .*tag=main')
 p1=$(med 'impl=pytorch ranks=1 ') p2=$(med 'impl=pytorch ranks=2 ')
 ov=$(medf 'impl=ember ranks=2 .*tag=main' overlap_frac)
-eno=$(med 'impl=ember ranks=2 .*tag=nooverlap')
+eno=$(med 'impl=ember ranks=2 .*tag=nooverlap') eov=$(med 'impl=ember ranks=2 .*tag=overlap')
+ovo=$(medf 'impl=ember ranks=2 .*tag=overlap' overlap_frac)
 echo
 echo "median global samples/s over $rounds rounds, $steps steps (machine: $(nproc --all) cores," \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), mpirun --bind-to $bind)"
@@ -77,9 +79,9 @@ printf '%-8s %10s %10s %7sx\n' ember "$e1" "$e2" "$(div "$e2" "$e1")"
 printf '%-8s %10s %10s %7sx\n' pytorch "$p1" "$p2" "$(div "$p2" "$p1")"
 printf 'ember / pytorch: 1 rank %sx, 2 ranks %sx (target >= 3x); ember scaling %sx (target >= 1.6x)\n' \
   "$(div "$e1" "$p1")" "$(div "$e2" "$p2")" "$(div "$e2" "$e1")"
-echo "ember 2 ranks: median fraction of all-reduce time overlapped with backward: $ov"
-echo "ember 2 ranks without overlap (--no-overlap: every bucket after backward): $eno samples/s;" \
-  "overlap gains $(div "$e2" "$eno")x"
+echo "ember 2 ranks, default (--overlap auto, here $(grep -E "^BENCH .*impl=ember ranks=2 .*tag=main" "$out" | grep -q "overlap=yes" && echo on || echo off)): median fraction of all-reduce time overlapped with backward: $ov"
+echo "ember 2 ranks --overlap on: $eov samples/s (overlapped fraction $ovo); --overlap off (every bucket" \
+  "after backward): $eno samples/s; overlap gains $(div "$eov" "$eno")x"
 echo "bucket sweep (ember, 2 ranks):"
 for mb in $sweep; do
   printf '  %6s MB  %10s samples/s  overlap %s  comm %s ms/step  exposed %s ms/step\n' "$mb" \

@@ -35,6 +35,9 @@ static const em_env_var table[] = {
     /* data-parallel reducer (runtime/ddp/) */
     {"EMBER_DDP_BUCKET_MB", EM_ENV_NUM, "4", 0.001, 1024, NULL,
      "gradient bucket size in MB when ddp_options.bucket_cap_mb is 0"},
+    {"EMBER_DDP_OVERLAP", EM_ENV_STR, "auto", 0, 0, "auto, on, off",
+     "bucket all-reduces during backward when ddp_options.overlap is 0 (auto: when the comm "
+     "thread has a core of its own)"},
     {"EMBER_TIMELINE", EM_ENV_STR, "", 0, 0, NULL,
      "Chrome trace file per rank (%r: the rank) when ddp_options.timeline is NULL"},
     /* data loader (dataloader/) */

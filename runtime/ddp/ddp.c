@@ -10,6 +10,7 @@
  *                            parameters no rank used, broadcast buffers, record statistics;
  *                            after the first synced pass, rebuild the buckets in rank 0's
  *                            grad-ready order (once) */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "ddp.h"
 #include "ddp_init.h"
 #include "em_half.h"
@@ -20,6 +21,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +214,26 @@ static void layout_free(const ddp_model *d, layout *l, bool collective) {
  * all-reduce as they are (no compression, no hook) and the communicator has it, so that each
  * bucket's all-reduce reads every rank's copy directly instead of staging it; else ordinary
  * memory. Collective. */
+/* ddp_options.overlap, else EMBER_DDP_OVERLAP, resolved (ddp.h). Ranks may resolve it
+ * differently, which changes when buckets start, never what they compute. */
+static em_status resolve_overlap(ddp_model *d) {
+  ddp_overlap o = d->opts.overlap;
+  if ((unsigned)o > DDP_OVERLAP_OFF)
+    return em_set_error(EM_ERR_INVALID, "ddp_wrap: overlap %d is not auto, on or off", (int)o);
+  if (o == DDP_OVERLAP_AUTO) {
+    const char *v = "auto";
+    if (em_env_str("EMBER_DDP_OVERLAP", &v) != EM_OK) return em_last_status();
+    o = !strcmp(v, "on") ? DDP_OVERLAP_ON : !strcmp(v, "off") ? DDP_OVERLAP_OFF : DDP_OVERLAP_AUTO;
+  }
+  if (o == DDP_OVERLAP_AUTO) {
+    cpu_set_t set;
+    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    o = cpus > em_num_threads() ? DDP_OVERLAP_ON : DDP_OVERLAP_OFF;
+  }
+  d->stats.overlap = o == DDP_OVERLAP_ON;
+  return EM_OK;
+}
+
 /* Floats in the flat gradient buffer: every parameter padded, in any order. */
 static int64_t grads_numel(const ddp_model *d) {
   int64_t total = 0;
@@ -388,7 +410,7 @@ static void launch(ddp_model *d, int k) {
 }
 
 static void launch_ready(ddp_model *d) {
-  if (d->opts.no_overlap) return; /* on_end launches every bucket */
+  if (!d->stats.overlap) return; /* on_end launches every bucket */
   while (d->next_launch < d->lay.n_buckets && d->lay.buckets[d->next_launch].pending == 0)
     launch(d, d->next_launch++);
 }
@@ -549,7 +571,7 @@ static em_status on_end(em_status pass, void *ctx) {
   ddp_model *d = ctx;
   if (!d->in_sync_pass) return EM_OK;
   d->in_sync_pass = false;
-  /* Launch what is left (a failed pass may stop early; no_overlap: every bucket): every rank must
+  /* Launch what is left (a failed pass may stop early; no overlap: every bucket): every rank must
    * issue every bucket. What runs from here on is exposed, launches included. */
   double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
   for (int k = d->next_launch; k < d->lay.n_buckets; k++) launch(d, k);
@@ -775,7 +797,8 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   d->params = p.t;
   d->names = p.names;
   /* Collective steps, in the same order on every rank. */
-  if (check_models(d) != EM_OK || broadcast_state(d, &p) != EM_OK || plan_buckets(d) != EM_OK ||
+  if (all_ranks_ok(d->comm, resolve_overlap(d)) != EM_OK || check_models(d) != EM_OK ||
+      broadcast_state(d, &p) != EM_OK || plan_buckets(d) != EM_OK ||
       all_ranks_ok(d->comm, wrap_local(d)) != EM_OK)
     goto fail;
   wrapped[slot] = d;

@@ -13,9 +13,16 @@
  *                node-shared memory unless EMBER_COLL_SHM=0 (grads_shared)
  *   comm hook    a user hook (all-reduce SUM instead of the default average) is called once per
  *                bucket in bucket order, and its result is the gradient: W times the default's
- *   no_overlap   every bucket reduced after backward: the same gradients bit for bit, and no
- *                communication overlapped with backward (ddp_get_stats) */
+ *   overlap off  every bucket reduced after backward: the same gradients bit for bit, and no
+ *                communication overlapped with backward (ddp_get_stats)
+ *   overlap auto on when this process may run on more CPUs than em_num_threads (the rule in
+ *                ddp.h, from sched_getaffinity here), checked with 1 thread and with as many
+ *                threads as CPUs (then off); EMBER_DDP_OVERLAP=on/off overrides auto, a bad
+ *                value fails ddp_wrap on every rank naming the variable */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "ddp_util.h"
+
+#include <sched.h>
 
 enum { STEPS = 3 };
 
@@ -169,11 +176,11 @@ static coll_req *logging_hook(const ddp_bucket_view *b, void *ctx) {
 }
 
 /* One backward with many small buckets, overlapped or not: its gradients and its launch log. */
-static float *late_or_not(bool no_overlap, launch_log *l, ddp_stats *st, int64_t *n) {
+static float *late_or_not(ddp_overlap overlap, launch_log *l, ddp_stats *st, int64_t *n) {
   em_manual_seed(11);
   em_module *m = em_mlp(20, (int[]){32, 16}, 2, 5);
   ddp_options o = {.bucket_cap_mb = 0.001, .hook = logging_hook, .hook_ctx = l,
-                   .no_overlap = no_overlap};
+                   .overlap = overlap};
   ddp_model *d = ddp_wrap(m, &o);
   CHECK(d != NULL, "ddp_wrap: %s", em_last_error());
   float *g = NULL;
@@ -198,8 +205,9 @@ static void check_no_overlap(void) {
   launch_log early, late;
   ddp_stats se, sl;
   int64_t n1 = 0, n2 = 0, np = 6; /* the MLP's parameters: 3 weights, 3 biases */
-  float *a = late_or_not(false, &early, &se, &n1);
-  float *b = late_or_not(true, &late, &sl, &n2);
+  float *a = late_or_not(DDP_OVERLAP_ON, &early, &se, &n1);
+  float *b = late_or_not(DDP_OVERLAP_OFF, &late, &sl, &n2);
+  CHECK(se.overlap && !sl.overlap, "stats.overlap: on %d, off %d", se.overlap, sl.overlap);
   CHECK(a && b && n1 == n2, "no_overlap: gradients");
   if (a && b && n1 == n2) CHECK_SAME(b, a, n1, EM_F32, "no_overlap against overlapped buckets");
   CHECK(se.n_buckets > 1 && early.min_at_launch < np - 1,
@@ -212,6 +220,41 @@ static void check_no_overlap(void) {
         sl.comm_s, sl.comm_overlapped_s);
   free(a);
   free(b);
+}
+
+/* stats.overlap after wrapping a small model with overlap AUTO (or as the environment says). */
+static bool auto_overlap(void) {
+  em_module *m = em_mlp(4, (int[]){3}, 1, 2);
+  ddp_model *d = ddp_wrap(m, &(ddp_options){0});
+  CHECK(d != NULL, "ddp_wrap: %s", em_last_error());
+  bool on = ddp_get_stats(d).overlap;
+  ddp_free(d);
+  em_module_free(m);
+  return on;
+}
+
+static void check_overlap_policy(void) {
+  cpu_set_t set;
+  CHECK(sched_getaffinity(0, sizeof set, &set) == 0, "sched_getaffinity");
+  int cpus = CPU_COUNT(&set), threads = em_num_threads();
+  em_set_num_threads(1);
+  CHECK(auto_overlap() == (cpus > 1), "auto with 1 thread on %d CPUs", cpus);
+  em_set_num_threads(cpus);
+  CHECK(!auto_overlap(), "auto with %d threads on %d CPUs: the comm thread has no core", cpus,
+        cpus);
+  em_set_num_threads(1);
+  setenv("EMBER_DDP_OVERLAP", "off", 1);
+  CHECK(!auto_overlap(), "EMBER_DDP_OVERLAP=off");
+  em_set_num_threads(cpus);
+  setenv("EMBER_DDP_OVERLAP", "on", 1);
+  CHECK(auto_overlap(), "EMBER_DDP_OVERLAP=on");
+  setenv("EMBER_DDP_OVERLAP", "sometimes", 1);
+  em_module *m = em_mlp(4, (int[]){3}, 1, 2);
+  CHECK(ddp_wrap(m, &(ddp_options){0}) == NULL, "EMBER_DDP_OVERLAP=sometimes accepted");
+  CHECK_STR(em_last_error(), "EMBER_DDP_OVERLAP");
+  em_module_free(m);
+  unsetenv("EMBER_DDP_OVERLAP");
+  em_set_num_threads(threads);
 }
 
 int main(int argc, char **argv) {
@@ -231,5 +274,6 @@ int main(int argc, char **argv) {
   if (tl) free(run(tl, false, &n1));
   check_comm_hook();
   check_no_overlap();
+  check_overlap_policy();
   return chk_finish("test_ddp_misc");
 }
