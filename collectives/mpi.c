@@ -385,7 +385,7 @@ static bool mpi_run_here(void *state, coll_req *r) {
   em_status st = perform(s, r, s->c->opts.timeout_s, msg, sizeof msg);
   if (st == EM_ERR_TIMEOUT) { /* the caller reports and aborts, like coll_wait */
     r->status = st;
-    snprintf(r->msg, sizeof r->msg, "%s", msg);
+    snprintf(r->msg, sizeof r->msg, "%.760s", msg);
   } else {
     if (st != EM_OK) coll__fail(s->c, msg);
     pthread_mutex_lock(&s->c->lock);
