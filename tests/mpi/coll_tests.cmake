@@ -12,6 +12,7 @@
 #   coll_mismatch_*     ranks disagree: an error naming both sides, non-zero exit, no hang
 #   coll_ops_hier_*     hierarchical all-reduce: this machine cut into nodes (EMBER_COLL_NODE_RANKS)
 #   coll_hang_*         a rank never joins: the job is aborted with a report within seconds
+#   coll_die_*          a rank dies mid-operation: the job ends, no hang
 #   coll_bootstrap_*    ddp_init at 1 rank without mpirun, and at 2-4 ranks
 #
 # EMBER_COLL_TIMEOUT is set short enough that a broken collective fails the test in a minute
@@ -143,6 +144,17 @@ ember_coll_expect_fail(coll_hang_shm_np2 2 25 test_coll_hang.c
   EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind"
          -x "UNEXPECTED"
   ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_CHECK_EVERY=-1)
+# The blocking form: rank 0 runs the all-reduce on its own thread; the report comes from there.
+ember_coll_expect_fail(coll_hang_blocking_np2 2 25 test_coll_hang.c
+  EXPECT -e "timeout" -e "allreduce" -e "rank 1 .*behind" -x "UNEXPECTED"
+  ARGS --blocking ENV EMBER_COLL_TIMEOUT=2)
+# Rank 1 dies in the middle of a 64 MiB shared-memory all-reduce: the job ends, no hang.
+ember_coll_expect_fail(coll_die_np2 2 25 test_coll_hang.c
+  EXPECT -e "exit|abort|timeout" -x "UNEXPECTED"
+  ARGS --die ENV EMBER_COLL_TIMEOUT=5)
+ember_coll_expect_fail(coll_die_np3 3 25 test_coll_hang.c
+  EXPECT -e "exit|abort|timeout" -x "UNEXPECTED"
+  ARGS --die ENV EMBER_COLL_TIMEOUT=5)
 # Across nodes (2 x 2): rank 0 waits in the fingerprint check through MPI; the report still
 # names rank 1, on its node, as behind. The layout is logged once, by rank 0.
 ember_coll_expect_fail(coll_hang_hier_np4 4 25 test_coll_hang.c
