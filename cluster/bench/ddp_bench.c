@@ -1,5 +1,9 @@
 /* ddp_bench.c: data-parallel training throughput on Fashion-MNIST, one compute thread per rank.
  *
+ * --model mlp (the default): em_mlp 784-1024-1024-10 on images (B, 784). --model cnn:
+ * em_small_cnn(1, 28, 28, 10) (conv 5x5 32, pool, conv 5x5 64, pool, fc 1024, fc 10) on the same
+ * images reshaped to (B, 1, 28, 28). The BENCH line's case= names the model.
+ *
  * The loop of train_bench.c with ddp_init and ddp_wrap added; cluster/bench/ddp_peer.py is the
  * PyTorch DDP (gloo) peer. Every rank shuffles the training set with the same seed and takes its
  * own shard of the batches:
@@ -12,13 +16,14 @@
  * W * batch * steps over that time (rank 0 prints it). The reducer's statistics (ddp_get_stats,
  * last step only) are summed over the timed steps on rank 0 and reported as per-step averages.
  *
- * usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] [--bucket-mb X]
- *                        [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME]
- *                        [--overlap auto|on|off] [--static-order]
+ * usage: ember-ddp-bench [--model mlp|cnn] [--steps N] [--warmup N] [--batch N] [--threads N]
+ *                        [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH]
+ *                        [--tag NAME] [--overlap auto|on|off] [--static-order]
  * --overlap: when buckets are all-reduced (ddp_options.overlap; default auto, see ddp.h): on,
- * during backward; off, after it; comparing the two measures what overlap gains. --static-order: keep the buckets in reverse
- * registration order (ddp_options.static_bucket_order), to measure what the grad-ready order
- * gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs from its sweeps). */
+ * during backward; off, after it; comparing the two measures what overlap gains. --static-order:
+ * keep the buckets in reverse registration order (ddp_options.static_bucket_order), to measure what
+ * the grad-ready order gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs
+ * from its sweeps). */
 #include "dl_idx.h"
 #include "ember.h"
 
@@ -30,9 +35,9 @@
 /* msg (NULL: getopt_long has said what is wrong) and the usage line; returns exit status 2. */
 static int usage(const char *msg) {
   if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
-  ddp_eprint("usage: ember-ddp-bench [--steps N] [--warmup N] [--batch N] [--threads N] "
-             "[--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] [--tag NAME] "
-             "[--overlap auto|on|off] [--static-order]\n");
+  ddp_eprint("usage: ember-ddp-bench [--model mlp|cnn] [--steps N] [--warmup N] [--batch N] "
+             "[--threads N] [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] "
+             "[--tag NAME] [--overlap auto|on|off] [--static-order]\n");
   ddp_finalize();
   return 2;
 }
@@ -56,23 +61,20 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ember-ddp-bench: %s\n", em_last_error());
     return 1;
   }
-  static const struct option opts[] = {{"steps", required_argument, NULL, 's'},
-                                       {"warmup", required_argument, NULL, 'w'},
-                                       {"batch", required_argument, NULL, 'b'},
-                                       {"threads", required_argument, NULL, 't'},
-                                       {"bucket-mb", required_argument, NULL, 'k'},
-                                       {"compress", required_argument, NULL, 'c'},
-                                       {"timeline", required_argument, NULL, 'l'},
-                                       {"tag", required_argument, NULL, 'g'},
-                                       {"overlap", required_argument, NULL, 'o'},
-                                       {"static-order", no_argument, NULL, 'a'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"model", required_argument, NULL, 'm'},    {"steps", required_argument, NULL, 's'},
+      {"warmup", required_argument, NULL, 'w'},   {"batch", required_argument, NULL, 'b'},
+      {"threads", required_argument, NULL, 't'},  {"bucket-mb", required_argument, NULL, 'k'},
+      {"compress", required_argument, NULL, 'c'}, {"timeline", required_argument, NULL, 'l'},
+      {"tag", required_argument, NULL, 'g'},      {"overlap", required_argument, NULL, 'o'},
+      {"static-order", no_argument, NULL, 'a'},   {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   ddp_options dopts = {0};
-  const char *compress = "none", *tag = "main";
+  const char *compress = "none", *tag = "main", *model_name = "mlp";
   for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
     bool ok = true;
     switch (c) {
+    case 'm': model_name = optarg; break;
     case 's': ok = int_opt("--steps", 1, 100000000, &steps); break;
     case 'w': ok = int_opt("--warmup", 0, 100000000, &warmup); break;
     case 'b': ok = int_opt("--batch", 1, 60000, &batch); break; /* the training set's size */
@@ -96,6 +98,11 @@ int main(int argc, char **argv) {
     if (!ok) return usage(em_last_error());
   }
   if (optind < argc) return usage("unexpected arguments after the options");
+  if (strcmp(model_name, "mlp") && strcmp(model_name, "cnn")) {
+    ddp_eprint("ember-ddp-bench: --model must be mlp or cnn, got '%s'\n", model_name);
+    return usage(NULL);
+  }
+  bool cnn = !strcmp(model_name, "cnn");
   if (!strcmp(compress, "bf16"))
     dopts.compression = DDP_COMPRESS_BF16;
   else if (!strcmp(compress, "fp16"))
@@ -109,7 +116,7 @@ int main(int argc, char **argv) {
   if (dl_fmnist_load(dl_fmnist_dir(), "train", &images, &labels) != EM_OK)
     return fail("loading Fashion-MNIST");
   em_manual_seed(0);
-  em_module *model = em_mlp(784, (int[]){1024, 1024}, 2, 10);
+  em_module *model = cnn ? em_small_cnn(1, 28, 28, 10) : em_mlp(784, (int[]){1024, 1024}, 2, 10);
   if (!model) return fail("model");
   ddp_model *ddp = ddp_wrap(model, &dopts);
   if (!ddp) return fail("ddp_wrap");
@@ -120,8 +127,13 @@ int main(int argc, char **argv) {
   if (!perm) return fail("out of memory");
   em_rng rng = em_rng_new(0); /* same permutation on every rank */
   em_rng_permutation(&rng, perm, n);
+  /* Rank 0's loss averaged over the first and the last LOSS_SPAN steps (warm-up included): one
+   * step's loss is noisy, and a falling mean shows that the model trains. */
+  enum { LOSS_SPAN = 10 };
+  int total = warmup + steps, span = total < LOSS_SPAN ? total : LOSS_SPAN;
+  double head_loss = 0, tail_loss = 0;
   double t0 = 0, last_loss = 0, comm = 0, exposed = 0, overlapped = 0, fwd = 0, bwd = 0;
-  for (int s = 0; s < warmup + steps; s++) {
+  for (int s = 0; s < total; s++) {
     if (s == warmup) {
       if (coll_run(coll_barrier(ddp_comm())) != EM_OK) return fail("barrier");
       t0 = coll_now();
@@ -130,6 +142,7 @@ int main(int argc, char **argv) {
     int64_t b = ((int64_t)s * W + r) % n_batches;
     em_tensor *idx = em_from_data(EM_I64, EM_SHAPE(batch), perm + b * batch);
     em_tensor *x = em_index_select(images, 0, idx), *y = em_index_select(labels, 0, idx);
+    if (cnn) x = em_reshape(x, EM_SHAPE(batch, 1, 28, 28)); /* (B, 784) -> (B, 1, 28, 28) */
     em_zero_grad(opt);
     em_tensor *loss = em_cross_entropy(em_forward(model, x), y);
     if (!loss || em_backward(loss) != EM_OK || em_step(opt) != EM_OK) {
@@ -138,6 +151,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     last_loss = em_get(loss, 0);
+    if (s < span) head_loss += last_loss / span;
+    if (s >= total - span) tail_loss += last_loss / span;
     em_scope_end(sc);
     if (s >= warmup) {
       ddp_stats st = ddp_get_stats(ddp);
@@ -152,9 +167,11 @@ int main(int argc, char **argv) {
   double dt = coll_now() - t0;
   ddp_stats st = ddp_get_stats(ddp);
   double sps = (double)steps * batch * W / dt, ms = 1000.0 / steps;
-  ddp_print0("ember mlp: %d ranks, %d steps of batch %d per rank in %.3f s, final loss %.4f "
+  ddp_print0("ember %s: %d ranks, %d steps of batch %d per rank in %.3f s, final loss %.4f "
              "(rank 0), %d buckets, compression %s\n",
-             W, steps, batch, dt, last_loss, st.n_buckets, compress);
+             model_name, W, steps, batch, dt, last_loss, st.n_buckets, compress);
+  ddp_print0("  loss (rank 0, mean of %d steps): first steps %.4f, last steps %.4f\n", span,
+             head_loss, tail_loss);
   ddp_print0("  per step (rank 0): forward+step %.3f ms, backward %.3f ms, all-reduce %.3f ms "
              "(exposed %.3f, overlapped %.3f: %.1f%%)\n",
              fwd * ms, bwd * ms, comm * ms, exposed * ms, overlapped * ms,
@@ -162,10 +179,10 @@ int main(int argc, char **argv) {
   double cap = dopts.bucket_cap_mb; /* as ddp.h resolves it: option, environment, default */
   if (cap <= 0 && em_env_num("EMBER_DDP_BUCKET_MB", &cap) != EM_OK) return fail("bucket size");
   ddp_print0(
-      "BENCH suite=train case=mlp impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
+      "BENCH suite=train case=%s impl=ember ranks=%d threads=%d batch=%d bucket_mb=%g "
       "compress=%s overlap=%s order=%s buckets=%d samples_per_s=%.1f step_ms=%.3f comm_ms=%.3f "
       "comm_exposed_ms=%.3f comm_overlapped_ms=%.3f overlap_frac=%.3f tag=%s\n",
-      W, threads, batch, cap, compress, W > 1 && st.overlap ? "yes" : "no",
+      model_name, W, threads, batch, cap, compress, W > 1 && st.overlap ? "yes" : "no",
       dopts.static_bucket_order ? "static" : "observed", st.n_buckets, sps, 1000 * dt / steps,
       comm * ms, exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
   free(perm);
