@@ -81,9 +81,10 @@ typedef coll_req *(*ddp_comm_hook)(const ddp_bucket_view *b, void *ctx);
 /* When the bucket all-reduces run. ON: each as soon as its gradients are ready, while backward
  * goes on (PyTorch's reducer). OFF: all of them after backward ends, in order (a blocking
  * all-reduce after backward). AUTO: ON when the comm thread has a core of its own, that is when
- * this process may run on more CPUs than it has compute threads (em_num_threads); else OFF, since
- * a comm thread sharing the compute thread's core only takes time from backward (measured in
- * docs/ddp.md). ddp_get_stats(d).overlap says what is in effect. */
+ * this rank may count on more CPUs than it has compute threads (em_num_threads): the CPUs of its
+ * affinity mask, or, when the mask holds every CPU (not bound), its share of them among the
+ * node's ranks; else OFF, since a comm thread sharing the compute thread's core only takes time
+ * from backward (measured in docs/ddp.md). ddp_get_stats(d).overlap says what is in effect. */
 typedef enum { DDP_OVERLAP_AUTO = 0, DDP_OVERLAP_ON = 1, DDP_OVERLAP_OFF = 2 } ddp_overlap;
 
 /* Zero fields take the environment, then the default:

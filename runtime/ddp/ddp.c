@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
   int64_t off, len; /* in the flat gradient buffer, len includes padding */
@@ -225,9 +226,11 @@ static em_status resolve_overlap(ddp_model *d) {
     if (em_env_str("EMBER_DDP_OVERLAP", &v) != EM_OK) return em_last_status();
     o = !strcmp(v, "on") ? DDP_OVERLAP_ON : !strcmp(v, "off") ? DDP_OVERLAP_OFF : DDP_OVERLAP_AUTO;
   }
-  if (o == DDP_OVERLAP_AUTO) {
+  if (o == DDP_OVERLAP_AUTO) { /* the CPUs this rank may count on, against its compute threads */
     cpu_set_t set;
-    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    double cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (cpus >= (double)sysconf(_SC_NPROCESSORS_ONLN)) /* unbound: the node's ranks share them */
+      cpus /= ddp_local_world_size();
     o = cpus > em_num_threads() ? DDP_OVERLAP_ON : DDP_OVERLAP_OFF;
   }
   d->stats.overlap = o == DDP_OVERLAP_ON;

@@ -15,14 +15,15 @@
  *                bucket in bucket order, and its result is the gradient: W times the default's
  *   overlap off  every bucket reduced after backward: the same gradients bit for bit, and no
  *                communication overlapped with backward (ddp_get_stats)
- *   overlap auto on when this process may run on more CPUs than em_num_threads (the rule in
- *                ddp.h, from sched_getaffinity here), checked with 1 thread and with as many
- *                threads as CPUs (then off); EMBER_DDP_OVERLAP=on/off overrides auto, a bad
+ *   overlap auto on when this rank may count on more CPUs than em_num_threads (the rule in
+ *                ddp.h, from sched_getaffinity and the node's ranks here), checked with 1
+ *                thread and with as many threads as CPUs (then off); EMBER_DDP_OVERLAP=on/off overrides auto, a bad
  *                value fails ddp_wrap on every rank naming the variable */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "ddp_util.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 enum { STEPS = 3 };
 
@@ -237,8 +238,12 @@ static void check_overlap_policy(void) {
   cpu_set_t set;
   CHECK(sched_getaffinity(0, sizeof set, &set) == 0, "sched_getaffinity");
   int cpus = CPU_COUNT(&set), threads = em_num_threads();
+  /* The CPUs this rank may count on: its mask, or its share when the mask is every CPU. */
+  double share = cpus >= sysconf(_SC_NPROCESSORS_ONLN) ? (double)cpus / ddp_local_world_size()
+                                                       : cpus;
   em_set_num_threads(1);
-  CHECK(auto_overlap() == (cpus > 1), "auto with 1 thread on %d CPUs", cpus);
+  CHECK(auto_overlap() == (share > 1), "auto with 1 thread, a share of %g of %d CPUs", share,
+        cpus);
   em_set_num_threads(cpus);
   CHECK(!auto_overlap(), "auto with %d threads on %d CPUs: the comm thread has no core", cpus,
         cpus);
