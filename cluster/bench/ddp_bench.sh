@@ -95,6 +95,13 @@ fi
 echo "ddp_bench: done, $(uptime | sed 's/.*load/load/')"
 machine="$(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
+# The medians e1, e2 (Ember 1 and 2 ranks) and p1, p2 (PyTorch) as a table with the scaling.
+scaling_table() {
+  printf '%-8s %10s %10s %8s\n' "" "1 rank" "2 ranks" "scaling"
+  printf '%-8s %10s %10s %7sx\n' ember "$e1" "$e2" "$(div "$e2" "$e1")"
+  printf '%-8s %10s %10s %7sx\n' pytorch "$p1" "$p2" "$(div "$p2" "$p1")"
+}
+
 if has mlp; then
   e1=$(med 'impl=ember ranks=1 .*tag=main') e2=$(med 'impl=ember ranks=2 .*tag=main')
   p1=$(med 'impl=pytorch ranks=1 ') p2=$(med 'impl=pytorch ranks=2 ')
@@ -104,9 +111,7 @@ if has mlp; then
   echo
   echo "median global samples/s over $rounds rounds, $steps steps (machine: $machine," \
     "mpirun --bind-to $bind)"
-  printf '%-8s %10s %10s %8s\n' "" "1 rank" "2 ranks" "scaling"
-  printf '%-8s %10s %10s %7sx\n' ember "$e1" "$e2" "$(div "$e2" "$e1")"
-  printf '%-8s %10s %10s %7sx\n' pytorch "$p1" "$p2" "$(div "$p2" "$p1")"
+  scaling_table
   printf 'ember / pytorch: 1 rank %sx, 2 ranks %sx (target >= 3x); ember scaling %sx (target >= 1.6x)\n' \
     "$(div "$e1" "$p1")" "$(div "$e2" "$p2")" "$(div "$e2" "$e1")"
   echo "ember 2 ranks, default (--overlap auto, here $(grep -E "^BENCH .*impl=ember ranks=2 .*tag=main" "$out" | grep -q "overlap=yes" && echo on || echo off)): median fraction of all-reduce time overlapped with backward: $ov"
@@ -142,9 +147,7 @@ if has cnn; then
   echo
   echo "CNN (em_small_cnn(1, 28, 28, 10)): median global samples/s over $rounds rounds," \
     "$cnn_steps steps (machine: $machine, mpirun --bind-to $bind)"
-  printf '%-8s %10s %10s %8s\n' "" "1 rank" "2 ranks" "scaling"
-  printf '%-8s %10s %10s %7sx\n' ember "$e1" "$e2" "$(div "$e2" "$e1")"
-  printf '%-8s %10s %10s %7sx\n' pytorch "$p1" "$p2" "$(div "$p2" "$p1")"
+  scaling_table
   printf 'ember / pytorch: 1 rank %sx, 2 ranks %sx; ember scaling %sx (target >= 1.8x)\n' \
     "$(div "$e1" "$p1")" "$(div "$e2" "$p2")" "$(div "$e2" "$e1")"
   echo "ember per step (medians, ms): 1 rank $(medf 'impl=ember ranks=1 ' step_ms);" \

@@ -75,6 +75,19 @@ static inline bool chk_report(bool ok, const char *file, int line, const char *e
 #define CHECK_STR(hay, needle)                                                                     \
   CHECK(strstr((hay), (needle)) != NULL, "\"%s\" not in message: %s", (needle), (hay))
 
+/* ddp_init for a test program that needs 2 or more ranks: false (with the reason printed, or a
+ * failed check) if it cannot run; the caller then returns chk_finish(name). */
+static inline bool chk_init(int *argc, char ***argv) {
+  em_status s = ddp_init(argc, argv);
+  if (s != EM_OK) {
+    fprintf(stderr, "[rank %d] ddp_init: %s: %s\n", chk_rank(), em_status_str(s), em_last_error());
+    exit(1);
+  }
+  int world = ddp_world_size();
+  return chk_report(ddp_comm() && world >= 2, __FILE__, __LINE__, "world >= 2",
+                    "needs 2 or more ranks (world %d)", world);
+}
+
 static inline double chk_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

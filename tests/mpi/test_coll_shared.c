@@ -106,16 +106,10 @@ static void mismatch(void) {
 }
 
 int main(int argc, char **argv) {
-  em_status s = ddp_init(&argc, &argv);
-  if (s != EM_OK) {
-    fprintf(stderr, "[rank %d] ddp_init: %s: %s\n", chk_rank(), em_status_str(s), em_last_error());
-    return 1;
-  }
+  if (!chk_init(&argc, &argv)) return chk_finish("test_coll_shared");
   comm = ddp_comm();
   rank = ddp_rank();
   world = ddp_world_size();
-  if (!CHECK(comm && world >= 2, "needs 2 or more ranks (world %d)", world))
-    return chk_finish("test_coll_shared");
   if (argc == 2 && !strcmp(argv[1], "--mismatch")) {
     mismatch();
     return chk_finish("test_coll_shared --mismatch");
