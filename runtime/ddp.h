@@ -125,7 +125,8 @@ typedef struct {
   double comm_exposed_s; /* last step: time backward's end waited for communication */
   double comm_overlapped_s; /* comm_s - comm_exposed_s (>= 0) */
   int n_buckets;
-  bool grads_shared; /* the gradient buffer is node-shared memory: buckets all-reduce unstaged */
+  bool buckets_shared; /* what buckets all-reduce (the gradients, or with compression their
+                          16-bit copies) is node-shared memory: they all-reduce unstaged */
   bool overlap;      /* buckets all-reduce during backward (ddp_options.overlap resolved) */
 } ddp_stats;
 ddp_stats ddp_get_stats(const ddp_model *d);

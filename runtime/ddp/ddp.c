@@ -33,7 +33,7 @@ typedef struct {
   int pending;
   coll_req *req;
   double t_launch, t_done;
-  uint16_t *half; /* compression buffer (len) */
+  uint16_t *half; /* compression: its part of the layout's 16-bit buffer (len) */
 } bucket;
 
 /* A bucket plan and the gradient memory laid out by it; a rebuild replaces one whole. Parameter
@@ -48,6 +48,8 @@ typedef struct {
   bucket *buckets;   /* n_buckets of them (n_params allocated) */
   em_tensor *grads;  /* flat f32 gradient buffer (owned) */
   void *shared;      /* grads' memory when it is node-shared (coll_alloc_shared), else NULL */
+  uint16_t *half;    /* compression: the 16-bit buffer, bucket k's at buckets[k].off, or NULL */
+  void *half_shared; /* half when it is node-shared, else NULL (half is malloc'd) */
   em_tensor **views; /* by parameter index: its .grad, a view into grads (owned reference) */
 } layout;
 
@@ -199,7 +201,10 @@ static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
  * communicator now, else (ddp_free, which is not collective) at ddp_finalize. */
 static void layout_free(const ddp_model *d, layout *l, bool collective) {
   for (int i = 0; l->views && i < d->n_params; i++) em_release(l->views[i]);
-  for (int k = 0; l->buckets && k < l->n_buckets; k++) free(l->buckets[k].half);
+  if (!l->half_shared)
+    free(l->half);
+  else if (collective)
+    coll_free_shared(d->comm, l->half_shared);
   if (l->shared && l->grads && em__storage_privatize(l->grads->storage) != EM_OK)
     l->shared = NULL; /* out of memory: leave the window mapped, the views keep pointing at it */
   if (l->shared && collective) coll_free_shared(d->comm, l->shared);
@@ -211,10 +216,6 @@ static void layout_free(const ddp_model *d, layout *l, bool collective) {
   *l = (layout){0};
 }
 
-/* The zeroed flat gradient buffer of numel floats: in node-shared memory when the buckets
- * all-reduce as they are (no compression, no hook) and the communicator has it, so that each
- * bucket's all-reduce reads every rank's copy directly instead of staging it; else ordinary
- * memory. Collective. */
 /* ddp_options.overlap, else EMBER_DDP_OVERLAP, resolved (ddp.h). Ranks may resolve it
  * differently, which changes when buckets start, never what they compute. */
 static em_status resolve_overlap(ddp_model *d) {
@@ -244,29 +245,42 @@ static int64_t grads_numel(const ddp_model *d) {
   return total ? total : 1;
 }
 
-static em_tensor *grads_new(const ddp_model *d, int64_t numel, void **shared) {
-  *shared = NULL;
+/* The memory a layout all-reduces: the zeroed flat gradient buffer and, with compression, one
+ * 16-bit buffer of the same length (bucket k's at its offset). Whichever of the two the buckets
+ * all-reduce in place (the gradients without compression or hook, the 16-bit buffer with
+ * compression) is node-shared memory when the communicator has it, so that each bucket reduces
+ * straight from every rank's copy instead of staging it; the rest is ordinary memory.
+ * Collective: every rank makes the same allocations, whatever fails locally. */
+static em_status layout_buffers(const ddp_model *d, layout *l) {
+  int64_t numel = grads_numel(d);
+  bool compress = d->opts.compression != DDP_COMPRESS_NONE && !d->opts.hook;
   bool plain = d->opts.compression == DDP_COMPRESS_NONE && !d->opts.hook;
   void *p = plain ? coll_alloc_shared(d->comm, (size_t)numel * sizeof(float)) : NULL;
-  em_tensor *t = p ? em__tensor_over(p, EM_F32, 1, &numel) : NULL;
-  if (t) {
-    *shared = p;
-    return t;
+  l->grads = p ? em__tensor_over(p, EM_F32, 1, &numel) : NULL;
+  if (l->grads)
+    l->shared = p;
+  else
+    l->grads = em__alloc_noscope(EM_F32, 1, &numel, true);
+  if (compress) {
+    size_t bytes = (size_t)numel * sizeof(uint16_t);
+    l->half = l->half_shared = coll_alloc_shared(d->comm, bytes);
+    if (!l->half) l->half = malloc(bytes);
+    if (!l->half) return em_set_error(EM_ERR_NOMEM, "out of memory for the compression buffer");
   }
-  return em__alloc_noscope(EM_F32, 1, &numel, true);
+  return l->grads ? EM_OK : em_last_status();
 }
 
 /* Lays the parameters out in `order` (all n_params indices, each once): buckets of whole
  * parameters, a new one whenever the next parameter would take the current one past d->cap; a
- * zeroed gradient buffer (grads_new: collective) and every parameter's view into it; the
+ * zeroed gradient buffer (layout_buffers: collective) and every parameter's view into it; the
  * compression buffers. On failure l holds what was acquired (layout_free releases it). */
 static em_status layout_new(const ddp_model *d, const int *order, layout *l) {
   size_t n = (size_t)(d->n_params ? d->n_params : 1);
   *l = (layout){0};
   /* The buffer first: its size does not depend on the order, and every rank must reach the
    * collective allocation even if an allocation below fails. */
-  l->grads = grads_new(d, grads_numel(d), &l->shared);
-  if (!l->grads) return em_last_status();
+  em_status st = layout_buffers(d, l);
+  if (st != EM_OK) return st;
   l->order = malloc(n * sizeof *l->order);
   l->goff = malloc(n * sizeof *l->goff);
   l->buckets = calloc(n, sizeof *l->buckets);
@@ -299,9 +313,7 @@ static em_status layout_new(const ddp_model *d, const int *order, layout *l) {
     em_scope_end(s);
     if (!l->views[i]) return em_last_status();
   }
-  for (int k = 0; d->opts.compression != DDP_COMPRESS_NONE && k < l->n_buckets; k++)
-    if (!(l->buckets[k].half = malloc((size_t)l->buckets[k].len * sizeof(uint16_t))))
-      return em_set_error(EM_ERR_NOMEM, "out of memory for the compression buffer of bucket %d", k);
+  for (int k = 0; l->half && k < l->n_buckets; k++) l->buckets[k].half = l->half + l->buckets[k].off;
   return EM_OK;
 }
 
@@ -331,11 +343,10 @@ static em_status plan_buckets(ddp_model *d) {
     if (rev) lst = layout_new(d, rev, &d->lay);
     free(rev);
   }
-  if (!d->lay.grads) { /* failed before the buffer: still make the collective allocation */
-    void *shared;
-    em_tensor *g = grads_new(d, grads_numel(d), &shared);
-    if (g && shared) em__storage_privatize(g->storage); /* the window stays until finalize */
-    em_release(g);
+  if (!d->lay.grads) { /* failed before the buffers: still make the collective allocations */
+    layout none = {0};
+    layout_buffers(d, &none);
+    layout_free(d, &none, false); /* shared windows stay until finalize */
   }
   char why[512];
   snprintf(why, sizeof why, "%s", lst == EM_OK ? "" : em_last_error());
@@ -505,7 +516,7 @@ static em_status rebuild_order(ddp_model *d, bool pass_ok) {
   layout_free(d, &old, true);
   point_slots(d);
   d->stats.n_buckets = d->lay.n_buckets;
-  d->stats.grads_shared = d->lay.shared != NULL;
+  d->stats.buckets_shared = d->lay.shared || d->lay.half_shared;
   return st;
 }
 
@@ -736,7 +747,7 @@ static em_status wrap_local(ddp_model *d) {
     em_timeline_set_current(d->tl);
   }
   d->stats.n_buckets = d->lay.n_buckets;
-  d->stats.grads_shared = d->lay.shared != NULL;
+  d->stats.buckets_shared = d->lay.shared || d->lay.half_shared;
   return EM_OK;
 }
 

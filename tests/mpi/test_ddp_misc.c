@@ -10,7 +10,7 @@
  *   stats        after a step: steps, n_buckets (= what ddp_bucket_numel reports), comm_s > 0,
  *                backward_s > 0; the buckets cover every parameter once, bucket 0 holds the last
  *                registered one, and every .grad is a view into one shared buffer, which is
- *                node-shared memory unless EMBER_COLL_SHM=0 (grads_shared)
+ *                node-shared memory unless EMBER_COLL_SHM=0 (buckets_shared)
  *   comm hook    a user hook (all-reduce SUM instead of the default average) is called once per
  *                bucket in bucket order, and its result is the gradient: W times the default's
  *   overlap off  every bucket reduced after backward: the same gradients bit for bit, and no
@@ -61,8 +61,8 @@ static float *run(const char *timeline, bool check_stats, int64_t *n) {
     /* One node, shared memory on (the default), plain buckets: gradients in node-shared memory. */
     const char *shm_env = getenv("EMBER_COLL_SHM");
     bool want_shared = !(shm_env && !strcmp(shm_env, "0"));
-    CHECK(st.grads_shared == want_shared, "grads_shared %d with EMBER_COLL_SHM=%s",
-          st.grads_shared, shm_env ? shm_env : "(unset)");
+    CHECK(st.buckets_shared == want_shared, "buckets_shared %d with EMBER_COLL_SHM=%s",
+          st.buckets_shared, shm_env ? shm_env : "(unset)");
     CHECK(nb == p.n && total == p.arena_numel, "buckets hold %d params, %lld floats; want %d, %lld",
           nb, (long long)total, p.n, (long long)p.arena_numel);
     int first = 0;
