@@ -114,7 +114,7 @@ em_status coll_run(coll_req *r);
 
 /* Blocking operations: the same as coll_run(coll_allreduce(...)) and so on, with the same
  * arguments and errors (r is NULL: the error of the issue). When the operation can run in the
- * node's shared memory (all ranks on one node: allreduce, broadcast, barrier) and nothing is
+ * node's shared memory (all ranks on one node: every kind of operation) and nothing is
  * queued ahead of it, the calling thread runs it itself: no hand-off to the comm thread and back,
  * which costs microseconds each way and more when the threads share a core. */
 em_status coll_run_allreduce(coll_comm *c, coll_buf send, coll_buf recv, int64_t count,

@@ -109,7 +109,7 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device,
 
 #ifdef EMBER_HAVE_MPI
 /* Collectives between the ranks of one node through a shared segment (shm.c): all-reduce,
- * broadcast, barrier, and the fingerprint check. coll__shm_new is collective over node_comm (an
+ * broadcast, reduce-scatter, all-gather, barrier, and the fingerprint check. coll__shm_new is collective over node_comm (an
  * MPI_Comm *): NULL with the error set on every rank when any rank cannot map the segment.
  * world[node rank] is each node rank's rank in the communicator (borrowed; names ranks in
  * messages, finds a broadcast's root). chunk: bytes per pipeline stage.

@@ -20,7 +20,7 @@
  * node read with plain loads. A timed-out rank can thus tell, without any MPI call, which ranks of
  * its node are behind, or in a different operation.
  *
- * Where the world is one node, all-reduce, broadcast and barrier run in shared memory (shm.c).
+ * Where the world is one node, every collective runs in shared memory (shm.c).
  * Where it spans nodes of 2+ ranks each, all-reduce runs hierarchically on this thread: shm.c
  * reduce-scatters each chunk inside the node, reduce_across all-reduces each part between nodes
  * over `cross` (the ranks with the same node rank), shm.c all-gathers it (docs/collectives.md). */

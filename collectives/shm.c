@@ -30,7 +30,9 @@
  * the caller's reduction of my part with the same part on every other node (MPI), and every
  * chunk takes the split path.
  *
- * Broadcast: the root writes, everyone else copies out of the root's stage. Barrier and the
+ * Broadcast: the root writes, everyone else copies out of the root's stage. Reduce-scatter: each
+ * rank stages a chunk of every block and reduces its own block from every rank's stage.
+ * All-gather: each rank stages a chunk of its input and copies everyone's out. Barrier and the
  * fingerprint check of an operation run with MPI: one round of headers (written, then compared).
  *
  * The fingerprint check rides in the headers: a rank that finds another rank's header different
@@ -460,6 +462,59 @@ static em_status broadcast(const op_ctx *ctx, bool check) {
   return EM_OK;
 }
 
+/* Reduce-scatter: chunk g holds elements [off, off + len) of each of my W send blocks, block p at
+ * p * len in my stage; rank r reduces block r of every rank's stage, in rank order, into its
+ * recv[off, off + len). In place (recv is send) is safe: a chunk's input is staged before any of
+ * its output is written, and later chunks read only later elements. */
+static em_status reduce_scatter(const op_ctx *ctx, bool check) {
+  coll_shm *s = ctx->s;
+  const coll_req *r = ctx->r;
+  size_t es = em_dtype_size(r->dtype);
+  reduce_fn fn = reduction(r->dtype, r->op);
+  int W = s->size, me = s->rank;
+  int64_t per = s->chunk / (int64_t)es / W, n = r->count; /* elements of each block per chunk */
+  const char *send = r->send;
+  char *parts[COLL_SHM_MAX_RANKS];
+  for (int64_t off = 0; off == 0 || off < n; off += per) {
+    int64_t len = n - off < per ? n - off : per;
+    uint64_t g = ++s->gen;
+    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+    for (int p = 0; p < W; p++)
+      memcpy(data(s, me, g) + p * len * (int64_t)es, send + (p * n + off) * (int64_t)es,
+             (size_t)len * es);
+    arrive(ctx, g, off == 0, check, -1);
+    em_status st = all_arrived(ctx, g, off == 0, check);
+    if (st != EM_OK) return st;
+    for (int p = 0; p < W; p++) parts[p] = data(s, p, g) + me * len * (int64_t)es;
+    if (len) fn((char *)r->recv + off * (int64_t)es, parts, W, len);
+    publish(s, F_CONSUMED, g);
+  }
+  return EM_OK;
+}
+
+/* All-gather: chunk g holds elements [off, off + len) of my send; every rank copies every rank's
+ * into its recv block. */
+static em_status allgather(const op_ctx *ctx, bool check) {
+  coll_shm *s = ctx->s;
+  const coll_req *r = ctx->r;
+  size_t es = em_dtype_size(r->dtype);
+  int W = s->size, me = s->rank;
+  int64_t per = s->chunk / (int64_t)es, n = r->count;
+  for (int64_t off = 0; off == 0 || off < n; off += per) {
+    int64_t len = n - off < per ? n - off : per;
+    uint64_t g = ++s->gen;
+    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
+    memcpy(data(s, me, g), (const char *)r->send + off * (int64_t)es, (size_t)len * es);
+    arrive(ctx, g, off == 0, check, -1);
+    em_status st = all_arrived(ctx, g, off == 0, check);
+    if (st != EM_OK) return st;
+    for (int p = 0; p < W; p++)
+      memcpy((char *)r->recv + (p * n + off) * (int64_t)es, data(s, p, g), (size_t)len * es);
+    publish(s, F_CONSUMED, g);
+  }
+  return EM_OK;
+}
+
 /* One round of headers: every rank arrives, then (checking) compares. A barrier, and the
  * fingerprint check of an operation that then runs with MPI. */
 static em_status round_trip(const op_ctx *ctx, bool check) {
@@ -475,7 +530,11 @@ bool coll__shm_runs(const coll_shm *s, const coll_req *r) {
   if (!s) return false;
   switch (r->kind) {
   case COLL_ALLREDUCE: return reduction(r->dtype, r->op) && em_dtype_size(r->dtype) > 0;
-  case COLL_BROADCAST: return em_dtype_size(r->dtype) > 0;
+  case COLL_BROADCAST:
+  case COLL_ALLGATHER: return em_dtype_size(r->dtype) > 0;
+  case COLL_REDUCE_SCATTER: /* a chunk holds at least one element of every block */
+    return reduction(r->dtype, r->op) && em_dtype_size(r->dtype) > 0 &&
+           s->chunk >= (int64_t)em_dtype_size(r->dtype) * s->size;
   case COLL_BARRIER: return true;
   default: return false;
   }
@@ -487,6 +546,8 @@ em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit
   switch (r->kind) {
   case COLL_ALLREDUCE: return allreduce(&ctx, check, NULL, NULL);
   case COLL_BROADCAST: return broadcast(&ctx, check);
+  case COLL_REDUCE_SCATTER: return reduce_scatter(&ctx, check);
+  case COLL_ALLGATHER: return allgather(&ctx, check);
   case COLL_BARRIER: return round_trip(&ctx, check);
   default:
     snprintf(msg, n, "%s: not a shared-memory operation", coll_kind_name(r->kind));
