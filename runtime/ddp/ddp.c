@@ -397,10 +397,24 @@ static void point_slots(ddp_model *d) {
 /* ---- launching
  * ----------------------------------------------------------------------------------- */
 
-static void launch(ddp_model *d, int k) {
+/* Bucket k from the 16-bit buffer back into the gradients (compression). */
+static void decompress(ddp_model *d, const bucket *b) {
+  float *data = em_data_f32(d->lay.grads) + b->off;
+  if (d->opts.compression == DDP_COMPRESS_BF16)
+    em_bf16_to_f32_n(data, b->half, b->len);
+  else
+    em_f16_to_f32_n(data, b->half, b->len);
+}
+
+/* Start bucket k's all-reduce. here: run it on this thread now, through the blocking form (with
+ * nothing queued ahead, no hand-off to the comm thread and back), for when backward is over and
+ * the wait would be this thread's anyway; not with a hook (it returns a request). */
+static void launch(ddp_model *d, int k, bool here) {
   bucket *b = &d->lay.buckets[k];
   float *data = em_data_f32(d->lay.grads) + b->off;
   b->t_launch = em_timeline_now();
+  b->t_done = 0;
+  em_status st = EM_OK;
   if (d->opts.hook) {
     ddp_bucket_view v = {k, data, b->len, d->comm};
     b->req = d->opts.hook(&v, d->opts.hook_ctx);
@@ -412,12 +426,19 @@ static void launch(ddp_model *d, int k) {
     else
       em_f32_to_f16_n(b->half, data, b->len, inv);
     coll_buf hb = coll_host_buf(b->half, b->len, bf ? EM_BF16 : EM_F16);
-    b->req = coll_allreduce(d->comm, hb, hb, b->len, COLL_SUM);
+    if (here && (st = coll_run_allreduce(d->comm, hb, hb, b->len, COLL_SUM)) == EM_OK)
+      decompress(d, b);
+    else if (!here)
+      b->req = coll_allreduce(d->comm, hb, hb, b->len, COLL_SUM);
   } else {
     coll_buf gb = coll_host_buf(data, b->len, EM_F32);
-    b->req = coll_allreduce(d->comm, gb, gb, b->len, COLL_AVG);
+    if (here)
+      st = coll_run_allreduce(d->comm, gb, gb, b->len, COLL_AVG);
+    else
+      b->req = coll_allreduce(d->comm, gb, gb, b->len, COLL_AVG);
   }
-  if (!b->req && d->launch_error == EM_OK) {
+  if (here) b->t_done = em_timeline_now();
+  if ((here ? st != EM_OK : !b->req) && d->launch_error == EM_OK) {
     d->launch_error = em_last_status() != EM_OK ? em_last_status() : EM_ERR_COMM;
     snprintf(d->launch_msg, sizeof d->launch_msg, "ddp: bucket %d: %s", k, em_last_error());
   }
@@ -426,7 +447,7 @@ static void launch(ddp_model *d, int k) {
 static void launch_ready(ddp_model *d) {
   if (!d->stats.overlap) return; /* on_end launches every bucket */
   while (d->next_launch < d->lay.n_buckets && d->lay.buckets[d->next_launch].pending == 0)
-    launch(d, d->next_launch++);
+    launch(d, d->next_launch++, false);
 }
 
 static void grad_ready(em_tensor *p, void *ctx) {
@@ -588,29 +609,28 @@ static em_status on_end(em_status pass, void *ctx) {
   /* Launch what is left (a failed pass may stop early; no overlap: every bucket): every rank must
    * issue every bucket. What runs from here on is exposed, launches included. */
   double t_wait = em_timeline_now(), comm = 0, comm_end = 0;
-  for (int k = d->next_launch; k < d->lay.n_buckets; k++) launch(d, k);
+  /* Without overlap the buckets run here, one after the other, once the used flags are in (so
+   * that nothing is queued ahead of them). */
+  bool here = !d->stats.overlap && !d->opts.hook;
+  em_status st = here ? coll_run(d->used_req) : EM_OK;
+  for (int k = d->next_launch; k < d->lay.n_buckets; k++) launch(d, k, here);
   d->next_launch = d->lay.n_buckets;
-  em_status st = coll_run(d->used_req);
+  if (!here) st = coll_run(d->used_req);
   d->used_req = NULL;
   char msg[768] = "";
   if (st != EM_OK) snprintf(msg, sizeof msg, "ddp: used-parameter flags: %s", em_last_error());
   for (int k = 0; k < d->lay.n_buckets; k++) {
     bucket *b = &d->lay.buckets[k];
-    if (!b->req) continue;
-    em_status e = coll_wait_ex(b->req, COLL_TIMEOUT_DEFAULT, &b->t_done);
-    b->req = NULL;
-    if (e != EM_OK && st == EM_OK) {
-      st = e;
-      snprintf(msg, sizeof msg, "ddp: bucket %d: %s", k, em_last_error());
+    if (b->req) {
+      em_status e = coll_wait_ex(b->req, COLL_TIMEOUT_DEFAULT, &b->t_done);
+      b->req = NULL;
+      if (e != EM_OK && st == EM_OK) {
+        st = e;
+        snprintf(msg, sizeof msg, "ddp: bucket %d: %s", k, em_last_error());
+      }
+      if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) decompress(d, b);
     }
-    if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) {
-      bool bf = d->opts.compression == DDP_COMPRESS_BF16;
-      float *data = em_data_f32(d->lay.grads) + b->off;
-      if (bf)
-        em_bf16_to_f32_n(data, b->half, b->len);
-      else
-        em_f16_to_f32_n(data, b->half, b->len);
-    }
+    if (!(b->t_done > 0)) continue; /* not run (a launch failed) */
     /* Buckets queue behind each other on the comm thread: count the union of their spans. */
     double from = b->t_launch > comm_end ? b->t_launch : comm_end;
     if (b->t_done > from) comm += b->t_done - from;
