@@ -436,83 +436,83 @@ static em_status allreduce(const op_ctx *ctx, bool check, coll_shm_across across
   return EM_OK;
 }
 
-/* The root copies each chunk into its stage; the others copy it out. */
-static em_status broadcast(const op_ctx *ctx, bool check) {
+/* One staged round per chunk of n elements, per at a time: put my part of chunk [off, off + len)
+ * into my stage, arrive (on the first chunk the headers are compared), take what I need from
+ * every rank's stage, consumed. Broadcast, reduce-scatter and all-gather are this loop with their
+ * own put and take. */
+typedef void (*chunk_fn)(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len);
+
+static em_status staged_rounds(const op_ctx *ctx, bool check, int64_t n, int64_t per,
+                               chunk_fn put, chunk_fn take) {
   coll_shm *s = ctx->s;
-  const coll_req *r = ctx->r;
-  size_t es = em_dtype_size(r->dtype);
-  int64_t per = s->chunk / (int64_t)es;
-  char *buf = r->recv;
-  bool root = s->world[s->rank] == r->root;
-  for (int64_t off = 0; off == 0 || off < r->count; off += per) {
-    int64_t len = r->count - off < per ? r->count - off : per;
+  for (int64_t off = 0; off == 0 || off < n; off += per) {
+    int64_t len = n - off < per ? n - off : per;
     uint64_t g = ++s->gen;
     if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
-    if (root) memcpy(data(s, s->rank, g), buf + off * (int64_t)es, (size_t)len * es);
+    put(ctx, g, off, len);
     arrive(ctx, g, off == 0, check, -1);
     em_status st = all_arrived(ctx, g, off == 0, check);
     if (st != EM_OK) return st;
-    if (!root) {
-      int p = 0; /* the root's node rank */
-      while (s->world[p] != r->root) p++;
-      memcpy(buf + off * (int64_t)es, data(s, p, g), (size_t)len * es);
-    }
+    take(ctx, g, off, len);
     publish(s, F_CONSUMED, g);
   }
   return EM_OK;
+}
+
+static size_t elem(const op_ctx *ctx) { return em_dtype_size(ctx->r->dtype); }
+
+/* Broadcast: the root stages each chunk; the others copy it out of the root's stage. */
+static int root_of(const op_ctx *ctx) { /* the root's node rank (the node is the world here) */
+  int p = 0;
+  while (p < ctx->s->size - 1 && ctx->s->world[p] != ctx->r->root) p++;
+  return p;
+}
+static void bcast_put(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
+  if (root_of(ctx) == ctx->s->rank)
+    memcpy(data(ctx->s, ctx->s->rank, g), (char *)ctx->r->recv + off * (int64_t)es,
+           (size_t)len * es);
+}
+static void bcast_take(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
+  int root = root_of(ctx);
+  if (root != ctx->s->rank)
+    memcpy((char *)ctx->r->recv + off * (int64_t)es, data(ctx->s, root, g), (size_t)len * es);
 }
 
 /* Reduce-scatter: chunk g holds elements [off, off + len) of each of my W send blocks, block p at
  * p * len in my stage; rank r reduces block r of every rank's stage, in rank order, into its
  * recv[off, off + len). In place (recv is send) is safe: a chunk's input is staged before any of
  * its output is written, and later chunks read only later elements. */
-static em_status reduce_scatter(const op_ctx *ctx, bool check) {
-  coll_shm *s = ctx->s;
-  const coll_req *r = ctx->r;
-  size_t es = em_dtype_size(r->dtype);
-  reduce_fn fn = reduction(r->dtype, r->op);
-  int W = s->size, me = s->rank;
-  int64_t per = s->chunk / (int64_t)es / W, n = r->count; /* elements of each block per chunk */
-  const char *send = r->send;
+static void rs_put(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
+  int64_t n = ctx->r->count;
+  for (int p = 0; p < ctx->s->size; p++)
+    memcpy(data(ctx->s, ctx->s->rank, g) + p * len * (int64_t)es,
+           (const char *)ctx->r->send + (p * n + off) * (int64_t)es, (size_t)len * es);
+}
+static void rs_take(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
   char *parts[COLL_SHM_MAX_RANKS];
-  for (int64_t off = 0; off == 0 || off < n; off += per) {
-    int64_t len = n - off < per ? n - off : per;
-    uint64_t g = ++s->gen;
-    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
-    for (int p = 0; p < W; p++)
-      memcpy(data(s, me, g) + p * len * (int64_t)es, send + (p * n + off) * (int64_t)es,
-             (size_t)len * es);
-    arrive(ctx, g, off == 0, check, -1);
-    em_status st = all_arrived(ctx, g, off == 0, check);
-    if (st != EM_OK) return st;
-    for (int p = 0; p < W; p++) parts[p] = data(s, p, g) + me * len * (int64_t)es;
-    if (len) fn((char *)r->recv + off * (int64_t)es, parts, W, len);
-    publish(s, F_CONSUMED, g);
-  }
-  return EM_OK;
+  for (int p = 0; p < ctx->s->size; p++)
+    parts[p] = data(ctx->s, p, g) + ctx->s->rank * len * (int64_t)es;
+  if (len)
+    reduction(ctx->r->dtype, ctx->r->op)((char *)ctx->r->recv + off * (int64_t)es, parts,
+                                         ctx->s->size, len);
 }
 
 /* All-gather: chunk g holds elements [off, off + len) of my send; every rank copies every rank's
  * into its recv block. */
-static em_status allgather(const op_ctx *ctx, bool check) {
-  coll_shm *s = ctx->s;
-  const coll_req *r = ctx->r;
-  size_t es = em_dtype_size(r->dtype);
-  int W = s->size, me = s->rank;
-  int64_t per = s->chunk / (int64_t)es, n = r->count;
-  for (int64_t off = 0; off == 0 || off < n; off += per) {
-    int64_t len = n - off < per ? n - off : per;
-    uint64_t g = ++s->gen;
-    if (!begin_chunk(ctx, g)) return EM_ERR_TIMEOUT;
-    memcpy(data(s, me, g), (const char *)r->send + off * (int64_t)es, (size_t)len * es);
-    arrive(ctx, g, off == 0, check, -1);
-    em_status st = all_arrived(ctx, g, off == 0, check);
-    if (st != EM_OK) return st;
-    for (int p = 0; p < W; p++)
-      memcpy((char *)r->recv + (p * n + off) * (int64_t)es, data(s, p, g), (size_t)len * es);
-    publish(s, F_CONSUMED, g);
-  }
-  return EM_OK;
+static void ag_put(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
+  memcpy(data(ctx->s, ctx->s->rank, g), (const char *)ctx->r->send + off * (int64_t)es,
+         (size_t)len * es);
+}
+static void ag_take(const op_ctx *ctx, uint64_t g, int64_t off, int64_t len) {
+  size_t es = elem(ctx);
+  for (int p = 0; p < ctx->s->size; p++)
+    memcpy((char *)ctx->r->recv + (p * ctx->r->count + off) * (int64_t)es, data(ctx->s, p, g),
+           (size_t)len * es);
 }
 
 /* One round of headers: every rank arrives, then (checking) compares. A barrier, and the
@@ -543,11 +543,13 @@ bool coll__shm_runs(const coll_shm *s, const coll_req *r) {
 em_status coll__shm_run(coll_shm *s, const coll_req *r, bool check, double limit, char *msg,
                         size_t n) {
   op_ctx ctx = {s, r, limit, msg, n};
+  int64_t per = s->chunk / (int64_t)(em_dtype_size(r->dtype) ? em_dtype_size(r->dtype) : 1);
   switch (r->kind) {
   case COLL_ALLREDUCE: return allreduce(&ctx, check, NULL, NULL);
-  case COLL_BROADCAST: return broadcast(&ctx, check);
-  case COLL_REDUCE_SCATTER: return reduce_scatter(&ctx, check);
-  case COLL_ALLGATHER: return allgather(&ctx, check);
+  case COLL_BROADCAST: return staged_rounds(&ctx, check, r->count, per, bcast_put, bcast_take);
+  case COLL_REDUCE_SCATTER: /* a chunk holds len elements of each of the W blocks */
+    return staged_rounds(&ctx, check, r->count, per / s->size, rs_put, rs_take);
+  case COLL_ALLGATHER: return staged_rounds(&ctx, check, r->count, per, ag_put, ag_take);
   case COLL_BARRIER: return round_trip(&ctx, check);
   default:
     snprintf(msg, n, "%s: not a shared-memory operation", coll_kind_name(r->kind));
