@@ -13,6 +13,7 @@ packages=(
   python3 python3-torch python3-numpy libopenblas0-pthread
   dataset-fashion-mnist
   gnuplot-nox
+  slurm-wlm munge iproute2
 )
 
 missing=()
