@@ -19,13 +19,17 @@
  * usage: ember-ddp-bench [--model mlp|cnn] [--steps N] [--warmup N] [--batch N] [--threads N]
  *                        [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH]
  *                        [--tag NAME] [--overlap auto|on|off] [--static-order]
+ *                        [--profile PATH]
  * --overlap: when buckets are all-reduced (ddp_options.overlap; default auto, see ddp.h): on,
  * during backward; off, after it; comparing the two measures what overlap gains. --static-order:
  * keep the buckets in reverse registration order (ddp_options.static_bucket_order), to measure what
  * the grad-ready order gains. --tag is copied into the BENCH line (ddp_bench.sh tells its main runs
- * from its sweeps). */
+ * from its sweeps). --profile: rank 0 writes where its backward time goes, per parameter, as JSON
+ * (profile.h; run it at 1 rank), for the scale-out model of cluster/model/. */
 #include "dl_idx.h"
 #include "ember.h"
+#include "em_timeline.h"
+#include "profile.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -37,7 +41,7 @@ static int usage(const char *msg) {
   if (msg) ddp_eprint("ember-ddp-bench: %s\n", msg);
   ddp_eprint("usage: ember-ddp-bench [--model mlp|cnn] [--steps N] [--warmup N] [--batch N] "
              "[--threads N] [--bucket-mb X] [--compress none|bf16|fp16] [--timeline PATH] "
-             "[--tag NAME] [--overlap auto|on|off] [--static-order]\n");
+             "[--tag NAME] [--overlap auto|on|off] [--static-order] [--profile PATH]\n");
   ddp_finalize();
   return 2;
 }
@@ -67,10 +71,11 @@ int main(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'},  {"bucket-mb", required_argument, NULL, 'k'},
       {"compress", required_argument, NULL, 'c'}, {"timeline", required_argument, NULL, 'l'},
       {"tag", required_argument, NULL, 'g'},      {"overlap", required_argument, NULL, 'o'},
-      {"static-order", no_argument, NULL, 'a'},   {NULL, 0, NULL, 0}};
+      {"static-order", no_argument, NULL, 'a'},   {"profile", required_argument, NULL, 'p'},
+      {NULL, 0, NULL, 0}};
   int steps = 200, warmup = 10, batch = 64, threads = 1;
   ddp_options dopts = {0};
-  const char *compress = "none", *tag = "main", *model_name = "mlp";
+  const char *compress = "none", *tag = "main", *model_name = "mlp", *profile_path = NULL;
   for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
     bool ok = true;
     switch (c) {
@@ -93,6 +98,7 @@ int main(int argc, char **argv) {
       if (!ok) return usage("--overlap must be auto, on or off");
       break;
     case 'a': dopts.static_bucket_order = true; break;
+    case 'p': profile_path = optarg; break;
     default: return usage(NULL);
     }
     if (!ok) return usage(em_last_error());
@@ -122,6 +128,8 @@ int main(int argc, char **argv) {
   if (!ddp) return fail("ddp_wrap");
   em_optim *opt = em_sgd(em_parameters(model), .lr = 0.01, .momentum = 0.9);
   if (!opt) return fail("optimizer");
+  bench_profile *prof = NULL;
+  if (profile_path && r == 0 && !(prof = profile_attach(model))) return fail("--profile");
   int64_t n = images->shape[0], n_batches = n / batch;
   int64_t *perm = malloc((size_t)n * sizeof *perm);
   if (!perm) return fail("out of memory");
@@ -144,12 +152,18 @@ int main(int argc, char **argv) {
     em_tensor *x = em_index_select(images, 0, idx), *y = em_index_select(labels, 0, idx);
     if (cnn) x = em_reshape(x, EM_SHAPE(batch, 1, 28, 28)); /* (B, 784) -> (B, 1, 28, 28) */
     em_zero_grad(opt);
+    double tf = em_timeline_now();
     em_tensor *loss = em_cross_entropy(em_forward(model, x), y);
-    if (!loss || em_backward(loss) != EM_OK || em_step(opt) != EM_OK) {
+    double tb = em_timeline_now();
+    if (prof) profile_backward_begins(prof, s >= warmup);
+    em_status e = loss ? em_backward(loss) : EM_ERR_INVALID;
+    double to = em_timeline_now();
+    if (!loss || e != EM_OK || em_step(opt) != EM_OK) {
       ddp_eprint("ember-ddp-bench: step %d: %s\n", s, em_last_error());
       coll_abort(ddp_comm(), "ember-ddp-bench: training step failed");
       return 1;
     }
+    if (prof && s >= warmup) profile_step(prof, tb - tf, to - tb, em_timeline_now() - to);
     last_loss = em_get(loss, 0);
     if (s < span) head_loss += last_loss / span;
     if (s >= total - span) tail_loss += last_loss / span;
@@ -185,6 +199,9 @@ int main(int argc, char **argv) {
       model_name, W, threads, batch, cap, compress, W > 1 && st.overlap ? "yes" : "no",
       dopts.static_bucket_order ? "static" : "observed", st.n_buckets, sps, 1000 * dt / steps,
       comm * ms, exposed * ms, overlapped * ms, comm > 0 ? overlapped / comm : 0.0, tag);
+  if (prof && !profile_write(prof, profile_path, model_name, batch, threads))
+    return fail("--profile");
+  profile_free(prof);
   free(perm);
   em_optim_free(opt);
   ddp_free(ddp);
