@@ -95,7 +95,10 @@ static cJSON *profile_json(const bench_profile *p, const char *model, int batch,
     order[i] = i;
   }
   if (ok) qsort_r(order, (size_t)n, sizeof *order, by_ready, mean);
-  ok = ok && cJSON_AddStringToObject(root, "model", model) &&
+  ok = ok && cJSON_AddStringToObject(root, "format", "ember-scale-profile") &&
+       cJSON_AddNumberToObject(root, "version", 1) &&
+       cJSON_AddStringToObject(root, "name", model) &&
+       cJSON_AddStringToObject(root, "order", "backward") &&
        cJSON_AddNumberToObject(root, "batch", batch) &&
        cJSON_AddNumberToObject(root, "threads", threads) &&
        cJSON_AddNumberToObject(root, "steps", p->steps) &&
@@ -105,11 +108,14 @@ static cJSON *profile_json(const bench_profile *p, const char *model, int batch,
   double prev = 0;
   for (int k = 0; ok && k < n; k++) { /* ready order: the layer's own compute since the last */
     int i = order[k];
-    cJSON *l = cJSON_CreateObject();
-    ok = l && cJSON_AddStringToObject(l, "name", p->params.names ? p->params.names[i] : "") &&
-         cJSON_AddNumberToObject(l, "params", (double)em_numel(p->params.t[i])) &&
+    cJSON *l = cJSON_CreateObject(), *numel = cJSON_CreateArray();
+    if (numel) cJSON_AddItemToArray(numel, cJSON_CreateNumber((double)em_numel(p->params.t[i])));
+    ok = l && numel && cJSON_GetArraySize(numel) == 1 &&
+         cJSON_AddStringToObject(l, "name", p->params.names ? p->params.names[i] : "") &&
+         cJSON_AddItemToObject(l, "params", numel) && (numel = NULL, true) &&
          cJSON_AddNumberToObject(l, "ready_s", mean[i]) &&
          cJSON_AddNumberToObject(l, "backward_s", mean[i] - prev);
+    cJSON_Delete(numel);
     if (l && !ok) cJSON_Delete(l);
     if (ok) cJSON_AddItemToArray(layers, l);
     prev = mean[i];

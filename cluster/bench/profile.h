@@ -4,7 +4,9 @@
  * For every parameter the recorder notes when its gradient became final (a grad-ready hook, the
  * same event the reducer launches buckets on), relative to the start of em_backward, and averages
  * it over the timed steps. Sorted by that time, the differences between neighbours are the backward
- * compute that each parameter's layer costs. Measured at 1 rank, nothing else runs in the pass. */
+ * compute that each parameter's layer costs. Measured at 1 rank, nothing else runs in the pass.
+ * The JSON is the scale-out model's profile format ("ember-scale-profile" version 1, one entry per
+ * parameter, in backward order: cluster/model/profiles.py reads it as it is). */
 #ifndef EMBER_BENCH_PROFILE_H
 #define EMBER_BENCH_PROFILE_H
 
