@@ -106,6 +106,7 @@ typedef struct {
   int nodes;    /* hosts, or the allocation's nodes under srun; 1 locally */
   int per_node; /* ranks on each node */
   int world;    /* nodes * per_node */
+  int alloc_nodes; /* mpirun inside a Slurm allocation of this many nodes (> 1), else 0 */
   int cores;    /* CPUs per node (this machine's, or SLURM_CPUS_ON_NODE) */
   int threads;  /* per rank */
   dr_bind bind;
