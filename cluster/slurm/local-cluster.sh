@@ -5,6 +5,7 @@
 #   cluster/slurm/local-cluster.sh up [--nodes 1|2] [--cpus N] [--dir DIR]
 #   cluster/slurm/local-cluster.sh status [--dir DIR]
 #   cluster/slurm/local-cluster.sh down [--dir DIR]
+#   cluster/slurm/local-cluster.sh check        (exit 0 if `up` can work here, else 77 and why)
 #
 # What `up` makes, all of it recorded in DIR/state so that `down` undoes exactly that:
 #
@@ -33,7 +34,7 @@ set -euo pipefail
 
 usage() {
   echo "usage: local-cluster.sh up [--nodes 1|2] [--cpus N] [--dir DIR] | status [--dir DIR] |" \
-    "down [--dir DIR]" >&2
+    "down [--dir DIR] | check" >&2
   exit 2
 }
 die() { echo "local-cluster: error: $*" >&2; exit 1; }
@@ -360,6 +361,7 @@ status() {
 }
 
 case $cmd in
+check) check_prereqs ;;
 up) up ;;
 status) status ;;
 down)
