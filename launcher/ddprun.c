@@ -388,7 +388,8 @@ static dr_launcher choose_launcher(const dr_options *o) {
   bool pmix = srun_has_pmix(why, sizeof why);
   if (!o->dry_run) /* the dry run's command line says it */
     dr_warn("inside Slurm job %s: %s: %s", job, why,
-            pmix ? "ranks start with srun --mpi=pmix" : "ranks start with mpirun inside the allocation");
+            pmix ? "ranks start with srun --mpi=pmix"
+                 : "ranks start with mpirun inside the allocation");
   return pmix ? DR_LAUNCH_SRUN : DR_LAUNCH_MPIRUN;
 }
 

@@ -46,7 +46,7 @@ usage() {
     "[--setting NAME] [--link RATE] [--machines M] -- COMMAND..." >&2
   exit 2
 }
-nodes=1 launcher=local setting= link=none machines=1
+nodes=1 launcher=local setting='' link=none machines=1
 [ $# -gt 0 ] || usage
 if [ "$1" = --header ]; then echo "$HEADER"; exit 0; fi
 while [ $# -gt 0 ]; do

@@ -43,7 +43,7 @@ note() { echo "local-cluster: $*" >&2; }
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
-nodes=2 cpus= dir=${EMBER_SLURM_DIR:-}
+nodes=2 cpus='' dir=${EMBER_SLURM_DIR:-}
 while [ $# -gt 0 ]; do
   case $1 in
   --nodes) nodes=${2:-}; shift 2 || usage ;;
@@ -122,7 +122,7 @@ stop_pids() { # stop_pids PID:EXE...: TERM, up to 10 s, then KILL, up to 5 s
 netns_pids() { ip netns pids "$1" 2>/dev/null || true; }
 
 teardown() { # undoes everything in $dir/state, in reverse; removes $dir
-  local conf=$dir/slurm.conf ok=0 line kind name pid exe pids=() ns=() links=()
+  local conf=$dir/slurm.conf ok=0 kind name pid exe pids=() ns=() links=()
   # Jobs first, while slurmctld still runs: their processes are children of our slurmd's stepds.
   if [ -f "$conf" ] && grep -q '^pid slurmctld ' "$dir/state"; then
     SLURM_CONF=$conf timeout 10 scancel --full --quiet --user=root 2>/dev/null || true
@@ -244,20 +244,20 @@ EOF
 node_addr() { echo "10.214.0.$((16 * inst + 1 + $1))"; }
 
 start_node() { # start_node INDEX NAME: a namespace, its veth on the bridge, slurmd inside
-  local i=$1 name=$2 ns=emslurm$inst-$2 hv=emslurm$inst-h$1 nv=emslurm$inst-e$1
-  ip netns add "$ns"
-  record netns "$ns"
+  local i=$1 name=$2 netns=emslurm$inst-$2 hv=emslurm$inst-h$1 nv=emslurm$inst-e$1
+  ip netns add "$netns"
+  record netns "$netns"
   ip link add "$hv" type veth peer name "$nv"
   record link "$hv"
-  ip link set "$nv" netns "$ns"
+  ip link set "$nv" netns "$netns"
   ip link set "$hv" master "emslurm$inst-br" up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" addr add "$(node_addr "$i")/28" dev "$nv"
-  ip -n "$ns" link set "$nv" up
+  ip -n "$netns" link set lo up
+  ip -n "$netns" addr add "$(node_addr "$i")/28" dev "$nv"
+  ip -n "$netns" link set "$nv" up
   mkdir -p "$dir/spool/$name" "$dir/nodes/$name/tmpfs"
   # Not `ip netns exec` (it remounts /sys, and slurmd then fails on cgroups): nsenter for the
   # network, unshare for the hostname and for a mount namespace in which TmpFS is this node's own.
-  setsid nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
+  setsid nsenter --net="/run/netns/$netns" unshare --mount --uts --propagation private \
     sh -c 'hostname "$1" && mount --bind "$2" "$3" && exec slurmd -D -N "$1" -f "$4"' \
     slurmd-wrap "$name" "$dir/nodes/$name/tmpfs" "$dir/tmpfs" "$dir/slurm.conf" \
     </dev/null >>"$dir/log/slurmd-$name.out" 2>&1 &

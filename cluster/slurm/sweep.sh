@@ -25,7 +25,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=${EMBER_SRC:-$(cd "$here/../.." && pwd)}
 build=${EMBER_BUILD:-$src/build}
-out= wait_s=
+out='' wait_s=''
 while [ $# -gt 0 ]; do
   case $1 in
   --out) out=${2:?--out DIR}; shift 2 ;;

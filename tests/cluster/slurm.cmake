@@ -25,4 +25,5 @@ set_tests_properties(slurm_job_1node slurm_job_2nodes slurm_sweep PROPERTIES
 set(lsan "suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp:print_suppressions=0")
 set(asan "fast_unwind_on_malloc=0:detect_leaks=1:abort_on_error=1")
 set_tests_properties(${slurm_tests} PROPERTIES RESOURCE_LOCK ember_slurm SKIP_RETURN_CODE 77
-  ENVIRONMENT "EMBER_SLURM_STATE=${slurm_state};OMPI_MCA_mca_base_component_disable_dlclose=1;LSAN_OPTIONS=${lsan};ASAN_OPTIONS=${asan}")
+  ENVIRONMENT "EMBER_SLURM_STATE=${slurm_state};OMPI_MCA_mca_base_component_disable_dlclose=1;\
+LSAN_OPTIONS=${lsan};ASAN_OPTIONS=${asan}")

@@ -25,8 +25,9 @@ esac
 # submit NAME [VAR=value]: the job with its run directory $tmp/NAME; sets $jid
 submit() {
   local name=$1 extra=${2:+,$2}
-  jid=$(sbatch --parsable --output="$tmp/$name.out" \
-    --export="ALL,EMBER_SRC=$src,EMBER_BUILD=$build,EMBER_RUN_DIR=$tmp/$name$extra,EMBER_OVERRIDES=train.steps=30 optim.warmup_steps=5 train.log_every=10 train.threads=1" \
+  local env="ALL,EMBER_SRC=$src,EMBER_BUILD=$build,EMBER_RUN_DIR=$tmp/$name"
+  env+=",EMBER_OVERRIDES=train.steps=30 optim.warmup_steps=5 train.log_every=10 train.threads=1"
+  jid=$(sbatch --parsable --output="$tmp/$name.out" --export="$env$extra" \
     "$src/cluster/slurm/$script") || fail "sbatch $script failed"
   echo "submitted $script as job $jid ($name)"
 }
@@ -73,7 +74,8 @@ if [ "$kind" = 2nodes ]; then
   check_run mpirun
   grep -q "offers no pmix: ranks start with mpirun inside the allocation" "$tmp/mpirun.out" ||
     fail "mpirun: ddprun did not say it falls back to mpirun"
-  cmp <(cut -d, -f1-4 "$tmp/srun/metrics/metrics.csv") <(cut -d, -f1-4 "$tmp/mpirun/metrics/metrics.csv") ||
+  cmp <(cut -d, -f1-4 "$tmp/srun/metrics/metrics.csv") \
+    <(cut -d, -f1-4 "$tmp/mpirun/metrics/metrics.csv") ||
     fail "the mpirun job's steps, losses and learning rates differ from the srun job's"
   echo "ok: mpirun inside the allocation: the same 30 losses as under srun --mpi=pmix"
 fi

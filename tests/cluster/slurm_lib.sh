@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # slurm_lib.sh: shared by the Slurm test scripts (sourced). Expects $src (the source tree).
 #   slurm_env             skip (77) when local-cluster.sh cannot work here; else find the cluster
 #                         that the slurm_up fixture made (EMBER_SLURM_STATE names its pointer
