@@ -51,7 +51,8 @@ static const char *const HELP =
     "                               ember-train, with job.yaml [and the overrides]\n"
     "  -d, --dry-run                print the command that would run (one line) and exit\n"
     "  -m, --mpi-args \"...\"         words added to mpirun's (or srun's) options\n"
-    "  -L, --launcher auto|mpirun|srun  (default auto: srun when SLURM_JOB_ID is set)\n"
+    "  -L, --launcher auto|mpirun|srun  (default auto: inside a Slurm allocation srun\n"
+    "                               --mpi=pmix, or mpirun if srun has no pmix; else mpirun)\n"
     "  -h, --help                   this text\n"
     "\n"
     "Terminal output is tagged \"[rank R] \". Exit status: 0 if the last attempt succeeded,\n"
@@ -345,14 +346,61 @@ static int slurm_int(const char *name) {
   return end != v && n > 0 && n < (1 << 20) ? (int)n : -1;
 }
 
+/* Does srun offer the pmix MPI plugin? Asks `srun --mpi=list` (DDPRUN_FAKE_SRUN_MPI, the list
+ * as words, stands in for its answer in the tests). *why says what was seen, for the log. */
+static bool srun_has_pmix(char *why, size_t n) {
+  const char *fake = getenv("DDPRUN_FAKE_SRUN_MPI");
+  char list[1024] = "";
+  size_t len = 0;
+  if (fake)
+    snprintf(list, sizeof list, "%s", fake);
+  else {
+    FILE *f = popen("timeout 10 srun --mpi=list 2>&1", "r");
+    if (f) {
+      len = fread(list, 1, sizeof list - 1, f);
+      list[len] = 0;
+      int st = pclose(f);
+      if (st != 0) {
+        snprintf(why, n, "`srun --mpi=list` failed (status %d)", st);
+        return false;
+      }
+    }
+  }
+  /* The answer is "MPI plugin types are...", then one name per line ("\tpmix"). */
+  for (char *save, *w = strtok_r(list, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+    if (!strcmp(w, "pmix")) {
+      snprintf(why, n, "`srun --mpi=list` offers pmix");
+      return true;
+    }
+  snprintf(why, n, "`srun --mpi=list` offers no pmix");
+  return false;
+}
+
+/* The launcher: as asked; else, inside a Slurm allocation (SLURM_JOB_ID), `srun --mpi=pmix` when
+ * srun has pmix and Open MPI's mpirun inside the allocation when not (mpirun reads the
+ * allocation's nodes itself). PMI-2 is not tried: Debian's Open MPI 4.1 has no Slurm PMI-2 client
+ * and its ranks fail under `srun --mpi=pmi2` (measured; docs/slurm.md). Outside: mpirun. */
+static dr_launcher choose_launcher(const dr_options *o) {
+  if (o->launcher != DR_LAUNCH_AUTO) return o->launcher;
+  const char *job = getenv("SLURM_JOB_ID");
+  if (!job) return DR_LAUNCH_MPIRUN;
+  char why[128];
+  bool pmix = srun_has_pmix(why, sizeof why);
+  if (!o->dry_run) /* the dry run's command line says it */
+    dr_warn("inside Slurm job %s: %s: %s", job, why,
+            pmix ? "ranks start with srun --mpi=pmix"
+                 : "ranks start with mpirun inside the allocation");
+  return pmix ? DR_LAUNCH_SRUN : DR_LAUNCH_MPIRUN;
+}
+
 static void resolve(const dr_options *o, dr_plan *p) {
   *p = (dr_plan){0};
-  p->launcher = o->launcher != DR_LAUNCH_AUTO ? o->launcher
-                : getenv("SLURM_JOB_ID")      ? DR_LAUNCH_SRUN
-                                              : DR_LAUNCH_MPIRUN;
+  p->launcher = choose_launcher(o);
   bool srun = p->launcher == DR_LAUNCH_SRUN;
-  p->cores = srun && slurm_int("SLURM_CPUS_ON_NODE") > 0 ? slurm_int("SLURM_CPUS_ON_NODE")
-                                                         : dr_cpu_count();
+  /* Inside an allocation the plan comes from it, whichever program starts the ranks. */
+  bool alloc = srun || getenv("SLURM_JOB_ID");
+  p->cores = alloc && slurm_int("SLURM_CPUS_ON_NODE") > 0 ? slurm_int("SLURM_CPUS_ON_NODE")
+                                                          : dr_cpu_count();
   if (o->hosts) p->hosts = dr_parse_hosts(o->hosts, "--hosts", &p->nhosts);
   if (o->hostfile) p->hosts = dr_parse_hostfile(o->hostfile, &p->nhosts);
 
@@ -360,13 +408,13 @@ static void resolve(const dr_options *o, dr_plan *p) {
   bool all_counted = p->nhosts > 0;
   for (int i = 0; i < p->nhosts; i++) all_counted &= p->hosts[i].slots > 0;
   int nodes = p->nhosts ? p->nhosts : 1;
-  if (srun && !p->nhosts) {
+  if (alloc && !p->nhosts) {
     nodes = slurm_int("SLURM_NNODES");
     if (nodes < 0) nodes = slurm_int("SLURM_JOB_NUM_NODES");
     if (nodes < 0) nodes = 1;
   }
   int per_node = o->nproc > 0 ? o->nproc : 0;
-  if (!per_node && o->nproc != DR_NPROC_AUTO && srun && !all_counted) {
+  if (!per_node && o->nproc != DR_NPROC_AUTO && alloc && !all_counted) {
     per_node = slurm_int("SLURM_NTASKS_PER_NODE");
     int ntasks = slurm_int("SLURM_NTASKS");
     if (per_node < 0 && ntasks > 0 && ntasks % nodes == 0) per_node = ntasks / nodes;
@@ -401,6 +449,10 @@ static void resolve(const dr_options *o, dr_plan *p) {
     p->per_node = per_node ? per_node : auto_nproc(p->cores);
     p->world = nodes * p->per_node;
     if (!srun && p->per_node > p->cores) p->oversubscribe = true;
+    /* mpirun inside an allocation: the allocation's slots per node are its tasks per node. */
+    int slots = slurm_int("SLURM_NTASKS_PER_NODE");
+    if (!srun && alloc && slots > 0 && p->per_node > slots) p->oversubscribe = true;
+    p->alloc_nodes = !srun && alloc && nodes > 1 ? nodes : 0;
   }
 
   p->threads = o->threads ? o->threads : (p->cores / p->per_node > 1 ? p->cores / p->per_node : 1);

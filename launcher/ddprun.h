@@ -103,11 +103,12 @@ typedef struct {
   dr_launcher launcher; /* MPIRUN or SRUN */
   dr_host *hosts;       /* NULL: this machine only (mpirun), or the allocation (srun) */
   int nhosts;
-  int nodes;    /* hosts, or the allocation's nodes under srun; 1 locally */
-  int per_node; /* ranks on each node */
-  int world;    /* nodes * per_node */
-  int cores;    /* CPUs per node (this machine's, or SLURM_CPUS_ON_NODE) */
-  int threads;  /* per rank */
+  int nodes;       /* hosts, or the allocation's nodes (srun, or mpirun in it); 1 locally */
+  int per_node;    /* ranks on each node */
+  int world;       /* nodes * per_node */
+  int alloc_nodes; /* mpirun inside a Slurm allocation of this many nodes (> 1), else 0 */
+  int cores;       /* CPUs per node (this machine's, or SLURM_CPUS_ON_NODE) */
+  int threads;     /* per rank */
   dr_bind bind;
   bool bind_overload; /* --bind core asked for more CPUs than there are */
   bool oversubscribe;

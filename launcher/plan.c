@@ -9,7 +9,10 @@
  *          [-x EMBER_COLL_TIMEOUT=S] [-x EMBER_*...] [--mpi-args words]
  *          /abs/ddprun --agent A LOGDIR tag|quiet -- program args
  *
- * srun (inside a Slurm allocation):
+ * mpirun inside a Slurm allocation of N > 1 nodes (srun without pmix) adds
+ *          --map-by ppr:P:node[:PE=T] (the nodes come from the allocation, not from -H)
+ *
+ * srun (inside a Slurm allocation, when srun offers pmix):
  *
  *   srun --mpi=pmix --nodes=N --ntasks-per-node=P --ntasks=WORLD [--nodelist=h1,h2]
  *        --cpus-per-task=T --cpu-bind=cores|ldoms|none --kill-on-bad-exit=1
@@ -164,6 +167,13 @@ static void mpirun_command(const dr_plan *p, int attempt, dr_strv *out) {
     dr_strv_push(out, list);
     free(list);
   }
+  if (p->alloc_nodes) { /* mpirun finds the allocation's nodes itself; P ranks on each */
+    dr_strv_push(out, "--map-by");
+    if (p->bind == DR_BIND_CORE && p->threads > 1)
+      dr_strv_pushf(out, "ppr:%d:node:PE=%d", p->per_node, p->threads);
+    else
+      dr_strv_pushf(out, "ppr:%d:node", p->per_node);
+  }
   if (p->oversubscribe) dr_strv_push(out, "--oversubscribe");
   if (p->root) dr_strv_push(out, "--allow-run-as-root");
   const char *overload = p->bind_overload ? ":overload-allowed" : "";
@@ -171,7 +181,7 @@ static void mpirun_command(const dr_plan *p, int attempt, dr_strv *out) {
   case DR_BIND_CORE:
     dr_strv_push(out, "--bind-to");
     dr_strv_pushf(out, "core%s", overload);
-    if (p->threads > 1) {
+    if (p->threads > 1 && !p->alloc_nodes) {
       dr_strv_push(out, "--map-by");
       dr_strv_pushf(out, "slot:PE=%d", p->threads);
     }

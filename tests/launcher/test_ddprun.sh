@@ -13,7 +13,7 @@ trap 'rm -rf "$T"' EXIT
 # machine's size and who we are (DDPRUN_FAKE_* are ddprun's documented test overrides).
 for v in $(env | grep -oE '^(SLURM_[A-Z_]*|EMBER_[A-Z_]*)'); do unset "$v"; done
 export CUDA_VISIBLE_DEVICES=
-unset DDPRUN_FAKE_CORES DDPRUN_FAKE_EUID
+unset DDPRUN_FAKE_CORES DDPRUN_FAKE_EUID DDPRUN_FAKE_SRUN_MPI
 
 out=$T/out rc=0
 fail() {
@@ -117,7 +117,8 @@ dryrun)
   eval "set -- $(head -n 1 "$out")"
   [ "${*: -4:1}" = prog ] && [ "${*: -3:1}" = "it's here" ] && [ "${*: -2:1}" = 'a$b' ] &&
     [ -z "${*: -1}" ] || fail "quoted words did not survive sh: $*"
-  # Slurm allocation: srun, the allocation's nodes and ranks.
+  # Slurm allocation: srun, the allocation's nodes and ranks (srun --mpi=list offers pmix).
+  export DDPRUN_FAKE_SRUN_MPI="none pmi2 pmix cray_shasta"
   SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_NTASKS_PER_NODE=2 SLURM_NTASKS=4 SLURM_CPUS_ON_NODE=4 \
     run -d prog
   want_rc 0
@@ -132,6 +133,15 @@ dryrun)
   has "--nodes=2 --ntasks-per-node=2 --ntasks=4 --nodelist=n1,n2 "
   SLURM_JOB_ID=42 run -d --launcher mpirun -n 2 prog
   has "mpirun -np 2 "
+  # No pmix in srun: mpirun inside the allocation, P ranks on each of its nodes; said on stderr
+  # in a real run.
+  DDPRUN_FAKE_SRUN_MPI="none pmi2" SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_NTASKS_PER_NODE=2 \
+    SLURM_CPUS_ON_NODE=2 DDPRUN_FAKE_EUID=1000 run -d prog
+  same "mpirun -np 4 --map-by ppr:2:node --bind-to core $MCA $ENV1 $AGENT prog"
+  DDPRUN_FAKE_SRUN_MPI="none" SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_NTASKS_PER_NODE=1 \
+    SLURM_CPUS_ON_NODE=4 DDPRUN_FAKE_EUID=1000 run -d -n 2 -t 2 prog
+  has "mpirun -np 4 --map-by ppr:2:node:PE=2 --oversubscribe --bind-to core "
+  unset DDPRUN_FAKE_SRUN_MPI
   # -n auto without GPUs: one rank per core, said on stderr.
   DDPRUN_FAKE_CORES=3 run -d -n auto prog
   has "-n auto: 3 ranks per node (no GPU visible"
