@@ -45,4 +45,17 @@ tail -n +2 "$csv" | awk -F, -v plan="$plan" -v cores="$(nproc --all)" '
     if ($7 > 1 && !($24 > 0)) bad("efficiency " $24)
   }
   END { exit err }' || fail "rows of $csv (above)"
-echo "ok: 4 sweep rows checked"
+# the gathering job's summary (cluster/scaling/summarize.py): one line per element, the 1 rank's
+# efficiency 1, and the plot of throughput against ranks
+sum=$tmp/sweep/summary.csv
+[ -f "$sum" ] || fail "no $sum (the gathering job runs summarize.py)"
+[ "$(tail -n +2 "$sum" | wc -l)" -eq 4 ] || fail "expected 4 configurations in $sum"
+/usr/bin/python3 - "$sum" <<'PY' || fail "summary $sum (above)"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+one = [r for r in rows if r["world"] == "1"]
+assert len(one) == 1 and abs(float(one[0]["efficiency"]) - 1) < 1e-9, one
+assert all(0 < float(r["efficiency"]) for r in rows), rows
+PY
+[ -s "$tmp/sweep/throughput_mlp.png" ] || fail "no throughput_mlp.png next to $sum"
+echo "ok: 4 sweep rows checked, summarised and plotted"
