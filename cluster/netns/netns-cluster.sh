@@ -6,8 +6,7 @@
 #   netns-cluster.sh rate R|none                           change every link's rate limit
 #   netns-cluster.sh status                                what exists, addresses, rates, processes
 #   netns-cluster.sh exec NODE CMD...                      run CMD inside node NODE (node2 or 2)
-#   netns-cluster.sh run CMD...                            run CMD inside node1 with Open MPI set up
-#                                                          for the cluster (mpirun, ddprun)
+#   netns-cluster.sh run CMD...                            CMD in node1, Open MPI set up for a job
 #   netns-cluster.sh down                                  remove everything `up` made
 #
 # The layout (N = 2; every name and address is made here, none is routed anywhere else):
@@ -50,7 +49,8 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '3,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  echo "usage:" >&2
+  sed -n 's/^#   netns-cluster.sh/  netns-cluster.sh/p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 need_root() {
@@ -66,6 +66,7 @@ record() { echo "$*" >> "$STATE/made"; } # one object per line, in the order mad
 # "node2", "2" or "10.213.0.2" -> 2; dies on anything else or on a node that does not exist.
 node_index() {
   local n=$1 k
+  [ "$(nodes_up)" -gt 0 ] || die "no cluster is up (netns-cluster.sh up N first)"
   case $n in
     node[0-9]*) k=${n#node} ;;
     "$SUBNET_BASE".[0-9]*) k=${n##*.} ;;
@@ -227,6 +228,7 @@ kill_ns() {
     [ -n "$(ns_pids "$ns")" ] || return 0
     sleep 0.1
   done
+  # shellcheck disable=SC2046 # one pid per word
   kill -KILL $(ns_pids "$ns") 2> /dev/null || true
   sleep 0.2
 }
@@ -250,7 +252,7 @@ down() {
       etc) rm -rf -- "$name" ;;
     esac
   done
-  for ns in /etc/netns/$PREFIX[0-9]* "/etc/netns/$SWITCH_NS"; do
+  for ns in "/etc/netns/${PREFIX}"[0-9]* "/etc/netns/$SWITCH_NS"; do
     [ -d "$ns" ] && rm -rf -- "$ns"
   done
   rmdir /etc/netns 2> /dev/null || true
