@@ -96,14 +96,19 @@ wait_training() {
   fail "no 'netns_train: training' within 60 s"
 }
 # The pid of rank $1's program inside node $2 (not its ddprun agent, which has the same rank
-# variables).
+# variables). Looks for at most 5 s.
 program_pid() {
-  local p
-  for p in $(ip netns pids "ember-n$2"); do
-    [ "$(cat "/proc/$p/comm" 2> /dev/null)" = netns_train ] &&
-      tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1" &&
-      echo "$p" && return 0
+  local p i
+  for ((i = 0; i < 50; i++)); do
+    for p in $(ip netns pids "ember-n$2"); do
+      [ "$(cat "/proc/$p/comm" 2> /dev/null)" = netns_train ] &&
+        tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1" &&
+        echo "$p" && return 0
+    done
+    sleep 0.1
   done
+  echo "processes in node$2:" >> "$out"
+  ip netns pids "ember-n$2" | xargs -r ps -o pid=,comm=,args= -p >> "$out"
   return 1
 }
 
