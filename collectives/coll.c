@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *kind_names[] = {"allreduce", "broadcast",    "reduce_scatter", "allgather",
                                    "barrier",   "alloc_shared", "free_shared"};
@@ -441,8 +442,10 @@ static void timeout_report(coll_req *r, double waited, char *buf, size_t n) {
   coll_fingerprint f = coll__fingerprint(r);
   char what[160];
   coll__describe(&f, what, sizeof what);
-  int k = snprintf(buf, n, "rank %d: timeout after %.1f s waiting for %s (%s, %s)", r->comm->rank,
-                   waited, what,
+  char host[64] = "?";
+  gethostname(host, sizeof host - 1);
+  int k = snprintf(buf, n, "rank %d (on %s): timeout after %.1f s waiting for %s (%s, %s)",
+                   r->comm->rank, host, waited, what,
                    r->state == REQ_RUNNING ? "in progress" : "queued behind earlier operations",
                    r->backend->name);
   if (k > 0 && (size_t)k < n && r->backend->progress_report)

@@ -35,11 +35,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* How long the idle comm thread spins before it sleeps. */
 #define SPIN_S 50e-6
+/* Host names kept per rank for the timeout reports (longer ones are cut). */
+#define HOST_LEN 64
+/* Other nodes named one by one in a report; more are counted. */
+#define REPORT_HOSTS 8
 
-enum { SLOT_STARTED, SLOT_DONE, SLOT_KIND, SLOT_DTYPE, SLOT_COUNT, SLOT_ROOT, SLOT_OP, SLOT_N };
+/* SLOT_PID and SLOT_BIRTH (the process's start time, /proc/PID/stat field 22) let a timed-out rank
+ * tell a stopped peer on its node from a slow one. */
+enum {
+  SLOT_STARTED,
+  SLOT_DONE,
+  SLOT_KIND,
+  SLOT_DTYPE,
+  SLOT_COUNT,
+  SLOT_ROOT,
+  SLOT_OP,
+  SLOT_PID,
+  SLOT_BIRTH,
+  SLOT_N
+};
 
 typedef struct {
   coll_comm *c;
@@ -49,6 +67,7 @@ typedef struct {
   int64_t *slots; /* node_size * SLOT_N, node-shared; NULL if the window could not be made */
   int node_rank, node_size;
   int *node_world; /* world rank of each node rank */
+  char *hosts;     /* size * HOST_LEN: each world rank's host name, for reports; NULL if unknown */
   coll_shm *shm;   /* all ranks on this node: the shared-memory all-reduce, else NULL */
   /* Several nodes of node_size >= 2 ranks each: the hierarchical all-reduce, over this node's
    * segment (hier) and cross, the ranks of every node with my node rank; else NULL, NULL. */
@@ -433,6 +452,84 @@ static bool slot_running(const mpi_state *s, int i, coll_fingerprint *f) {
   return true;
 }
 
+/* Process pid's state letter (/proc/PID/stat field 3) into *state; returns its start time (field
+ * 22, clock ticks since boot), -1 if the file cannot be read or parsed. */
+static int64_t proc_stat(int64_t pid, char *state) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t len = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[len] = 0;
+  char *p = strrchr(buf, ')'); /* the command name, in parentheses, may hold anything */
+  if (!p || sscanf(p + 1, " %c", state) != 1) return -1;
+  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  return p ? strtoll(p + 1, NULL, 10) : -1;
+}
+
+/* Node rank i's process is stopped (SIGSTOP, a debugger): it will not progress however long we
+ * wait. Checked against its published start time, so a reused pid, or a peer in another PID
+ * namespace, is never taken for it. */
+static bool peer_stopped(const mpi_state *s, int i) {
+  char state = 0;
+  int64_t pid = slot_load(s, i, SLOT_PID), birth = slot_load(s, i, SLOT_BIRTH);
+  return pid > 0 && birth >= 0 && proc_stat(pid, &state) == birth && (state == 'T' || state == 't');
+}
+
+static const char *host_of(const mpi_state *s, int w) {
+  return s->hosts ? s->hosts + (size_t)w * HOST_LEN : "?";
+}
+
+static bool on_my_node(const mpi_state *s, int w) {
+  for (int i = 0; i < s->node_size; i++)
+    if (s->node_world[i] == w) return true;
+  return false;
+}
+
+/* Rank w runs on another node than this rank, on host h. */
+static bool other_on(const mpi_state *s, int w, const char *h) {
+  return !on_my_node(s, w) && !strcmp(host_of(s, w), h);
+}
+
+/* " node2 (ranks 2-3), node3 (rank 4)": the ranks of other nodes grouped by host, in rank order,
+ * as ranges; past REPORT_HOSTS hosts, a count. Returns the characters written (snprintf's count,
+ * possibly past n). For a timeout report only: quadratic in the world size. */
+static size_t other_nodes(const mpi_state *s, char *buf, size_t n) {
+  size_t k = 0;
+  int listed = 0, more = 0, size = s->c->size;
+#define ADD(...)                                                                                   \
+  do {                                                                                             \
+    if (k < n) k += (size_t)snprintf(buf + k, n - k, __VA_ARGS__);                                 \
+  } while (0)
+  for (int w = 0; w < size; w++) {
+    const char *h = host_of(s, w);
+    if (on_my_node(s, w)) continue;
+    bool seen = false; /* host h came up at an earlier rank */
+    for (int v = 0; v < w && !seen; v++) seen = other_on(s, v, h);
+    if (seen) continue;
+    if (listed == REPORT_HOSTS) {
+      more++;
+      continue;
+    }
+    int count = 0;
+    for (int v = w; v < size; v++) count += other_on(s, v, h);
+    ADD("%s %s (rank%s", listed++ ? "," : "", h, count == 1 ? "" : "s");
+    for (int v = w, runs = 0; v < size; v++) {
+      if (!other_on(s, v, h)) continue;
+      int end = v; /* a run of consecutive ranks on h: v..end */
+      while (end + 1 < size && other_on(s, end + 1, h)) end++;
+      ADD("%s%d", runs++ ? ", " : " ", v);
+      if (end > v) ADD("-%d", end);
+      v = end;
+    }
+    ADD(")");
+  }
+  if (more) ADD(" and %d more node%s", more, more == 1 ? "" : "s");
+#undef ADD
+  return k;
+}
+
 static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_t n) {
   mpi_state *s = state;
   size_t k = 0;
@@ -457,8 +554,8 @@ static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_
     int64_t started = slot_load(s, i, SLOT_STARTED), done = slot_load(s, i, SLOT_DONE);
     int w = s->node_world[i];
     if (started < mine.seq) {
-      ADD("; rank %d is behind: it has not started #%lld (last completed #%lld)", w,
-          (long long)mine.seq, (long long)done);
+      ADD("; rank %d is behind (on %s): it has not started #%lld (last completed #%lld)", w,
+          host_of(s, w), (long long)mine.seq, (long long)done);
       behind++;
     } else if (started == mine.seq && done < mine.seq) {
       coll_fingerprint other = {started,
@@ -475,10 +572,19 @@ static void mpi_progress_report(void *state, const coll_req *r, char *buf, size_
     } else if (done >= mine.seq) {
       ADD("; rank %d has completed #%lld", w, (long long)done);
     }
+    if (peer_stopped(s, i)) {
+      ADD(", but stopped: rank %d's process (pid %lld on %s) is in state T (SIGSTOP or a "
+          "debugger)",
+          w, (long long)slot_load(s, i, SLOT_PID), host_of(s, w));
+      behind++;
+    }
   }
   int others = s->c->size - s->node_size;
   if (behind) __atomic_store_n(&s->named_behind, true, __ATOMIC_RELEASE);
-  if (others > 0) ADD("; %d ranks on other nodes: progress unknown", others);
+  if (others > 0) {
+    ADD("; %d rank%s on other nodes, progress unknown:", others, others == 1 ? "" : "s");
+    if (k < n) k += other_nodes(s, buf + k, n - k);
+  }
   if (!behind && s->node_size > 1 && others == 0) ADD("; no rank of this node is behind");
 #undef ADD
 }
@@ -540,6 +646,7 @@ static void mpi_destroy(void *state) {
   pthread_cond_destroy(&s->qcond);
   pthread_mutex_destroy(&s->qlock);
   free(s->node_world);
+  free(s->hosts);
   free(s);
 }
 
@@ -573,6 +680,22 @@ static em_status split_node(mpi_state *s, int rank) {
   MPI_Comm_free(&s->node);
   s->node = part;
   return EM_OK;
+}
+
+/* Every rank's host name, so that a timeout report can say where a rank is (collective over the
+ * world). Reports do without when memory is short. */
+static void gather_hosts(mpi_state *s) {
+  char mine[HOST_LEN] = "";
+  if (gethostname(mine, sizeof mine - 1) != 0) snprintf(mine, sizeof mine, "?");
+  s->hosts = malloc((size_t)s->c->size * HOST_LEN);
+  int ok = s->hosts != NULL;
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, s->comm); /* all gather, or none */
+  if (ok)
+    MPI_Allgather(mine, HOST_LEN, MPI_CHAR, s->hosts, HOST_LEN, MPI_CHAR, s->comm);
+  else {
+    free(s->hosts);
+    s->hosts = NULL;
+  }
 }
 
 /* The world spans nodes: all-reduce hierarchically when every node has the same number of ranks,
@@ -639,6 +762,7 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     goto fail;
   }
   if (split_node(s, c->rank) != EM_OK) goto fail;
+  gather_hosts(s);
   MPI_Comm_rank(s->node, &s->node_rank);
   MPI_Comm_size(s->node, &s->node_size);
   s->node_world = calloc((size_t)s->node_size, sizeof *s->node_world);
@@ -655,6 +779,9 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
     if (MPI_Win_shared_query(s->win, 0, &size, &disp, &base) == MPI_SUCCESS && base) {
       s->slots = base;
       memset(mine, 0, SLOT_N * sizeof(int64_t));
+      char state;
+      mine[SLOT_PID] = getpid();
+      mine[SLOT_BIRTH] = proc_stat(getpid(), &state);
     } else {
       MPI_Win_free(&s->win);
     }

@@ -458,6 +458,17 @@ static void resolve(const dr_options *o, dr_plan *p) {
   p->threads = o->threads ? o->threads : (p->cores / p->per_node > 1 ? p->cores / p->per_node : 1);
   bool fits = (long)p->per_node * p->threads <= p->cores;
   p->bind = o->bind != DR_BIND_UNSET ? o->bind : fits ? DR_BIND_CORE : DR_BIND_NONE;
+  /* mpirun binds each node's ranks to cores counted from 0, whatever CPU set it was started in
+   * (measured: under taskset -c 1, --bind-to core put the rank on core 0). Several "nodes" that
+   * share one machine's cores (the netns cluster) would all land on core 0: 4x slower. Inside a
+   * CPU set, ranks inherit it instead; on a real node, which has all its CPUs, nothing changes. */
+  int online;
+  if (!srun && o->bind == DR_BIND_UNSET && p->bind == DR_BIND_CORE && dr_cpus_restricted(&online)) {
+    p->bind = DR_BIND_NONE;
+    dr_warn("--bind none: this process may use %d of the machine's %d CPUs; ranks inherit that "
+            "CPU set (mpirun would bind them to cores counted from 0; --bind core to force it)",
+            p->cores, online);
+  }
   if (p->bind != DR_BIND_NONE && !fits) {
     p->bind_overload = true;
     dr_warn("--bind %s: %d ranks x %d threads per node > %d cores: ranks will share cores",

@@ -59,6 +59,10 @@ double dr_mono_s(void);          /* CLOCK_MONOTONIC, seconds */
 const char *dr_signame(int sig); /* "SIGKILL" (or "SIG<n>") */
 /* CPUs this process may run on (affinity mask; DDPRUN_FAKE_CORES overrides, for tests). */
 int dr_cpu_count(void);
+/* True if this process may use fewer CPUs than the machine has online (*online): a CPU set given
+ * by taskset, a container or the netns cluster. DDPRUN_FAKE_RESTRICTED=0|1 overrides (tests);
+ * with DDPRUN_FAKE_CORES alone it is false. */
+bool dr_cpus_restricted(int *online);
 /* Effective uid (DDPRUN_FAKE_EUID overrides, for tests). */
 unsigned dr_euid(void);
 /* Absolute path of the running ddprun executable (caller frees). */

@@ -185,6 +185,14 @@ int dr_cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+bool dr_cpus_restricted(int *online) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN), fake;
+  *online = n > 0 ? (int)n : 1;
+  if (dr_parse_int(getenv("DDPRUN_FAKE_RESTRICTED"), 0, 1, &fake)) return fake == 1;
+  if (getenv("DDPRUN_FAKE_CORES")) return false; /* the tests' fake machine is never restricted */
+  return dr_cpu_count() < *online;
+}
+
 unsigned dr_euid(void) {
   long fake;
   if (dr_parse_int(getenv("DDPRUN_FAKE_EUID"), 0, UINT_MAX, &fake)) return (unsigned)fake;

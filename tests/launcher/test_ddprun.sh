@@ -13,7 +13,7 @@ trap 'rm -rf "$T"' EXIT
 # machine's size and who we are (DDPRUN_FAKE_* are ddprun's documented test overrides).
 for v in $(env | grep -oE '^(SLURM_[A-Z_]*|EMBER_[A-Z_]*)'); do unset "$v"; done
 export CUDA_VISIBLE_DEVICES=
-unset DDPRUN_FAKE_CORES DDPRUN_FAKE_EUID DDPRUN_FAKE_SRUN_MPI
+unset DDPRUN_FAKE_CORES DDPRUN_FAKE_EUID DDPRUN_FAKE_SRUN_MPI DDPRUN_FAKE_RESTRICTED
 
 out=$T/out rc=0
 fail() {
@@ -101,6 +101,14 @@ dryrun)
   has "--bind-to numa $MCA"
   run -d -n 2 -b none prog
   has "--bind-to none $MCA"
+  # Inside a CPU set narrower than the machine (taskset, the netns cluster): ranks inherit it,
+  # unless --bind core is asked for.
+  DDPRUN_FAKE_RESTRICTED=1 run -d -n 1 prog
+  has "--bind-to none $MCA"
+  has "ranks inherit that CPU set"
+  DDPRUN_FAKE_RESTRICTED=1 run -d -n 1 --bind core prog
+  has "--bind-to core --map-by slot:PE=2 $MCA"
+  hasnt "inherit"
   # Timeout, pass-through, log directory and tee.
   run -d -n 2 --timeout 30 prog
   has "-x EMBER_COLL_TIMEOUT=30 "

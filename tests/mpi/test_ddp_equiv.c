@@ -1,7 +1,7 @@
 /* test_ddp_equiv.c: ddp_wrap on W ranks trains to the same parameters as one process.
  *
  *   mpirun.sh NP LIMIT test_ddp_equiv --model mlp|cnn [--compress none|bf16|fp16] [--tol X]
- *                                     [--steps N] [--bucket-mb X]
+ *                                     [--steps N] [--bucket-mb X] [--hierarchical yes|no]
  *
  * Every rank first trains the single-process reference itself: an unwrapped copy of the model
  * (same seed) on the whole global batch of 64 samples per step, SGD lr 0.05, momentum 0.9. Only
@@ -24,7 +24,9 @@
  * and 18 (a tie broken differently by 1e-8 rounding), and the difference jumps from 2e-8 to
  * 1e-5; that is chaos in the model, not the reducer, so seed 1 (no flip in 20 steps) is used.
  * Also checked: the parameters moved (the test is not vacuous), they are bit-identical on all
- * ranks, and the statistics count the steps. */
+ * ranks, and the statistics count the steps. --hierarchical yes|no also checks that the
+ * communicator did (coll_stats.hierarchical > 0) or did not all-reduce hierarchically: the
+ * multi-node runs (tests/cluster/netns.cmake) use it to see the path they claim to test. */
 #include "ddp_util.h"
 
 static em_module *build(const char *model) {
@@ -39,7 +41,7 @@ static em_tensor *batch_x(const char *model, int step) {
 }
 
 int main(int argc, char **argv) {
-  const char *model = "mlp", *compress = "none";
+  const char *model = "mlp", *compress = "none", *hier = NULL;
   double tol = -1, bucket_mb = 0;
   int steps = 20, seed = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -55,6 +57,9 @@ int main(int argc, char **argv) {
       bucket_mb = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--seed"))
       seed = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--hierarchical") &&
+             (!strcmp(argv[i + 1], "yes") || !strcmp(argv[i + 1], "no")))
+      hier = argv[i + 1];
     else {
       fprintf(stderr, "test_ddp_equiv: unknown option %s\n", argv[i]);
       return 2;
@@ -135,6 +140,15 @@ int main(int argc, char **argv) {
     CHECK(du_same_on_all_ranks(got, n2), "%s: parameters differ across ranks", what);
     ddp_stats st = ddp_get_stats(d);
     CHECK(st.steps == steps, "stats.steps %lld, want %d", (long long)st.steps, steps);
+    if (hier) {
+      coll_stats cs = coll_get_stats(ddp_comm());
+      CHECK(!strcmp(hier, "yes") ? cs.hierarchical > 0 : cs.hierarchical == 0,
+            "coll_stats.hierarchical %lld: want %s", (long long)cs.hierarchical,
+            !strcmp(hier, "yes") ? "> 0" : "0");
+      if (rank == 0)
+        printf("test_ddp_equiv: %lld hierarchical all-reduces (shared memory + MPI)\n",
+               (long long)cs.hierarchical);
+    }
     if (rank == 0)
       printf("test_ddp_equiv: %s: rel diff %.3g (tol %.1g), moved %.3g, %d buckets, %.0f ms\n",
              what, rel, tol, moved, st.n_buckets, took * 1e3);
