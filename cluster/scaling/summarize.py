@@ -7,8 +7,8 @@ medians, efficiencies, tables and plots (docs/scaling.md).
       summary.csv   one line per configuration: medians over its rounds of samples/s, step time,
                     all-reduce time, exposed and hidden all-reduce, overlap fraction; efficiency
       tables.md     the tables docs/scaling.md shows
-      measured.csv  the netns medians in the scale-out model's validate-measured format
-                    (cluster/model/scalemodel.py validate-measured)
+      measured_MODEL.csv  the netns medians of each model in the scale-out model's
+                    validate-measured format (cluster/model/scalemodel.py validate-measured)
       *.png         throughput vs ranks, efficiency vs link rate, overlap on vs off, bucket size,
                     compression (gnuplot, pngcairo)
 
@@ -191,17 +191,26 @@ def tables(out):
     return "\n".join(lines)
 
 
-def write_measured(out, path):
-    """The netns medians as validate-measured's CSV (cluster/model/scalemodel.py)."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["nodes", "ranks_per_node", "link_gbit", "step_ms", "bucket_mb", "overlap",
-                    "model", "batch"])
-        for s in out:
-            if s["launcher"] == "netns":
-                w.writerow([int(float(s["nodes"])), int(float(s["ranks_per_node"])),
-                            rate_gbit(s["link"]), "%.3f" % s["step_ms"], s["bucket_mb"],
-                            1 if s["overlap"] == "yes" else 0, s["model"], int(s["batch"])])
+def write_measured(out, d):
+    """The netns medians as validate-measured's CSV (cluster/model/scalemodel.py), one file per
+    model (measured_MODEL.csv); returns the files written."""
+    made = []
+    for model in sorted({s["model"] for s in out if s["launcher"] == "netns"}):
+        made.append("measured_%s.csv" % model)
+        with open(os.path.join(d, made[-1]), "w", newline="") as f:
+            write_measured_rows([s for s in out if s["model"] == model], f)
+    return made
+
+
+def write_measured_rows(out, f):
+    w = csv.writer(f)
+    w.writerow(["nodes", "ranks_per_node", "link_gbit", "step_ms", "bucket_mb", "overlap",
+                "model", "batch"])
+    for s in out:
+        if s["launcher"] == "netns":
+            w.writerow([int(float(s["nodes"])), int(float(s["ranks_per_node"])),
+                        rate_gbit(s["link"]), "%.3f" % s["step_ms"], s["bucket_mb"],
+                        1 if s["overlap"] == "yes" else 0, s["model"], int(s["batch"])])
 
 
 def dat(path, rows):
@@ -345,14 +354,14 @@ def main(argv):
         print("summarize: %s" % e, file=sys.stderr)
         return 1
     write_summary(out, os.path.join(d, "summary.csv"))
-    write_measured(out, os.path.join(d, "measured.csv"))
+    measured = write_measured(out, d)
     md = tables(out)
     with open(os.path.join(d, "tables.md"), "w") as f:
         f.write(md + "\n")
     made = plots(out, d)
     print(md)
-    print("summarize: wrote summary.csv, measured.csv, tables.md%s in %s" %
-          ("".join(", " + m for m in made), d), file=sys.stderr)
+    print("summarize: wrote summary.csv, tables.md%s in %s" %
+          ("".join(", " + m for m in measured + made), d), file=sys.stderr)
     return 0
 
 

@@ -19,11 +19,14 @@
 #   --rounds   each configuration runs this many times, the configurations alternating so that
 #              machine noise hits all of them (default 3); summarize.py takes medians
 #
-# Environment: STEPS, WARMUP (MLP; default 100 and 10), CNN_STEPS (default 40). Output (default
-# runs/scaling-DATE in the current directory, as the Slurm sweep's): rows.csv (every run, cluster/scaling/bench-row.sh's
-# columns plus round, global_batch and scaling (weak|strong)), then summarize.py's summary.csv, tables.md, measured.csv
-# (the model's validate-measured input) and *.png. The machine (CPU model, cores) is in every
-# row: never mix figures from different machines.
+# Environment: STEPS, WARMUP (MLP; default 100 and 10), CNN_STEPS (default 40).
+# Output (default runs/scaling-DATE in the current directory, as the Slurm sweep's):
+#   rows.csv            every run: cluster/scaling/bench-row.sh's columns, then round,
+#                       global_batch and scaling (weak|strong)
+#   summary.csv, tables.md, *.png, measured_MODEL.csv   summarize.py's (medians, plots)
+#   profile_MODEL.json  with the netns part: the model's 1-rank backward profile
+#   model_MODEL.csv     the scale-out model's prediction against each netns configuration
+# The machine (CPU model, cores) is in every row: never mix figures from different machines.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
@@ -151,4 +154,21 @@ if has netns; then
 fi
 
 /usr/bin/python3 "$here/summarize.py" "$out"
+
+# The scale-out model against these runs: each model's backward profile, measured at 1 rank
+# (ember-ddp-bench --profile), then predicted against measured netns step times.
+if has netns; then
+  for m in $models; do
+    [ -f "$out/measured_$m.csv" ] || continue
+    s=$steps
+    [ "$m" = cnn ] && s=$cnn_steps
+    timeout -k 10 600 "$ddprun" -n 1 "$bench" --model "$m" --steps "$s" --warmup "$warmup" \
+      --threads 1 --batch "$(batch_for 1)" --profile "$out/profile_$m.json" >>"$out/runs.log" 2>&1 ||
+      die "the $m profile run failed (see $out/runs.log)"
+    echo "sweep: the scale-out model against the $m runs (model_$m.csv):" >&2
+    /usr/bin/python3 "$src/cluster/model/scalemodel.py" validate-measured "$out/measured_$m.csv" \
+      --profile "$out/profile_$m.json" --format csv >"$out/model_$m.csv"
+    cat "$out/model_$m.csv"
+  done
+fi
 echo "sweep: done: $out" >&2
