@@ -155,6 +155,10 @@ typedef struct {
   double busy_s;  /* seconds spent in operations (comm thread or caller), checks included */
   int64_t by_caller; /* operations the calling thread ran itself (blocking forms, shared memory) */
   int64_t hierarchical; /* all-reduces run in shared memory inside nodes and MPI across them */
+  /* MPI all-reduces (or their steps across nodes) that the comm thread waited for by testing and
+   * sleeping instead of spinning in MPI: where ranks outnumber their machine's CPUs, or
+   * EMBER_COLL_WAIT=sleep (docs/collectives.md) */
+  int64_t sleeping_waits;
 } coll_stats;
 coll_stats coll_get_stats(const coll_comm *c);
 

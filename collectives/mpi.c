@@ -28,6 +28,7 @@
 #include "coll_internal.h"
 #include "em_env.h"
 #include "em_half.h"
+#include "mpi_wait.h"
 
 #include <mpi.h>
 #include <sched.h>
@@ -79,6 +80,7 @@ typedef struct {
   pthread_cond_t qcond;
   coll_req *head, *tail;
   bool busy; /* an operation is running (comm thread or a blocking caller); under qlock */
+  bool sleep_waits; /* all-reduces through MPI are waited for by testing and sleeping (mpi_wait.h) */
   bool named_behind; /* a timeout report of this rank named a rank behind (atomic) */
   bool stop;
 } mpi_state;
@@ -230,6 +232,22 @@ static void avg_divide(em_dtype dt, void *p, int64_t n, int world) {
   }
 }
 
+/* MPI_Allreduce, or where the comm thread should not spin (mpi_wait.h) its non-blocking form
+ * waited for by testing and sleeping. */
+static int allreduce_mpi(mpi_state *s, const void *send, void *recv, int count, MPI_Datatype t,
+                         MPI_Op op, MPI_Comm comm) {
+  if (!s->sleep_waits) return MPI_Allreduce(send, recv, count, t, op, comm);
+  MPI_Request q;
+  int err = MPI_Iallreduce(send, recv, count, t, op, comm, &q);
+  if (err == MPI_SUCCESS) err = coll__mpi_wait(&q, true);
+  if (err == MPI_SUCCESS) {
+    pthread_mutex_lock(&s->c->lock);
+    s->c->stats.sleeping_waits++;
+    pthread_mutex_unlock(&s->c->lock);
+  }
+  return err;
+}
+
 /* The hierarchical all-reduce's step between nodes (coll_shm_across): this node's reduced part
  * of a chunk, all-reduced in place with the same part of every other node. */
 typedef struct {
@@ -239,8 +257,8 @@ typedef struct {
 
 static em_status reduce_across(void *arg, void *part, int64_t count, char *msg, size_t n) {
   const across_ctx *a = arg;
-  int err = MPI_Allreduce(MPI_IN_PLACE, part, (int)count, mpi_type(a->r->dtype),
-                          reduce_op(a->r->dtype, a->r->op), a->s->cross);
+  int err = allreduce_mpi(a->s, MPI_IN_PLACE, part, (int)count, mpi_type(a->r->dtype),
+                         reduce_op(a->r->dtype, a->r->op), a->s->cross);
   return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Allreduce across nodes", a->r, msg, n);
 }
 
@@ -258,7 +276,7 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
     bool in_place = send == recv;
     for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
       int len = (int)(r->count - off < chunk ? r->count - off : chunk);
-      err = MPI_Allreduce(in_place ? MPI_IN_PLACE : send + off * (int64_t)es,
+      err = allreduce_mpi(s, in_place ? MPI_IN_PLACE : send + off * (int64_t)es,
                           recv + off * (int64_t)es, len, t, reduce_op(r->dtype, r->op), s->comm);
     }
     if (err == MPI_SUCCESS && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
@@ -797,6 +815,12 @@ coll_backend *coll__mpi_new(coll_comm *c, void *mpi_comm) {
       em_set_error(EM_ERR_INVALID, "EMBER_COLL_SHM: a bad value on another rank");
     goto fail;
   }
+  char why[160];
+  if (!coll__mpi_wait_mode(s->comm, &s->sleep_waits, why, sizeof why)) goto fail;
+  /* Said once where all-reduces go through MPI (several nodes, or EMBER_COLL_SHM=0). */
+  if (c->rank == 0 && c->size > 1 && (!use_shm || s->node_size < c->size))
+    fprintf(stderr, "[rank 0] ember: MPI all-reduces wait %s: %s\n",
+            s->sleep_waits ? "by testing and sleeping" : "in MPI (spinning)", why);
   if (use_shm && s->node_size == c->size && c->size > 1) {
     s->shm = coll__shm_new(&s->node, s->node_rank, s->node_size, s->node_world,
                            c->opts.chunk_bytes);

@@ -30,6 +30,9 @@ static const em_env_var table[] = {
      "1: ranks of one node run collectives through shared memory; 0: through MPI"},
     {"EMBER_COLL_NODE_RANKS", EM_ENV_INT, "0", 0, 2147483647, NULL,
      "testing: cut each node into nodes of this many ranks (must divide its size; 0: as is)"},
+    {"EMBER_COLL_WAIT", EM_ENV_STR, "auto", 0, 0, "auto, spin, sleep",
+     "how the comm thread waits for an MPI all-reduce: spin inside MPI, or test and sleep (auto: "
+     "sleep where ranks outnumber their machine's CPUs)"},
     {"EMBER_COLL_CHECK_EVERY", EM_ENV_INT, "1", -1, 2147483647, NULL,
      "fingerprint-check period in operations; -1 off (0 is an error)"},
     /* data-parallel reducer (runtime/ddp/) */

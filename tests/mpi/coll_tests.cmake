@@ -90,6 +90,17 @@ set_tests_properties(coll_ops_hier_chunk4k_np4 PROPERTIES ENVIRONMENT
 ember_mpi_test(coll_ops_hier_1pernode_np3 3 test_coll_ops.c --max-count 65537)
 set_tests_properties(coll_ops_hier_1pernode_np3 PROPERTIES
                      ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_NODE_RANKS=1")
+# The comm thread's sleeping wait for MPI all-reduces (collectives/mpi_wait.h), asked for: through
+# MPI on one node, and between nodes of the hierarchical all-reduce; values as everywhere else.
+ember_mpi_test(coll_ops_sleep_np3 3 test_coll_ops.c --max-count 65537)
+set_tests_properties(coll_ops_sleep_np3 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_SHM=0;EMBER_COLL_WAIT=sleep")
+ember_mpi_test(coll_ops_hier_sleep_np4 4 test_coll_ops.c --max-count 65537)
+set_tests_properties(coll_ops_hier_sleep_np4 PROPERTIES ENVIRONMENT
+                     "EMBER_COLL_TIMEOUT=60;EMBER_COLL_NODE_RANKS=2;EMBER_COLL_WAIT=sleep")
+ember_mpi_test(coll_ops_spin_np3 3 test_coll_ops.c --max-count 65537)
+set_tests_properties(coll_ops_spin_np3 PROPERTIES
+                     ENVIRONMENT "EMBER_COLL_TIMEOUT=60;EMBER_COLL_SHM=0;EMBER_COLL_WAIT=spin")
 foreach(np 2 4)
   ember_mpi_test(coll_allreduce_big_np${np} ${np} test_coll_ops.c --big)
   set_tests_properties(coll_allreduce_big_np${np} PROPERTIES ENVIRONMENT "EMBER_COLL_TIMEOUT=60")
@@ -168,6 +179,9 @@ ember_coll_expect_fail(coll_node_ranks_bad_np4 4 25 test_coll_hang.c
   EXPECT -e "^[[]rank [0-3][]] ddp_init: .*EMBER_COLL_NODE_RANKS=3: must divide .* has 4"
          -x "UNEXPECTED"
   ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_NODE_RANKS=3)
+ember_coll_expect_fail(coll_wait_bad_np2 2 25 test_coll_hang.c
+  EXPECT -e "^[[]rank [0-1][]] ddp_init: .*EMBER_COLL_WAIT=fast: expected one of auto, spin, sleep" -x "UNEXPECTED"
+  ENV EMBER_COLL_TIMEOUT=2 EMBER_COLL_WAIT=fast)
 # The same through ddp_finalize: rank 0 finalizes with an allreduce queued that rank 1 never
 # issues. ddp_finalize is bounded by the timeout too, and its report names the operation and rank 1.
 ember_coll_expect_fail(coll_hang_finalize_np2 2 25 test_coll_hang.c

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 /* test_coll_ops.c: every collective on real ranks against a host reference, bit for bit.
  *
  *   mpirun.sh NP LIMIT test_coll_ops [--max-count N] [--big] [--blocking]
@@ -24,6 +25,7 @@
  * checks run, never the results). */
 #include "mpi_check.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #define GUARD 16 /* elements past count in every buffer */
@@ -493,6 +495,22 @@ int main(int argc, char **argv) {
   CHECK(hier ? st.hierarchical >= allreduces_done : st.hierarchical == 0,
         "stats.hierarchical %" PRId64 " with %" PRId64 " all-reduces, EMBER_COLL_NODE_RANKS=%s",
         st.hierarchical, allreduces_done, k_env ? k_env : "(unset)");
+  /* All-reduces through MPI (EMBER_COLL_SHM=0, or between nodes) wait by testing and sleeping
+   * with EMBER_COLL_WAIT=sleep, or by default where the ranks outnumber the CPUs: under
+   * mpirun.sh (--bind-to none) every rank inherits this process's CPU set, so more ranks than it
+   * holds. In shared memory on one node, never. */
+  const char *wait_env = getenv("EMBER_COLL_WAIT");
+  cpu_set_t cpus;
+  CHECK(sched_getaffinity(0, sizeof cpus, &cpus) == 0, "sched_getaffinity failed");
+  bool sleeps = wait_env && !strcmp(wait_env, "sleep")  ? true
+                : wait_env && !strcmp(wait_env, "spin") ? false
+                                                        : world > CPU_COUNT(&cpus);
+  bool via_mpi = (!shm || k < world) && allreduces_done > 0; /* several nodes: MPI between */
+  CHECK(via_mpi && sleeps ? st.sleeping_waits > 0 : st.sleeping_waits == 0,
+        "stats.sleeping_waits %" PRId64 ": want %s (EMBER_COLL_WAIT=%s, %d ranks, %d CPUs, "
+        "all-reduces %s)",
+        st.sleeping_waits, via_mpi && sleeps ? "> 0" : "0", wait_env ? wait_env : "(unset)", world,
+        CPU_COUNT(&cpus), via_mpi ? "through MPI" : "in shared memory");
   /* Every operation here succeeded, so they are numbered 1..ops and every k-th is checked. */
   int64_t want_checks = o.check_every > 0 ? st.ops / o.check_every : 0;
   CHECK(st.checks == want_checks,
