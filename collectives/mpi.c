@@ -23,11 +23,14 @@
  * Where the world is one node, every collective runs in shared memory (shm.c).
  * Where it spans nodes of 2+ ranks each, all-reduce runs hierarchically on this thread: shm.c
  * reduce-scatters each chunk inside the node, reduce_across all-reduces each part between nodes
- * over `cross` (the ranks with the same node rank), shm.c all-gathers it (docs/collectives.md). */
+ * over `cross` (the ranks with the same node rank), shm.c all-gathers it (docs/collectives.md).
+ *
+ * mpi_types.c maps dtypes and reductions to MPI (16-bit floats by user-defined operations);
+ * mpi_wait.c decides how this thread waits for MPI (spinning, or testing and sleeping). */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
 #include "em_env.h"
-#include "em_half.h"
+#include "mpi_types.h"
 #include "mpi_wait.h"
 
 #include <mpi.h>
@@ -85,98 +88,6 @@ typedef struct {
   bool stop;
 } mpi_state;
 
-static MPI_Datatype mpi_type(em_dtype dt) {
-  switch (dt) {
-  case EM_F32: return MPI_FLOAT;
-  case EM_I64: return MPI_INT64_T;
-  case EM_I32: return MPI_INT32_T;
-  case EM_U8: return MPI_UINT8_T;
-  case EM_BF16:
-  case EM_F16: return MPI_UINT16_T; /* reduced by the user-defined operations below */
-  default: return MPI_DATATYPE_NULL;
-  }
-}
-
-static MPI_Op mpi_op(coll_redop op);
-
-/* ---- 16-bit floats: MPI has no bf16/f16 type; user-defined operations reduce them in f32 ---- */
-/* b = a op b for n 16-bit floats, in f32 blocks converted in bulk (em_half.h). */
-static void half_combine(const uint16_t *a, uint16_t *b, int n, bool bf, coll_redop op) {
-  float x[1024], y[1024];
-  for (int off = 0; off < n; off += 1024) {
-    int m = n - off < 1024 ? n - off : 1024;
-    if (bf) {
-      em_bf16_to_f32_n(x, a + off, m);
-      em_bf16_to_f32_n(y, b + off, m);
-    } else {
-      em_f16_to_f32_n(x, a + off, m);
-      em_f16_to_f32_n(y, b + off, m);
-    }
-    for (int i = 0; i < m; i++)
-      y[i] = op == COLL_MAX ? (x[i] > y[i] ? x[i] : y[i])
-             : op == COLL_MIN ? (x[i] < y[i] ? x[i] : y[i])
-                              : x[i] + y[i];
-    if (bf)
-      em_f32_to_bf16_n(b + off, y, m, 1.0f);
-    else
-      em_f32_to_f16_n(b + off, y, m, 1.0f);
-  }
-}
-
-#define HALF_OP(name, bf, op)                                                                      \
-  static void name(void *in, void *inout, int *len, MPI_Datatype *dt) {                            \
-    (void)dt;                                                                                      \
-    half_combine(in, inout, *len, bf, op);                                                         \
-  }
-HALF_OP(bf16_sum, true, COLL_SUM)
-HALF_OP(bf16_max, true, COLL_MAX)
-HALF_OP(bf16_min, true, COLL_MIN)
-HALF_OP(f16_sum, false, COLL_SUM)
-HALF_OP(f16_max, false, COLL_MAX)
-HALF_OP(f16_min, false, COLL_MIN)
-
-static MPI_Op half_ops[2][3]; /* [bf16, f16][sum, max, min], made once per process */
-static pthread_once_t half_once = PTHREAD_ONCE_INIT;
-static void make_half_ops(void) {
-  MPI_User_function *fn[2][3] = {{bf16_sum, bf16_max, bf16_min}, {f16_sum, f16_max, f16_min}};
-  for (int t = 0; t < 2; t++)
-    for (int o = 0; o < 3; o++) MPI_Op_create(fn[t][o], 1, &half_ops[t][o]);
-}
-
-/* avg for 16-bit floats: divide in f32, round back. */
-static void half_divide(em_dtype dt, void *p, int64_t n, float w) {
-  uint16_t *h = p;
-  float x[1024];
-  for (int64_t off = 0; off < n; off += 1024) {
-    int m = (int)(n - off < 1024 ? n - off : 1024);
-    if (dt == EM_BF16) {
-      em_bf16_to_f32_n(x, h + off, m);
-      for (int i = 0; i < m; i++) x[i] /= w;
-      em_f32_to_bf16_n(h + off, x, m, 1.0f);
-    } else {
-      em_f16_to_f32_n(x, h + off, m);
-      for (int i = 0; i < m; i++) x[i] /= w;
-      em_f32_to_f16_n(h + off, x, m, 1.0f);
-    }
-  }
-}
-
-static MPI_Op reduce_op(em_dtype dt, coll_redop op) {
-  if (dt == EM_BF16 || dt == EM_F16) {
-    pthread_once(&half_once, make_half_ops);
-    return half_ops[dt == EM_F16][op == COLL_MAX ? 1 : op == COLL_MIN ? 2 : 0];
-  }
-  return mpi_op(op);
-}
-
-static MPI_Op mpi_op(coll_redop op) {
-  switch (op) {
-  case COLL_MAX: return MPI_MAX;
-  case COLL_MIN: return MPI_MIN;
-  default: return MPI_SUM; /* avg = sum, then divide */
-  }
-}
-
 static void slot_store(mpi_state *s, int field, int64_t v) {
   if (s->slots) __atomic_store_n(&s->slots[s->node_rank * SLOT_N + field], v, __ATOMIC_RELEASE);
 }
@@ -222,16 +133,6 @@ static em_status check_fingerprint(mpi_state *s, const coll_req *r, char *msg, s
   return EM_ERR_COMM;
 }
 
-/* The sum over ranks divided by the world size, in place (floating dtypes only). */
-static void avg_divide(em_dtype dt, void *p, int64_t n, int world) {
-  if (dt == EM_F32) {
-    float *f = p, w = (float)world;
-    for (int64_t i = 0; i < n; i++) f[i] /= w;
-  } else {
-    half_divide(dt, p, n, (float)world);
-  }
-}
-
 /* MPI_Allreduce, or where the comm thread should not spin (mpi_wait.h) its non-blocking form
  * waited for by testing and sleeping. */
 static int allreduce_mpi(mpi_state *s, const void *send, void *recv, int count, MPI_Datatype t,
@@ -257,14 +158,14 @@ typedef struct {
 
 static em_status reduce_across(void *arg, void *part, int64_t count, char *msg, size_t n) {
   const across_ctx *a = arg;
-  int err = allreduce_mpi(a->s, MPI_IN_PLACE, part, (int)count, mpi_type(a->r->dtype),
-                         reduce_op(a->r->dtype, a->r->op), a->s->cross);
+  int err = allreduce_mpi(a->s, MPI_IN_PLACE, part, (int)count, coll__mpi_type(a->r->dtype),
+                         coll__mpi_reduce_op(a->r->dtype, a->r->op), a->s->cross);
   return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Allreduce across nodes", a->r, msg, n);
 }
 
 /* Run one operation with MPI; chunked where that is faster. */
 static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
-  MPI_Datatype t = mpi_type(r->dtype);
+  MPI_Datatype t = coll__mpi_type(r->dtype);
   size_t es = em_dtype_size(r->dtype);
   int64_t chunk = s->c->opts.chunk_bytes / (int64_t)es;
   if (chunk < 1) chunk = 1;
@@ -277,9 +178,9 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
     for (int64_t off = 0; off < r->count && err == MPI_SUCCESS; off += chunk) {
       int len = (int)(r->count - off < chunk ? r->count - off : chunk);
       err = allreduce_mpi(s, in_place ? MPI_IN_PLACE : send + off * (int64_t)es,
-                          recv + off * (int64_t)es, len, t, reduce_op(r->dtype, r->op), s->comm);
+                          recv + off * (int64_t)es, len, t, coll__mpi_reduce_op(r->dtype, r->op), s->comm);
     }
-    if (err == MPI_SUCCESS && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) coll__mpi_avg_divide(r->dtype, recv, r->count, W);
     if (err != MPI_SUCCESS) return mpi_error(err, "MPI_Allreduce", r, msg, n);
     return EM_OK;
   }
@@ -291,8 +192,8 @@ static em_status execute(mpi_state *s, coll_req *r, char *msg, size_t n) {
     return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Bcast", r, msg, n);
   case COLL_REDUCE_SCATTER:
     err = MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv, (int)r->count, t,
-                                   reduce_op(r->dtype, r->op), s->comm);
-    if (err == MPI_SUCCESS && r->op == COLL_AVG) avg_divide(r->dtype, recv, r->count, W);
+                                   coll__mpi_reduce_op(r->dtype, r->op), s->comm);
+    if (err == MPI_SUCCESS && r->op == COLL_AVG) coll__mpi_avg_divide(r->dtype, recv, r->count, W);
     return err == MPI_SUCCESS ? EM_OK : mpi_error(err, "MPI_Reduce_scatter_block", r, msg, n);
   case COLL_ALLGATHER: {
     bool in_place = send == recv + (int64_t)s->c->rank * r->count * (int64_t)es;
@@ -353,7 +254,7 @@ static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, siz
   } else if (st == EM_OK && hier) { /* summed inside and across nodes, then divided */
     across_ctx a = {s, r};
     st = coll__shm_allreduce_across(s->hier, r, reduce_across, &a, limit, msg, n);
-    if (st == EM_OK && r->op == COLL_AVG) avg_divide(r->dtype, r->recv, r->count, c->size);
+    if (st == EM_OK && r->op == COLL_AVG) coll__mpi_avg_divide(r->dtype, r->recv, r->count, c->size);
   } else if (st == EM_OK) {
     st = execute(s, r, msg, n);
   }
@@ -439,7 +340,7 @@ static bool mpi_run_here(void *state, coll_req *r) {
 
 static em_status mpi_start(void *state, coll_req *r) {
   mpi_state *s = state;
-  if (r->kind != COLL_BARRIER && mpi_type(r->dtype) == MPI_DATATYPE_NULL)
+  if (r->kind != COLL_BARRIER && coll__mpi_type(r->dtype) == MPI_DATATYPE_NULL)
     return em_set_error(EM_ERR_UNSUPPORTED, "%s: dtype %s is not supported on host buffers (MPI)",
                         coll_kind_name(r->kind), em_dtype_name(r->dtype));
   if ((r->kind == COLL_REDUCE_SCATTER || r->kind == COLL_ALLGATHER) && r->count > (1 << 30))
