@@ -98,25 +98,26 @@ find_dir() { # for status/down: --dir, EMBER_SLURM_DIR, else the pointer file
 # alive PID EXE: the process PID exists and runs EXE (so a recycled PID is never signalled)
 alive() { [ -d "/proc/$1" ] && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$2" ]; }
 
-stop_pids() { # stop_pids PID:EXE...: TERM, up to 10 s, then KILL, up to 5 s
-  local pe left
-  for pe in "$@"; do alive "${pe%%:*}" "${pe#*:}" && kill -TERM "${pe%%:*}" 2>/dev/null || true; done
-  for i in $(seq 100); do
-    left=0
-    for pe in "$@"; do alive "${pe%%:*}" "${pe#*:}" && left=1; done
-    [ $left -eq 0 ] && return 0
-    sleep 0.1
-  done
-  for pe in "$@"; do
-    alive "${pe%%:*}" "${pe#*:}" && { note "pid ${pe%%:*} ignored SIGTERM: SIGKILL"; kill -KILL "${pe%%:*}" 2>/dev/null || true; }
-  done
-  for i in $(seq 50); do
+gone_within() { # gone_within TENTHS PID:EXE...: true once none is alive, false after TENTHS/10 s
+  local pe left i tenths=$1
+  shift
+  for i in $(seq "$tenths"); do
     left=0
     for pe in "$@"; do alive "${pe%%:*}" "${pe#*:}" && left=1; done
     [ $left -eq 0 ] && return 0
     sleep 0.1
   done
   return 1
+}
+
+stop_pids() { # stop_pids PID:EXE...: TERM, up to 10 s, then KILL, up to 5 s
+  local pe
+  for pe in "$@"; do alive "${pe%%:*}" "${pe#*:}" && kill -TERM "${pe%%:*}" 2>/dev/null || true; done
+  gone_within 100 "$@" && return 0
+  for pe in "$@"; do
+    alive "${pe%%:*}" "${pe#*:}" && { note "pid ${pe%%:*} ignored SIGTERM: SIGKILL"; kill -KILL "${pe%%:*}" 2>/dev/null || true; }
+  done
+  gone_within 50 "$@"
 }
 
 netns_pids() { ip netns pids "$1" 2>/dev/null || true; }
