@@ -197,6 +197,69 @@ em_module *em_mlp(int in, const int *hidden, int n_hidden, int out);
  * Requires h, w >= 4. */
 em_module *em_small_cnn(int in_ch, int h, int w, int classes);
 
+/* ---- ResNets (nn/resnet.c) -------------------------------------------------------------------
+ * torchvision.models.resnet18/34/50(num_classes=num_classes), with conv1 taking in_channels
+ * instead of 3: stem conv 7x7/2 (64) + batch norm + ReLU + max-pool 3x3/2, four stages of basic
+ * (18, 34) or bottleneck (50) blocks, global average pool, fc. Parameter and buffer names equal
+ * torchvision's state_dict keys (conv1.weight, bn1.running_mean, layer1.0.conv1.weight,
+ * layer2.0.downsample.0.weight, layer2.0.downsample.1.weight, fc.weight, ...); weights are
+ * initialised as torchvision does (kaiming_normal_ fan_out for convolutions, batch norm 1 and 0,
+ * fc as nn.Linear). For 1000 classes and 3 channels the parameter counts are 11,689,512 (18),
+ * 21,797,672 (34) and 25,557,032 (50). x (N, in_channels, H, W) with H, W >= 32 -> (N, classes). */
+em_module *em_resnet18(int num_classes, int in_channels);
+em_module *em_resnet34(int num_classes, int in_channels);
+em_module *em_resnet50(int num_classes, int in_channels);
+/* The small-image ResNet of He et al. (2016, section 4.2), for 28x28 and 32x32 inputs: depth =
+ * 6n + 2 (20, 32, 44, 56, 110). Stem conv 3x3 (16) + batch norm + ReLU, no max-pool; three
+ * stages of n basic blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 has
+ * stride 2 and a 1x1 convolution + batch norm shortcut); global average pool; fc. Names as the
+ * torchvision models (conv1, bn1, layer1.0.conv1, ..., layer2.0.downsample.0, fc). */
+em_module *em_resnet_cifar(int depth, int in_channels, int num_classes);
+
+/* ---- recurrent cells and the character RNN (nn/rnn.c) ----------------------------------------
+ * torch.nn.LSTMCell(input_size, hidden_size) and GRUCell: parameters weight_ih (G*H, I),
+ * weight_hh (G*H, H), bias_ih and bias_hh (G*H), with PyTorch's gate order (LSTM: i, f, g, o,
+ * G = 4; GRU: r, z, n, G = 3) and initialisation U(-1/sqrt(H), 1/sqrt(H)). em_forward(cell, x)
+ * runs one step from a zero state and returns h. */
+em_module *em_lstm_cell(int input_size, int hidden_size);
+em_module *em_gru_cell(int input_size, int hidden_size);
+/* One LSTM step: x (N, I), h and c (N, H) or NULL (zeros) -> *h_out, *c_out (N, H), scope-owned.
+ * EM_OK, or an error naming the shapes. */
+em_status em_lstm_cell_step(em_module *cell, em_tensor *x, em_tensor *h, em_tensor *c,
+                            em_tensor **h_out, em_tensor **c_out);
+/* One GRU step: x (N, I), h (N, H) or NULL (zeros) -> h' (N, H), scope-owned; NULL on error. */
+em_tensor *em_gru_cell_step(em_module *cell, em_tensor *x, em_tensor *h);
+/* A character-level language model whose forward is a C for loop over time steps:
+ *   embed = nn.Embedding(vocab, hidden); cells = nn.ModuleList(nn.LSTMCell(hidden, hidden) for
+ *   each of layers); head = nn.Linear(hidden, vocab)
+ * Names embed.weight, cells.0.weight_ih, ..., head.weight, head.bias. em_forward(m, tokens):
+ * tokens (N, T) i64/i32 -> logits (N, T, vocab), from a zero state. */
+em_module *em_char_rnn(int vocab, int hidden, int layers);
+/* The same forward carrying the state: h and c are arrays of `layers` tensors (N, hidden), read
+ * (NULL entries are zeros) and replaced by the state after the last step (scope-owned), so that
+ * sampling can feed one token at a time. */
+em_tensor *em_char_rnn_forward(em_module *m, em_tensor *tokens, em_tensor **h, em_tensor **c);
+
+/* ---- GPT (nn/gpt.c) --------------------------------------------------------------------------
+ * A GPT-2-style decoder, as nanoGPT's model.py: token and position embeddings, n_layer pre-norm
+ * blocks (x + attn(ln_1(x)), x + mlp(ln_2(x))) with causal multi-head self-attention and a GELU
+ * MLP (4 * n_embd), a final layer norm, and an output head tied to the token embedding. */
+typedef struct {
+  int vocab_size; /* e.g. 256 for bytes, 50257 for GPT-2's tokens */
+  int block_size; /* the longest sequence (position embeddings) */
+  int n_layer, n_head, n_embd; /* n_embd a multiple of n_head */
+  float dropout;  /* after the embeddings, attention weights and each residual branch; 0 = none */
+  bool bias;      /* biases in the linear layers and layer norms (GPT-2: true) */
+} em_gpt_config;
+/* Names as nanoGPT's state_dict: transformer.wte.weight (vocab, C), transformer.wpe.weight
+ * (block, C), transformer.h.L.ln_1.weight/bias, .attn.c_attn.weight (3C, C)/bias,
+ * .attn.c_proj.weight (C, C)/bias, .ln_2, .mlp.c_fc.weight (4C, C)/bias, .mlp.c_proj.weight
+ * (C, 4C)/bias, transformer.ln_f.weight/bias; the head (lm_head.weight) is wte itself, listed
+ * once. Initialised as nanoGPT: linear and embedding weights N(0, 0.02), c_proj weights
+ * N(0, 0.02 / sqrt(2 * n_layer)), biases 0, layer norms 1 and 0. em_forward(m, tokens):
+ * tokens (N, T) i64/i32 with T <= block_size -> logits (N, T, vocab). */
+em_module *em_gpt(const em_gpt_config *cfg);
+
 #ifdef __cplusplus
 }
 #endif

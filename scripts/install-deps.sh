@@ -10,7 +10,7 @@ packages=(
   libyaml-dev zlib1g-dev libcjson-dev
   libcriterion-dev
   libclang-rt-14-dev
-  python3 python3-torch python3-numpy libopenblas0-pthread
+  python3 python3-torch python3-torchvision python3-numpy libopenblas0-pthread
   dataset-fashion-mnist
   gnuplot-nox
   slurm-wlm munge iproute2
