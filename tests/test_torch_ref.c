@@ -7,76 +7,14 @@
  *   logits, loss, each gradient:   ||ember - torch|| / ||torch|| <= 1e-5
  *   each training loss:            |ember - torch| / |torch| <= 1e-4
  *   final weights after training:  relative norm <= 1e-4 */
-#include "testutil.h"
+#include "torchref.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-  char name[128];
-  int64_t n, off;
-} ref_entry;
-
-static ref_entry *entries;
-static int n_entries;
-static float *ref_data;
-
-/* Runs the reference script into a scratch directory and loads its output (index and values). */
-static void load_ref(void) {
-  if (ref_data) return;
-  char *dir = tu_tmpdir("torch_ref"), prefix[TU_PATH_LEN], txt[TU_PATH_LEN], bin[TU_PATH_LEN];
-  tu_path(prefix, dir, "torch_ref_out");
-  tu_path(txt, dir, "torch_ref_out.txt");
-  tu_path(bin, dir, "torch_ref_out.bin");
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "%s %s/tests/ref/torch_ref.py %s", EMBER_PYTHON3, EMBER_SOURCE_DIR,
-           prefix);
-  cr_assert_eq(system(cmd), 0, "reference script failed: %s", cmd);
-  FILE *ft = fopen(txt, "r");
-  cr_assert_not_null(ft, "no %s", txt);
-  int cap = 256;
-  entries = malloc((size_t)cap * sizeof *entries);
-  long long n, off;
-  char name[128];
-  while (fscanf(ft, "%127s %lld %lld", name, &n, &off) == 3) {
-    if (n_entries == cap) entries = realloc(entries, (size_t)(cap *= 2) * sizeof *entries);
-    snprintf(entries[n_entries].name, sizeof entries[n_entries].name, "%s", name);
-    entries[n_entries].n = n;
-    entries[n_entries].off = off;
-    n_entries++;
-  }
-  fclose(ft);
-  FILE *fb = fopen(bin, "rb");
-  cr_assert_not_null(fb, "no %s", bin);
-  int64_t total = entries[n_entries - 1].off + entries[n_entries - 1].n;
-  ref_data = malloc((size_t)total * sizeof *ref_data);
-  cr_assert_eq(fread(ref_data, sizeof *ref_data, (size_t)total, fb), (size_t)total);
-  fclose(fb);
-  tu_rm_rf(dir);
-}
-
-static void free_ref(void) {
-  free(entries);
-  free(ref_data);
-  entries = NULL;
-  ref_data = NULL;
-  n_entries = 0;
-}
-
-static const float *ref(const char *fmt, const char *a, int64_t *n) {
-  char key[160];
-  snprintf(key, sizeof key, fmt, a);
-  for (int i = 0; i < n_entries; i++) {
-    if (strcmp(entries[i].name, key) == 0) {
-      if (n) *n = entries[i].n;
-      return ref_data + entries[i].off;
-    }
-  }
-  cr_assert_fail("reference '%s' missing", key);
-  return NULL;
-}
+static tr_ref *R;
 
 typedef struct {
   const char *tag;
@@ -92,67 +30,45 @@ static const model_case MLP = {"mlp", make_mlp, 2, {16, 32}};
 static const model_case CNN = {"cnn", make_cnn, 4, {4, 1, 12, 12}};
 
 static void load_init(em_module *m, const model_case *c) {
-  for (int i = 0, n = em_module_num_params(m); i < n; i++) {
-    const char *name = em_module_tensor_name(m, i);
-    char key[160];
-    snprintf(key, sizeof key, "%s.param.%s", c->tag, name);
-    int64_t cnt;
-    const float *v = ref("%s", key, &cnt);
-    cr_assert_eq(em_module_set_param(m, name, v, cnt), EM_OK, "%s", em_last_error());
-  }
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "%s.param.", c->tag);
+  tr_load_module(R, m, prefix);
 }
 
 static void batch(const model_case *c, int step, em_tensor **x, em_tensor **y) {
   char key[64];
-  int64_t n;
   snprintf(key, sizeof key, "%s.x.%d", c->tag, step);
-  *x = em_from_data(EM_F32, c->xdims, c->xshape, ref("%s", key, &n));
-  cr_assert_eq(n, em_numel(*x));
+  *x = tr_tensor(R, EM_F32, c->xdims, c->xshape, key);
   snprintf(key, sizeof key, "%s.y.%d", c->tag, step);
-  const float *yf = ref("%s", key, &n);
-  *y = em_empty(EM_I64, EM_SHAPE(c->xshape[0]));
-  for (int64_t i = 0; i < n; i++) ((int64_t *)em_data(*y))[i] = (int64_t)yf[i];
-}
-
-static void check_rel(const float *got, const float *want, int64_t n, double tol,
-                      const char *what) {
-  double e = tu_rel_err(got, want, n);
-  cr_assert(e <= tol, "%s: relative error %.3g > %.1g", what, e, tol);
+  *y = tr_tensor(R, EM_I64, EM_SHAPE(c->xshape[0]), key);
 }
 
 static void forward_backward(const model_case *c) {
-  load_ref();
+  R = tr_run("torch_ref.py", NULL);
   em_scope s = em_scope_begin();
   em_module *m = c->make();
   cr_assert_not_null(m, "%s", em_last_error());
   load_init(m, c);
-  em_params p = em_parameters(m);
   em_tensor *x, *y;
   batch(c, 0, &x, &y);
   em_tensor *logits = em_forward(m, x);
   em_tensor *loss = em_cross_entropy(logits, y);
   cr_assert_not_null(loss, "%s", em_last_error());
   cr_assert_eq(em_backward(loss), EM_OK, "%s", em_last_error());
-  int64_t n;
-  const float *want = ref("%s.logits", c->tag, &n);
-  cr_assert_eq(n, em_numel(logits));
-  check_rel(em_data_f32(logits), want, n, 1e-5, "logits");
-  check_rel(em_data_f32(loss), ref("%s.loss", c->tag, NULL), 1, 1e-5, "loss");
-  for (int i = 0; i < p.n; i++) {
-    char key[160];
-    snprintf(key, sizeof key, "%s.grad.%s", c->tag, p.names[i]);
-    want = ref("%s", key, &n);
-    cr_assert_not_null(p.t[i]->grad, "%s has no gradient", p.names[i]);
-    cr_assert_eq(n, em_numel(p.t[i]->grad));
-    check_rel(em_data_f32(p.t[i]->grad), want, n, 1e-5, key);
-  }
+  char key[64];
+  snprintf(key, sizeof key, "%s.logits", c->tag);
+  tr_check(R, logits, 1e-5, key);
+  snprintf(key, sizeof key, "%s.loss", c->tag);
+  tr_check(R, loss, 1e-5, key);
+  snprintf(key, sizeof key, "%s.grad.", c->tag);
+  tr_check_grads(R, m, 1e-5, key);
   em_module_free(m);
   em_scope_end(s);
-  free_ref();
+  tr_free(R);
 }
 
 static void train(const model_case *c, const char *opt_name) {
-  load_ref();
+  R = tr_run("torch_ref.py", NULL);
   em_module *m = c->make();
   cr_assert_not_null(m, "%s", em_last_error());
   load_init(m, c);
@@ -162,7 +78,7 @@ static void train(const model_case *c, const char *opt_name) {
   cr_assert_not_null(opt, "%s", em_last_error());
   char key[160];
   snprintf(key, sizeof key, "%s.%s.losses", c->tag, opt_name);
-  const float *want = ref("%s", key, NULL);
+  const float *want = tr_get(R, NULL, "%s", key);
   for (int step = 0; step < 20; step++) {
     em_scope s = em_scope_begin();
     em_tensor *x, *y;
@@ -179,13 +95,11 @@ static void train(const model_case *c, const char *opt_name) {
   }
   for (int i = 0; i < p.n; i++) {
     snprintf(key, sizeof key, "%s.%s.final.%s", c->tag, opt_name, p.names[i]);
-    int64_t n;
-    const float *w = ref("%s", key, &n);
-    check_rel(em_data_f32(p.t[i]), w, n, 1e-4, key);
+    tr_check(R, p.t[i], 1e-4, key);
   }
   em_optim_free(opt);
   em_module_free(m);
-  free_ref();
+  tr_free(R);
 }
 
 Test(torch_ref, mlp_forward_backward) { forward_backward(&MLP); }

@@ -9,20 +9,17 @@ usage: torch_ref.py OUT_PREFIX
 """
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
+
+from refdump import Dump
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
 STEPS = 20
 
-records = []  # (name, float32 ndarray)
-
-
-def put(name, t):
-    # A copy: .numpy() shares memory with the tensor, which later steps modify in place.
-    records.append((name, t.detach().cpu().numpy().astype(np.float32).ravel().copy()))
+dump = Dump()
+put = dump.put
 
 
 def mlp():  # em_mlp(32, {64, 32}, 2, 10)
@@ -76,10 +73,4 @@ def run(tag, make, xshape, batch):
 run("mlp", mlp, (32,), 16)
 run("cnn", cnn, (1, 12, 12), 4)
 
-prefix = sys.argv[1]
-offset = 0
-with open(prefix + ".bin", "wb") as fb, open(prefix + ".txt", "w") as ft:
-    for name, arr in records:
-        fb.write(arr.astype("<f4").tobytes())
-        ft.write(f"{name} {arr.size} {offset}\n")
-        offset += arr.size
+dump.write(sys.argv[1])
