@@ -98,6 +98,16 @@ dl_dataset *dl_tokens_open(const char *pattern, int64_t T);
  * fsync); errors name the path. */
 em_status dl_tokens_write(const char *path, const uint16_t *tokens, int64_t n);
 
+/* Byte-level text: the files pattern names (a glob, sorted bytewise; a file reached twice, as
+ * through a link, counts once; only regular files) concatenated, each byte a token 0..255. The
+ * split [from, to) (fractions of the concatenation: 0, 0.9 for training and 0.9, 1 for
+ * validation, say) is read into memory; sample i is its window of T+1 bytes starting at byte
+ * i*T, as dl_tokens_open's: one field "tokens", (T+1) i64. unigram_bits (may be NULL) receives
+ * the split's unigram entropy in bits per byte, -sum p(b) log2 p(b) over its byte frequencies:
+ * the loss of the best model that ignores context. Errors name the file or the split. */
+dl_dataset *dl_text_open(const char *pattern, int64_t T, double from, double to,
+                         double *unigram_bits);
+
 /* In-memory arrays: field f's sample i is arrays[f][i] (dim 0 counts samples and must agree).
  * names may be NULL ("x", "y", "f2", "f3"). The tensors are retained (released at close); they
  * must be contiguous CPU tensors and must not be changed while a loader reads them. */

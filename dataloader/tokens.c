@@ -19,11 +19,11 @@
  * A shard truncated or replaced while it is mapped would fault on access: shards are meant to be
  * written once (dl_tokens_write renames a complete file into place) and then only read. */
 #include "dl.h"
+#include "dl_paths.h"
 #include "em_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -164,15 +164,11 @@ done:
   return st;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 dl_dataset *dl_tokens_open(const char *pattern, int64_t T) {
   static const dl_dataset_fns fns = {tok_len, tok_get, tok_close};
   tok_ctx *c = NULL;
-  glob_t g;
-  bool globbed = false;
+  char **paths = NULL;
+  size_t npaths = 0;
   if (!pattern) {
     em_set_error(EM_ERR_INVALID, "dl_tokens_open: pattern is NULL");
     goto fail;
@@ -182,36 +178,19 @@ dl_dataset *dl_tokens_open(const char *pattern, int64_t T) {
                  (long long)T, (long long)TOK_MAX_T);
     goto fail;
   }
-  int gr = glob(pattern, 0, NULL, &g);
-  globbed = true; /* glob initialises g even when it fails: globfree is always safe */
-  if (gr == GLOB_NOMATCH || (gr == 0 && g.gl_pathc == 0)) {
-    em_set_error(EM_ERR_IO, "dl_tokens_open: no file matches '%s'", pattern);
-    goto fail;
-  }
-  if (gr != 0) {
-    em_set_error(EM_ERR_IO, "dl_tokens_open: glob('%s') failed (%s)", pattern,
-                 gr == GLOB_NOSPACE ? "out of memory" : "read error");
-    goto fail;
-  }
-  if (g.gl_pathc > (size_t)1 << 24) {
-    em_set_error(EM_ERR_INVALID, "dl_tokens_open: '%s' matches %zu files, too many", pattern,
-                 (size_t)g.gl_pathc);
-    goto fail;
-  }
-  /* glob sorts by the locale's collation; the order of samples must not depend on the locale. */
-  qsort(g.gl_pathv, g.gl_pathc, sizeof *g.gl_pathv, cmp_str);
+  if (dl_paths_glob("dl_tokens_open", pattern, &paths, &npaths) != EM_OK) goto fail;
 
   c = calloc(1, sizeof *c);
-  if (c) c->shards = calloc(g.gl_pathc, sizeof *c->shards);
-  if (c) c->first = calloc(g.gl_pathc + 1, sizeof *c->first);
+  if (c) c->shards = calloc(npaths, sizeof *c->shards);
+  if (c) c->first = calloc(npaths + 1, sizeof *c->first);
   if (!c || !c->shards || !c->first) {
     em_set_error(EM_ERR_NOMEM, "dl_tokens_open(%s): out of memory for %zu shards", pattern,
-                 (size_t)g.gl_pathc);
+                 (size_t)npaths);
     goto fail;
   }
   c->T = T;
-  for (size_t s = 0; s < g.gl_pathc; s++) {
-    if (map_shard(g.gl_pathv[s], &c->shards[s]) != EM_OK) goto fail;
+  for (size_t s = 0; s < npaths; s++) {
+    if (map_shard(paths[s], &c->shards[s]) != EM_OK) goto fail;
     c->nshards = (int)s + 1; /* so that tok_close unmaps exactly what was mapped */
     int64_t n = c->shards[s].ntok;
     c->first[s + 1] = c->first[s] + (n >= T + 1 ? (n - 1) / T : 0);
@@ -224,8 +203,7 @@ dl_dataset *dl_tokens_open(const char *pattern, int64_t T) {
                  (long long)T + 1);
     goto fail;
   }
-  globfree(&g);
-  globbed = false;
+  dl_paths_free(paths, npaths);
 
   dl_field f;
   memset(&f, 0, sizeof f);
@@ -235,7 +213,7 @@ dl_dataset *dl_tokens_open(const char *pattern, int64_t T) {
   f.shape[0] = T + 1;
   return dl_dataset_new(&f, 1, &fns, c); /* closes c on failure */
 fail:
-  if (globbed) globfree(&g);
+  dl_paths_free(paths, npaths);
   tok_close(c);
   return NULL;
 }

@@ -389,6 +389,68 @@ Test(dl_dataset, tokens_errors) {
 
 /* ---- in-memory arrays ---------------------------------------------------------------------- */
 
+/* ---- byte-level text ---------------------------------------------------------------------- */
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f, "%s", path);
+  cr_assert_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+  fclose(f);
+}
+
+Test(dl_dataset, text_windows_split_and_entropy) {
+  TU_BEGIN;
+  char *dir = tu_enter_tmpdir("dlds");
+  /* Two files and a link to the first (named so that it sorts between them): read once each. */
+  write_text("dlds_txt_a", "abcdefghij");  /* 10 bytes */
+  write_text("dlds_txt_c", "\xff\x80xyz"); /* 5 bytes, high bytes must not go negative */
+  cr_assert_eq(symlink("dlds_txt_a", "dlds_txt_b"), 0);
+  const char all[] = "abcdefghij\xff\x80xyz";
+  const int64_t n = 15, T = 4;
+  double h;
+  dl_dataset *d = dl_text_open("dlds_txt_*", T, 0, 1, &h);
+  cr_assert_not_null(d, "%s", em_last_error());
+  check_field(dl_dataset_field(d, 0), "tokens", EM_I64, 1, (int64_t[]){T + 1});
+  cr_assert_eq(dl_dataset_len(d), (n - 1) / T); /* 3 windows of 5, overlapping by one byte */
+  int64_t got[5];
+  for (int64_t w = 0; w < 3; w++) {
+    cr_assert_eq(dl_dataset_get(d, w, (void *[]){got}), EM_OK, "%s", em_last_error());
+    for (int64_t i = 0; i <= T; i++)
+      cr_assert_eq(got[i], (uint8_t)all[w * T + i], "window %lld byte %lld", (long long)w,
+                   (long long)i);
+  }
+  /* 15 distinct bytes, each once: log2(15) bits. */
+  cr_assert_float_eq(h, log2(15.0), 1e-12);
+  dl_dataset_close(d);
+
+  /* The split [0.6, 1): bytes 9..14 ("j\xff\x80xyz"), one window of 5; its entropy: 6 distinct. */
+  d = dl_text_open("dlds_txt_*", T, 0.6, 1, &h);
+  cr_assert_not_null(d, "%s", em_last_error());
+  cr_assert_eq(dl_dataset_len(d), 1);
+  cr_assert_eq(dl_dataset_get(d, 0, (void *[]){got}), EM_OK);
+  cr_assert_eq(got[0], 'j');
+  cr_assert_eq(got[1], 0xff);
+  cr_assert_eq(got[4], 'y');
+  cr_assert_float_eq(h, log2(6.0), 1e-12);
+  dl_dataset_close(d);
+
+  /* Repeated bytes: "aab" -> p = 2/3, 1/3. */
+  write_text("dlds_rep", "aabaabaab");
+  d = dl_text_open("dlds_rep", 2, 0, 1, &h);
+  cr_assert_not_null(d, "%s", em_last_error());
+  cr_assert_float_eq(h, -(2.0 / 3) * log2(2.0 / 3) - (1.0 / 3) * log2(1.0 / 3), 1e-12);
+  dl_dataset_close(d);
+
+  expect_fail(dl_text_open("dlds_nomatch_*", 4, 0, 1, NULL), "no match", "dlds_nomatch_*",
+              "no file matches", NULL);
+  expect_fail(dl_text_open("dlds_rep", 0, 0, 1, NULL), "T = 0", "T = 0", NULL, NULL);
+  expect_fail(dl_text_open("dlds_rep", 2, 0.5, 0.5, NULL), "empty split", "[0.5, 0.5)", NULL, NULL);
+  expect_fail(dl_text_open("dlds_rep", 2, 0.9, 1, NULL), "split too short", "dlds_rep", "9 bytes",
+              "fewer than one window of T+1 = 3");
+  tu_rm_rf(dir);
+  TU_END;
+}
+
 Test(dl_dataset, memory_arrays) {
   TU_BEGIN;
   float xv[15];
