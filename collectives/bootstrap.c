@@ -19,6 +19,8 @@ static struct {
   int rank, world, local_rank, local_world;
   em_device device;
   coll_comm *comm;
+  void (*at_finalize[16])(void);
+  int n_at_finalize;
 } g = {.world = 1, .local_world = 1};
 
 bool ddp_initialized(void) { return g.init; }
@@ -167,8 +169,19 @@ fail:
   return st;
 }
 
+em_status ddp_at_finalize(void (*fn)(void)) {
+  for (int i = 0; i < g.n_at_finalize; i++)
+    if (g.at_finalize[i] == fn) return EM_OK;
+  if (!fn || g.n_at_finalize == (int)(sizeof g.at_finalize / sizeof *g.at_finalize))
+    return em_set_error(EM_ERR_INVALID, "ddp_at_finalize: %s",
+                        fn ? "16 functions registered already" : "fn is NULL");
+  g.at_finalize[g.n_at_finalize++] = fn;
+  return EM_OK;
+}
+
 em_status ddp_finalize(void) {
   if (!g.init) return em_set_error(EM_ERR_STATE, "ddp_finalize: ddp_init was not called");
+  while (g.n_at_finalize > 0) g.at_finalize[--g.n_at_finalize]();
   coll__comm_free(g.comm); /* joins the communication thread: every request has run */
   g.comm = NULL;
 #ifdef EMBER_HAVE_MPI

@@ -34,6 +34,12 @@ em_status ddp_init_ex(int *argc, char ***argv, const coll_options *opts);
  * finalizes MPI itself). After MPI_Finalize, MPI cannot be started again in this process. */
 em_status ddp_finalize(void);
 bool ddp_initialized(void);
+/* Registers fn to run at the start of the next ddp_finalize, before the communicator stops (in
+ * the reverse order of registration, as atexit; each once). ddp_wrap uses it so that a model
+ * still wrapped at ddp_finalize is freed there (ddp_free). At most 16 functions; registering one
+ * already registered does nothing. Not thread-safe: call from the thread that calls
+ * ddp_finalize. */
+em_status ddp_at_finalize(void (*fn)(void));
 
 int ddp_rank(void);       /* 0 before ddp_init */
 int ddp_world_size(void); /* 1 before ddp_init */

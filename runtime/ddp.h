@@ -110,7 +110,8 @@ typedef struct {
 ddp_model *ddp_wrap(em_module *model, const ddp_options *opts);
 /* Unhook and free (NULL ok). The parameters keep their values; their .grad stay valid tensors
  * (moved out of node-shared memory, which goes back to the communicator at ddp_finalize). Not
- * collective. */
+ * collective. ddp_finalize frees every model still wrapped, so a program may end with
+ * ddp_finalize alone (then free the model after ddp_finalize: it must outlive its wrapper). */
 void ddp_free(ddp_model *d);
 
 /* Gradient accumulation: while on, backward passes do not communicate; the next synced backward

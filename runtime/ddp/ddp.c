@@ -362,6 +362,12 @@ static em_status on_end(em_status pass, void *ctx) {
 
 /* ---- wrap
  * ---------------------------------------------------------------------------------------- */
+/* At ddp_finalize: every model still wrapped is freed, as torch's destroy_process_group lets a
+ * program end without deleting its DDP module first. */
+static void free_all_wrapped(void) {
+  for (int k = 0; k < (int)(sizeof wrapped / sizeof *wrapped); k++) ddp_free(wrapped[k]);
+}
+
 void ddp_free(ddp_model *d) {
   if (!d) return;
   for (int k = 0; k < (int)(sizeof wrapped / sizeof *wrapped); k++)
@@ -503,6 +509,7 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
       all_ranks_ok(d->comm, wrap_local(d)) != EM_OK)
     goto fail;
   wrapped[slot] = d;
+  (void)ddp_at_finalize(free_all_wrapped); /* registered once; cannot fail then */
   return d;
 fail:
   ddp_free(d);
