@@ -18,11 +18,15 @@ if(NOT TARGET test_coll_bootstrap)
   target_link_libraries(test_coll_bootstrap PRIVATE ember)
   target_include_directories(test_coll_bootstrap PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 endif()
-foreach(t single:--single:cpu: cuda_missing:cuda:cuda: bad_device:EMBER_DEVICE=tpu:tpu:
-          bad_timeout:EMBER_COLL_TIMEOUT=soon:cpu:EMBER_COLL_TIMEOUT=soon
-          bad_chunk:EMBER_COLL_CHUNK_BYTES=1e999:cpu:EMBER_COLL_CHUNK_BYTES=1e999
-          bad_check_every:check_every=0:cpu:EMBER_COLL_CHECK_EVERY=0
-          bad_shm:EMBER_COLL_SHM=2:cpu:EMBER_COLL_SHM=2)
+set(single_cases single:--single:cpu: cuda_missing:cuda:cuda: bad_device:EMBER_DEVICE=tpu:tpu:
+    bad_timeout:EMBER_COLL_TIMEOUT=soon:cpu:EMBER_COLL_TIMEOUT=soon
+    bad_chunk:EMBER_COLL_CHUNK_BYTES=1e999:cpu:EMBER_COLL_CHUNK_BYTES=1e999
+    bad_check_every:check_every=0:cpu:EMBER_COLL_CHECK_EVERY=0)
+# EMBER_COLL_SHM chooses between two MPI paths: only the MPI backend reads it.
+if(EMBER_HAVE_MPI)
+  list(APPEND single_cases bad_shm:EMBER_COLL_SHM=2:cpu:EMBER_COLL_SHM=2)
+endif()
+foreach(t ${single_cases})
   string(REPLACE ":" ";" t ${t})
   list(GET t 0 name)
   list(GET t 1 arg)
