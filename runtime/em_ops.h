@@ -52,6 +52,11 @@ em_tensor *em_max(em_tensor *a, int dim, bool keepdim);
 em_tensor *em_argmax(em_tensor *a, int dim, bool keepdim);
 em_tensor *em_softmax(em_tensor *a, int dim);
 em_tensor *em_log_softmax(em_tensor *a, int dim);
+/* The causal mask of self-attention: a (..., T, S) with every element of row i past column
+ * i + (S - T) replaced by value (-INFINITY before a softmax: query i sees keys 0..i when T == S);
+ * as torch's a.masked_fill(ones(T, S).triu(S - T + 1).bool(), value). The gradient passes where
+ * a was kept and is 0 where value was written. */
+em_tensor *em_causal_mask(em_tensor *a, float value);
 
 /* ---- losses ------------------------------------------------------------------------------ */
 typedef enum { EM_REDUCE_MEAN = 0, EM_REDUCE_SUM = 1, EM_REDUCE_NONE = 2 } em_reduction;
@@ -104,7 +109,8 @@ em_tensor *em_dropout(em_tensor *x, float p, bool training, em_rng *rng);
 /* ---- indexing and shape ------------------------------------------------------------------ */
 /* weight (V, D), idx (any shape) i64 or i32 in [0, V) -> (idx..., D). */
 em_tensor *em_embedding(em_tensor *weight, em_tensor *idx);
-/* One dim may be -1. A view when a is contiguous, else a copy. */
+/* One dim may be -1. A view when a's strides allow it (always when a is contiguous; as torch's
+ * view: e.g. splitting the last dim of a column slice), else a contiguous copy. */
 em_tensor *em_reshape(em_tensor *a, int ndim, const int64_t *shape);
 /* Merge dims start..end (inclusive, negative allowed) into one. */
 em_tensor *em_flatten(em_tensor *a, int start_dim, int end_dim);

@@ -66,6 +66,45 @@ Test(shape, reshape_of_view_copies) {
   TU_END;
 }
 
+/* A strided view reshapes as a view when each run of its dims that lie evenly apart maps onto a
+ * run of the new dims (torch's view rule); otherwise it is copied. */
+Test(shape, reshape_of_strided_view_as_view_when_strides_allow) {
+  TU_BEGIN;
+  /* attention's split: the middle column block of (N, T, 3C), its last dim split into (H, D) */
+  em_tensor *a = arange(EM_SHAPE(2, 3, 12)); /* a[n][t][c] = 36n + 12t + c */
+  em_tensor *block = em_narrow(a, 2, 4, 4);
+  em_tensor *r = em_reshape(block, EM_SHAPE(2, 3, 2, 2));
+  assert_shape(r, EM_SHAPE(2, 3, 2, 2), "split of a column block");
+  cr_assert(em_shares_storage(a, r), "a column block splits without a copy");
+  cr_assert(!em_is_contiguous(r));
+  for (int64_t k = 0; k < 24; k++) {
+    int64_t n = k / 12, t = k / 4 % 3, h = k / 2 % 2, d = k % 2;
+    cr_assert_eq(em_get(r, k), (double)(36 * n + 12 * t + 4 + 2 * h + d), "element %lld",
+                 (long long)k);
+  }
+  em_set(r, 23, -1.0); /* n 1, t 2, h 1, d 1: a[1][2][7] */
+  cr_assert_eq(em_get(a, 36 + 24 + 7), -1.0);
+  /* merging the two leading dims of the block (their strides are 36 and 12: evenly apart) */
+  em_tensor *m = em_reshape(block, EM_SHAPE(6, 4));
+  cr_assert(em_shares_storage(a, m));
+  for (int64_t k = 0; k < 24; k++)
+    if (k != 23) cr_assert_eq(em_get(m, k), (double)(12 * (k / 4) + 4 + k % 4));
+  /* a transposed tensor: split dims and size-1 dims are views, merging across the transpose is
+   * a copy */
+  em_tensor *b = arange(EM_SHAPE(3, 4, 5));
+  em_tensor *bt = em_transpose(b, 0, 1); /* (4, 3, 5), bt[i][j][k] = 20j + 5i + k */
+  em_tensor *split = em_reshape(bt, EM_SHAPE(2, 2, 1, 3, 5, 1));
+  cr_assert(em_shares_storage(b, split));
+  em_tensor *merged = em_reshape(bt, EM_SHAPE(4, 15));
+  cr_assert(!em_shares_storage(b, merged));
+  for (int64_t k = 0; k < 60; k++) {
+    double want = 20 * (k / 5 % 3) + 5 * (k / 15) + k % 5;
+    cr_assert_eq(em_get(split, k), want, "split element %lld", (long long)k);
+    cr_assert_eq(em_get(merged, k), want, "merged element %lld", (long long)k);
+  }
+  TU_END;
+}
+
 Test(shape, reshape_errors) {
   TU_BEGIN;
   em_tensor *a = arange(EM_SHAPE(2, 3));
@@ -359,6 +398,8 @@ static em_tensor *f_views(em_tensor **in, void *ctx) {
   case 7: return sq(em_narrow(a, 1, 1, 2));
   case 8: return sq(em_contiguous(em_transpose(a, 0, 2)));
   case 9: return sq(em_clone(em_narrow(a, 2, 0, 3)));
+  case 10: return sq(em_reshape(em_narrow(a, 2, 1, 4), EM_SHAPE(3, 4, 2, 2))); /* strided view */
+  case 11: return sq(em_reshape(em_transpose(a, 0, 1), EM_SHAPE(2, 2, 3, 5)));
   /* A value used twice through two overlapping views: gradients add up. */
   default: return em_add(sq(em_narrow(a, 2, 0, 3)), em_narrow(a, 2, 2, 3));
   }
@@ -368,10 +409,11 @@ Test(shape, gradcheck_views_and_copies) {
   TU_BEGIN;
   em_rng r = em_rng_new(11);
   em_tensor *a = tu_rand(&r, EM_SHAPE(3, 4, 5), -1, 1, true);
-  static const char *names[] = {"reshape",    "reshape (copy)", "flatten",    "transpose",
-                                "permute",    "slice step 2",   "slice neg",  "narrow",
-                                "contiguous", "clone",          "overlapping"};
-  for (int k = 0; k <= 10; k++) {
+  static const char *names[] = {"reshape",    "reshape (copy)", "flatten",         "transpose",
+                                "permute",    "slice step 2",   "slice neg",       "narrow",
+                                "contiguous", "clone",          "reshape strided", "reshape split",
+                                "overlapping"};
+  for (int k = 0; k <= 12; k++) {
     gctx c = {k};
     tu_gradcheck(f_views, 1, &a, &c, 1e-2, 2e-3, names[k]);
   }

@@ -136,6 +136,12 @@ typedef struct em_kernels {
   em_status (*softmax_backward)(bool log, const em_tensor *y, const em_tensor *dy, int dim,
                                 em_tensor *dx);
 
+  /* ---- causal mask (ops/mask.c) -------------------------------------------------------------- */
+  /* x (..., T, S) seen as (B, T, S): y = x, except y[b, i, j] = value where j > i + (S - T) (row
+   * i of the last T rows sees the columns up to its own position). The backward is the same
+   * kernel on dy with value 0. x and y have the same shape (ndim >= 2, any sizes); y may be x. */
+  em_status (*causal_mask)(const em_tensor *x, float value, em_tensor *y);
+
   /* ---- batch norm, layer norm (ops/norm.c) --------------------------------------------------- */
   /* batch_norm: y = (x - mean) / sqrt(var + eps) * weight + bias per channel, x (N, C, ...) seen
    * as (N, C, S) and y of its shape; weight, bias (C) or NULL (1 and 0). training: mean, var (C)

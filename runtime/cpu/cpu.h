@@ -41,6 +41,9 @@ em_status em__cpu_softmax(bool log, const em_tensor *x, int dim, em_tensor *y);
 em_status em__cpu_softmax_backward(bool log, const em_tensor *y, const em_tensor *dy, int dim,
                                    em_tensor *dx);
 
+/* ---- mask.c ------------------------------------------------------------------------------ */
+em_status em__cpu_causal_mask(const em_tensor *x, float value, em_tensor *y);
+
 /* ---- norm.c ------------------------------------------------------------------------------ */
 em_status em__cpu_batch_norm(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
                              bool training, float eps, em_tensor *y, em_tensor *mean,

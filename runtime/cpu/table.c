@@ -24,6 +24,8 @@ const em_kernels em__cpu_kernels = {
     /* softmax.c */
     .softmax = em__cpu_softmax,
     .softmax_backward = em__cpu_softmax_backward,
+    /* mask.c */
+    .causal_mask = em__cpu_causal_mask,
     /* norm.c */
     .batch_norm = em__cpu_batch_norm,
     .batch_norm_backward = em__cpu_batch_norm_backward,

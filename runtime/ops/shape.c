@@ -2,7 +2,7 @@
  * contiguous, clone, concat, stack, index_select (front ends; the copies are the device table's
  * copy_view, check_index and index_select kernels).
  *
- * Views (transpose, permute, slice, narrow, and reshape of a contiguous tensor) share the input's
+ * Views (transpose, permute, slice, narrow, and reshape where the strides allow) share the input's
  * storage: only shape, strides and offset change. Their backward is one generic function: it
  * scatters the output gradient into a zero tensor of the input's shape, through the same view
  * geometry computed against a contiguous layout of the input:
@@ -117,6 +117,32 @@ static em_tensor *view_op(const char *op, em_tensor *a, const vmap *m) {
   return out;
 }
 
+/* Strides that show a (not empty, ndim >= 1) as shape s without moving data, as torch's view:
+ * each run of dims of a that lie evenly apart (a "chunk") must be covered by a run of dims of s
+ * with the same element count; s's strides within the run follow from the chunk's innermost
+ * stride. False when some dims of s would straddle two chunks (a copy is needed then). Splitting
+ * the last dim of a column slice (N, T, 3C)[..., C:2C] into (N, T, H, D) is a view this way. */
+static bool view_strides(const em_tensor *a, int ndim, const int64_t *s, int64_t *st) {
+  int vd = ndim - 1;
+  int64_t base = a->strides[a->ndim - 1], chunk = 1, covered = 1;
+  for (int d = a->ndim - 1; d >= 0; d--) {
+    chunk *= a->shape[d];
+    bool chunk_ends = d == 0 || (a->shape[d - 1] != 1 && a->strides[d - 1] != chunk * base);
+    if (!chunk_ends) continue;
+    while (vd >= 0 && (covered < chunk || s[vd] == 1)) {
+      st[vd] = covered * base;
+      covered *= s[vd];
+      vd--;
+    }
+    if (covered != chunk) return false;
+    if (d > 0) {
+      base = a->strides[d - 1];
+      chunk = covered = 1;
+    }
+  }
+  return vd == -1;
+}
+
 em_tensor *em_reshape(em_tensor *a, int ndim, const int64_t *shape) {
   EM_CHECK_INPUT(a, "reshape");
   char x[EM_SHAPE_STR_LEN], y[EM_SHAPE_STR_LEN];
@@ -158,8 +184,13 @@ em_tensor *em_reshape(em_tensor *a, int ndim, const int64_t *shape) {
                  (long long)known);
     return NULL;
   }
-  int64_t cst[EM_MAX_DIMS];
+  int64_t cst[EM_MAX_DIMS], vst[EM_MAX_DIMS];
   em__contig_strides(ndim, s, cst);
+  if (!em_is_contiguous(a) && numel > 0 && view_strides(a, ndim, s, vst)) {
+    em_tensor *out = em__view(a, ndim, s, vst, a->offset);
+    if (out) record_view("reshape", out, a, cst, 0);
+    return out;
+  }
   em_scope sc = em_scope_begin();
   em_tensor *c = em__contig(a); /* a itself if contiguous, else a scope-owned copy */
   em_tensor *out = c ? em__view(c, ndim, s, cst, c->offset) : NULL;
