@@ -237,7 +237,8 @@ em_tensor *em_gru_cell_step(em_module *cell, em_tensor *x, em_tensor *h);
 em_module *em_char_rnn(int vocab, int hidden, int layers);
 /* The same forward carrying the state: h and c are arrays of `layers` tensors (N, hidden), read
  * (NULL entries are zeros) and replaced by the state after the last step (scope-owned), so that
- * sampling can feed one token at a time. */
+ * sampling can feed one token at a time. Either array may be NULL (zeros in, the state not
+ * returned). On error returns NULL and leaves both arrays as they were. */
 em_tensor *em_char_rnn_forward(em_module *m, em_tensor *tokens, em_tensor **h, em_tensor **c);
 
 /* ---- GPT (nn/gpt.c) --------------------------------------------------------------------------

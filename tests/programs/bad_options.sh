@@ -25,6 +25,13 @@ check fmnist_mlp "--lr '-1': expected a number in [0, 10]" --lr -1
 check fmnist_mlp "--workers '1.5': expected an integer in [0, 256]" --workers 1.5
 check fmnist_mlp "unrecognized option '--epoch-count'" --epoch-count 3
 check fmnist_mlp "unexpected arguments" --epochs 1 extra
+check char_rnn "--steps '0': expected an integer in [1, 10000000]" --steps 0
+check char_rnn "--hidden 'big': expected an integer in [1, 4096]" --hidden big
+check char_rnn "--layers '9': expected an integer in [1, 8]" --layers 9
+check char_rnn "--seq '-5': expected an integer in [1, 1024]" --seq -5
+check char_rnn "--temp '0': expected a number in [0.01, 10]" --temp 0
+check char_rnn "--lr 'nan': expected a number in [1e-09, 1]" --lr nan
+check char_rnn "unexpected arguments" --steps 1 extra
 check ember-train-bench "--steps '1x': expected an integer in [1, 100000000]" --model mlp \
   --steps 1x
 check ember-train-bench "--batch '0': expected an integer in [1, 60000]" --model mlp --batch 0
