@@ -40,6 +40,10 @@ extern "C" {
 void em_manual_seed(uint64_t seed);
 /* The default generator itself (process-wide; borrowed). */
 em_rng *em_default_rng(void);
+/* Overwrite t (a contiguous f32 CPU tensor, e.g. a parameter) with draws from N(mean, std) from
+ * the default generator, as torch.nn.init.normal_ (kaiming_normal_ is std = gain / sqrt(fan)).
+ * EM_OK, or an error naming the tensor or the bad mean/std (t unchanged). */
+em_status em_init_normal(em_tensor *t, float mean, float std);
 
 /* ---- modules --------------------------------------------------------------------------------- */
 typedef struct em_module em_module;
@@ -200,20 +204,28 @@ em_module *em_small_cnn(int in_ch, int h, int w, int classes);
 /* ---- ResNets (nn/resnet.c) -------------------------------------------------------------------
  * torchvision.models.resnet18/34/50(num_classes=num_classes), with conv1 taking in_channels
  * instead of 3: stem conv 7x7/2 (64) + batch norm + ReLU + max-pool 3x3/2, four stages of basic
- * (18, 34) or bottleneck (50) blocks, global average pool, fc. Parameter and buffer names equal
- * torchvision's state_dict keys (conv1.weight, bn1.running_mean, layer1.0.conv1.weight,
- * layer2.0.downsample.0.weight, layer2.0.downsample.1.weight, fc.weight, ...); weights are
- * initialised as torchvision does (kaiming_normal_ fan_out for convolutions, batch norm 1 and 0,
- * fc as nn.Linear). For 1000 classes and 3 channels the parameter counts are 11,689,512 (18),
- * 21,797,672 (34) and 25,557,032 (50). x (N, in_channels, H, W) with H, W >= 32 -> (N, classes). */
+ * (18, 34) or bottleneck (50; stride on the 3x3 convolution, torchvision's "v1.5") blocks, global
+ * average pool, fc. Parameter and buffer names equal torchvision's state_dict keys
+ * (conv1.weight, bn1.running_mean, layer1.0.conv1.weight, layer2.0.downsample.0.weight,
+ * layer2.0.downsample.1.weight, fc.weight, ...), in named_parameters() / named_buffers() order;
+ * weights are initialised as torchvision does (kaiming_normal_ fan_out for convolutions, batch
+ * norm 1 and 0 including each block's last, fc as nn.Linear). For 1000 classes and 3
+ * channels the parameter counts are 11,689,512 (18), 21,797,672 (34) and 25,557,032 (50).
+ * em_forward(m, x): x (N, in_channels, H, W) -> logits (N, classes), any H, W; the last stage
+ * runs at about H/32 x W/32 (1x1 for 32x32 images), where training-mode batch norm needs N >= 2.
+ * An error names the model and the bad argument (num_classes, in_channels <= 0). */
 em_module *em_resnet18(int num_classes, int in_channels);
 em_module *em_resnet34(int num_classes, int in_channels);
 em_module *em_resnet50(int num_classes, int in_channels);
 /* The small-image ResNet of He et al. (2016, section 4.2), for 28x28 and 32x32 inputs: depth =
- * 6n + 2 (20, 32, 44, 56, 110). Stem conv 3x3 (16) + batch norm + ReLU, no max-pool; three
- * stages of n basic blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 has
- * stride 2 and a 1x1 convolution + batch norm shortcut); global average pool; fc. Names as the
- * torchvision models (conv1, bn1, layer1.0.conv1, ..., layer2.0.downsample.0, fc). */
+ * 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ... up to 1202; else an error naming the
+ * depth). Stem conv 3x3 (16) + batch norm + ReLU, no max-pool; three stages of n basic blocks
+ * with 16, 32 and 64 channels (the first block of stages 2 and 3 has stride 2 and a 1x1
+ * convolution + batch norm shortcut, the paper's option B); global average pool; fc. Names and
+ * initialisation as the torchvision models (conv1, bn1, layer1.0.conv1, ...,
+ * layer2.0.downsample.0, fc). ResNet-20 has 272,474 parameters for 3 channels and 10 classes,
+ * 272,186 for 1 channel (measured; the paper's 0.27M is option A, without the two shortcut
+ * convolutions and their batch norms: 2,752 fewer). */
 em_module *em_resnet_cifar(int depth, int in_channels, int num_classes);
 
 /* ---- recurrent cells and the character RNN (nn/rnn.c) ----------------------------------------

@@ -1,6 +1,6 @@
 /* nn/layers.c: the standard layers as modules (Linear, Conv2d, BatchNorm2d, LayerNorm, Embedding,
- * Dropout, the activations, Flatten, MaxPool2d, Sequential) and the default generator their
- * constructors draw initial weights from.
+ * Dropout, the activations, Flatten, MaxPool2d, Sequential), the default generator their
+ * constructors draw initial weights from, and em_init_normal for models that redraw them.
  *
  * Each layer keeps direct pointers to its own parameters in its ctx (borrowed: the module owns the
  * tensors), so a forward pass does no name lookups. Initialisation follows PyTorch's
@@ -26,6 +26,21 @@ static em_tensor *new_uniform(int ndim, const int64_t *shape, double bound) {
   float *p = em_data_f32(t), lo = (float)-bound, w = (float)(2 * bound);
   for (int64_t i = 0, n = em_numel(t); i < n; i++) p[i] = lo + w * em_rng_uniform(&default_rng);
   return t;
+}
+
+em_status em_init_normal(em_tensor *t, float mean, float std) {
+  if (!t) return em_set_error(EM_ERR_INVALID, "init_normal: tensor is NULL");
+  if (t->dtype != EM_F32 || t->device.kind != EM_CPU || !em_is_contiguous(t))
+    return em_set_error(
+        EM_ERR_INVALID, "init_normal: %s must be a contiguous f32 CPU tensor (got %s on %s%s)",
+        t->name ? t->name : "tensor", em_dtype_name(t->dtype),
+        t->device.kind == EM_CPU ? "cpu" : "cuda", em_is_contiguous(t) ? "" : ", not contiguous");
+  if (!(std >= 0) || !isfinite(mean) || !isfinite(std))
+    return em_set_error(EM_ERR_INVALID, "init_normal: need a finite mean and std >= 0, got %g, %g",
+                        mean, std);
+  float *p = em_data_f32(t);
+  for (int64_t i = 0, n = em_numel(t); i < n; i++) p[i] = mean + std * em_rng_normal(&default_rng);
+  return EM_OK;
 }
 
 static em_tensor *new_full(em_dtype dt, int ndim, const int64_t *shape, double v) {
