@@ -220,7 +220,7 @@ typedef struct {
   int64_t run_steps;          /* steps in this run */
   int64_t loss_epoch, loss_n; /* mean global loss of the latest epoch (for RESULT) */
   double loss_sum;
-  double acc;
+  double acc; /* the latest evaluation: test accuracy, or a language model's validation loss */
   int64_t acc_step;
 } job;
 
@@ -287,9 +287,19 @@ static void save_checkpoint(job *j) {
 }
 
 static void evaluate(job *j) {
-  j->acc = train_accuracy(j->model, &j->data);
+  j->acc = train_is_lm(&j->o) ? train_val_loss(j->model, &j->o, &j->data)
+                              : train_accuracy(j->model, &j->data);
   if (j->acc < 0) fatal("evaluation");
   j->acc_step = j->step;
+}
+
+/* The evaluation as printed: " test_acc A", or " val_loss L (B bits per byte|token)". */
+static void print_eval(const job *j) {
+  if (!train_is_lm(&j->o))
+    printf(" test_acc %.4f", j->acc);
+  else if (!isnan(j->acc))
+    printf(" val_loss %.4f (%.3f bits per %s)", j->acc, j->acc / log(2.0),
+           j->o.dataset == DATA_TEXT ? "byte" : "token");
 }
 
 static void train_loop(job *j) {
@@ -305,7 +315,7 @@ static void train_loop(job *j) {
     if (em_optim_schedule(j->opt, &j->sched, o->lr) != EM_OK) fatal("lr schedule");
     double lr = em_optim_lr(j->opt);
     em_scope sc = em_scope_begin();
-    em_tensor *loss = em_cross_entropy(em_forward(j->model, b.x), b.y);
+    em_tensor *loss = train_loss(j->model, o, &b);
     if (!loss || em_zero_grad(j->opt) != EM_OK || em_backward(loss) != EM_OK ||
         em_step(j->opt) != EM_OK)
       fatal("training step");
@@ -326,12 +336,13 @@ static void train_loop(job *j) {
     bool ckpt = *o->ckpt_dir && (last || (o->ckpt_every > 0 && j->step % o->ckpt_every == 0));
     bool line = j->step % o->log_every == 0 || epoch_end || last;
     if (eval) evaluate(j);
-    if (eval || ckpt || line || j->npend == j->flush_every) flush(j, eval ? j->acc : -1, line);
+    if (eval || ckpt || line || j->npend == j->flush_every)
+      flush(j, eval && !isnan(j->acc) ? j->acc : -1, line);
     if (epoch_end && j->rank == 0) {
       progress_newline(&j->prog);
       printf("epoch %lld/%lld done: train_loss %.4f", (long long)epoch, (long long)j->prog.epochs,
              j->loss_n ? j->loss_sum / (double)j->loss_n : 0.0);
-      if (eval) printf(" test_acc %.4f", j->acc);
+      if (eval) print_eval(j);
       printf(" (elapsed %.1f s)\n", now_s() - j->prog.t0);
       fflush(stdout);
     }
@@ -491,8 +502,19 @@ static void describe(const job *j) {
     for (int i = 0; i < o->hidden.n; i++)
       n += (size_t)snprintf(arch + n, sizeof arch - n, "-%lld", (long long)o->hidden.v[i]);
     snprintf(arch + n, sizeof arch - n, "-10%s", o->dropout > 0 ? " (dropout)" : "");
-  } else {
+  } else if (o->model == MODEL_CNN) {
     snprintf(arch, sizeof arch, "cnn (em_small_cnn)");
+  } else if (o->model == MODEL_RESNET_CIFAR) {
+    snprintf(arch, sizeof arch, "resnet_cifar (ResNet-%lld)", (long long)o->depth);
+  } else if (o->model == MODEL_RESNET18) {
+    snprintf(arch, sizeof arch, "resnet18");
+  } else if (o->model == MODEL_CHAR_RNN) {
+    snprintf(arch, sizeof arch, "char_rnn (%lld LSTM layers of %lld, vocab %lld, seq %lld)",
+             (long long)o->layers, (long long)o->width, (long long)o->vocab, (long long)o->seq_len);
+  } else {
+    snprintf(arch, sizeof arch, "gpt (%lld layers, %lld heads, width %lld, vocab %lld, block %lld)",
+             (long long)o->layers, (long long)o->heads, (long long)o->width, (long long)o->vocab,
+             (long long)o->seq_len);
   }
   em_params p = em_parameters(j->model);
   int64_t nparams = 0;
@@ -502,7 +524,14 @@ static void describe(const job *j) {
          em_config_name(j->cfg), arch, (long long)nparams,
          train_opts_choice("optim.name", o->optim), o->lr, o->schedule ? " (scheduled)" : "",
          (long long)o->batch, j->world, j->world > 1 ? "s" : "", (long long)j->total,
-         (long long)j->prog.steps_per_epoch, o->data_dir);
+         (long long)j->prog.steps_per_epoch,
+         o->dataset == DATA_FMNIST ? o->data_dir : o->data_path);
+  if (j->data.unigram_bits >= 0)
+    printf("text: %lld training and %lld validation windows of %lld bytes; unigram entropy of the "
+           "training text %.3f bits per byte\n",
+           (long long)dl_dataset_len(j->data.train_set),
+           (long long)dl_dataset_len(j->data.test_set), (long long)o->seq_len,
+           j->data.unigram_bits);
   fflush(stdout);
 }
 
@@ -535,7 +564,9 @@ int main(int argc, char **argv) {
     int32_t flags[2] = {1, 0}; /* ok, tty */
     if (j.rank == 0) {
       flags[1] = stdout_is_terminal();
-      if (*o->metrics && !(j.metrics = train_metrics_open(o->metrics, resumed ? j.step : -1))) {
+      if (*o->metrics &&
+          !(j.metrics = train_metrics_open(o->metrics, resumed ? j.step : -1,
+                                           train_is_lm(o) ? "val_loss" : "test_acc"))) {
         fprintf(stderr, "ember-train: metrics: %s\n", em_last_error());
         flags[0] = 0;
       }
@@ -565,9 +596,21 @@ int main(int argc, char **argv) {
 
   if (j.metrics) train_metrics_plot(j.metrics, j.total);
   double mean_loss = j.loss_n ? j.loss_sum / (double)j.loss_n : NAN;
-  ddp_print0("RESULT test_acc=%.4f train_loss=%.4f samples_per_s=%.1f time_s=%.1f ranks=%d\n",
-             j.acc, mean_loss, j.train_time > 0 ? (double)j.samples / j.train_time : 0.0,
-             total_time, j.world);
+  double sps = j.train_time > 0 ? (double)j.samples / j.train_time : 0.0;
+  if (!train_is_lm(o))
+    ddp_print0("RESULT test_acc=%.4f train_loss=%.4f samples_per_s=%.1f time_s=%.1f ranks=%d\n",
+               j.acc, mean_loss, sps, total_time, j.world);
+  else if (o->dataset == DATA_TEXT) /* byte tokens: nats per token / ln 2 = bits per byte */
+    ddp_print0("RESULT val_loss=%.4f val_bpb=%.4f unigram_bpb=%.4f train_loss=%.4f "
+               "tokens_per_s=%.1f time_s=%.1f ranks=%d\n",
+               j.acc, j.acc / log(2.0), j.data.unigram_bits, mean_loss, sps * (double)o->seq_len,
+               total_time, j.world);
+  else
+    ddp_print0("RESULT val_loss=%.4f train_loss=%.4f tokens_per_s=%.1f time_s=%.1f ranks=%d\n",
+               j.acc, mean_loss, sps * (double)o->seq_len, total_time, j.world);
+  if (train_is_lm(o) && o->sample_len > 0 && j.rank == 0 &&
+      train_sample(j.model, o, &j.data, o->sample_len, stdout) != EM_OK)
+    fprintf(stderr, "ember-train: sampling: %s\n", em_last_error());
   train_metrics_close(j.metrics);
   ddp_free(j.ddp);
   em_optim_free(j.opt);

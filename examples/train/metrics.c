@@ -11,12 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CSV_HEADER "step,epoch,loss,lr,samples_per_s,test_acc"
+#define CSV_COLUMNS "step,epoch,loss,lr,samples_per_s," /* then the evaluation's name */
 
 struct train_metrics {
   char *dir;
   char csv_path[PATH_MAX], jsonl_path[PATH_MAX];
   FILE *csv, *jsonl;
+  const char *eval; /* "test_acc", "val_loss" */
+  char header[128]; /* CSV_COLUMNS + eval */
 };
 
 em_status train_mkdirs(const char *dir) {
@@ -78,18 +80,20 @@ static int64_t jsonl_step(const char *line) {
   return sscanf(line, "{\"step\":%lld,", &s) == 1 ? s : -1;
 }
 
-train_metrics *train_metrics_open(const char *dir, int64_t keep_upto) {
+train_metrics *train_metrics_open(const char *dir, int64_t keep_upto, const char *eval) {
   train_metrics *m = calloc(1, sizeof *m);
   if (!m || !(m->dir = strdup(dir))) {
     free(m);
     em_set_error(EM_ERR_NOMEM, "metrics: out of memory");
     return NULL;
   }
+  m->eval = eval;
+  snprintf(m->header, sizeof m->header, CSV_COLUMNS "%s", eval);
   snprintf(m->csv_path, sizeof m->csv_path, "%s/metrics.csv", dir);
   snprintf(m->jsonl_path, sizeof m->jsonl_path, "%s/metrics.jsonl", dir);
   em_status st = train_mkdirs(dir);
   if (st == EM_OK && keep_upto >= 0) {
-    st = keep_rows(m->csv_path, keep_upto, CSV_HEADER, csv_step);
+    st = keep_rows(m->csv_path, keep_upto, m->header, csv_step);
     if (st == EM_OK) st = keep_rows(m->jsonl_path, keep_upto, NULL, jsonl_step);
   }
   const char *mode = keep_upto >= 0 ? "a" : "w";
@@ -97,7 +101,7 @@ train_metrics *train_metrics_open(const char *dir, int64_t keep_upto) {
     st = em_set_error(EM_ERR_IO, "%s: cannot open: %s", m->csv_path, strerror(errno));
   if (st == EM_OK && !(m->jsonl = fopen(m->jsonl_path, mode)))
     st = em_set_error(EM_ERR_IO, "%s: cannot open: %s", m->jsonl_path, strerror(errno));
-  if (st == EM_OK && ftell(m->csv) == 0) fprintf(m->csv, CSV_HEADER "\n");
+  if (st == EM_OK && ftell(m->csv) == 0) fprintf(m->csv, "%s\n", m->header);
   if (st != EM_OK) {
     train_metrics_close(m);
     return NULL;
@@ -106,19 +110,19 @@ train_metrics *train_metrics_open(const char *dir, int64_t keep_upto) {
 }
 
 em_status train_metrics_row(train_metrics *m, int64_t step, int64_t epoch, double loss, double lr,
-                            double samples_per_s, double test_acc) {
+                            double samples_per_s, double eval) {
   /* %.9g reads back as the same float: resumed and uninterrupted runs compare exactly */
   fprintf(m->csv, "%lld,%lld,%.9g,%.9g,%.1f,", (long long)step, (long long)epoch, loss, lr,
           samples_per_s);
-  if (test_acc >= 0) fprintf(m->csv, "%.4f", test_acc);
+  if (eval >= 0) fprintf(m->csv, "%.4f", eval);
   fputc('\n', m->csv);
   fprintf(m->jsonl,
           "{\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g,\"samples_per_s\":%.1f,",
           (long long)step, (long long)epoch, loss, lr, samples_per_s);
-  if (test_acc >= 0)
-    fprintf(m->jsonl, "\"test_acc\":%.4f}\n", test_acc);
+  if (eval >= 0)
+    fprintf(m->jsonl, "\"%s\":%.4f}\n", m->eval, eval);
   else
-    fprintf(m->jsonl, "\"test_acc\":null}\n");
+    fprintf(m->jsonl, "\"%s\":null}\n", m->eval);
   return ferror(m->csv) || ferror(m->jsonl)
              ? em_set_error(EM_ERR_IO, "%s: write error: %s", m->dir, strerror(errno))
              : EM_OK;
@@ -174,6 +178,7 @@ bool train_metrics_plot(train_metrics *m, int64_t total_steps) {
     return false;
   }
   /* the smoothed loss: an exponential moving average over about 1% of the run */
+  const char *label = strcmp(m->eval, "val_loss") ? "test accuracy" : "validation loss";
   double alpha = total_steps >= 100 ? 100.0 / (double)total_steps : 1.0;
   alpha = alpha < 0.01 ? 0.01 : alpha;
   fprintf(g,
@@ -186,7 +191,7 @@ bool train_metrics_plot(train_metrics *m, int64_t total_steps) {
           "set grid\n"
           "set xlabel 'step'\n"
           "set ylabel 'training loss'\n"
-          "set y2label 'test accuracy'\n"
+          "set y2label '%s'\n"
           "set ytics nomirror\n"
           "set y2tics\n"
           "ema = -1\n"
@@ -196,8 +201,8 @@ bool train_metrics_plot(train_metrics *m, int64_t total_steps) {
           "     '' using 1:(smooth($3)) skip 1 with lines lw 2 lc rgb '#2040a0' "
           "title 'loss (moving average)', \\\n"
           "     '' using 1:6 skip 1 axes x1y2 with linespoints pt 7 lw 2 lc rgb '#c03020' "
-          "title 'test accuracy'\n",
-          dir, dir, alpha, alpha, dir);
+          "title '%s'\n",
+          dir, dir, label, alpha, alpha, dir, label);
   int rc = pclose(g);
   if (rc != 0) {
     printf("note: gnuplot failed (status %d, see %s/gnuplot.log): no curves.png\n", rc, m->dir);

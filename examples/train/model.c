@@ -34,7 +34,23 @@ static em_module *dropout_new(float p) {
 }
 
 em_module *train_model_new(const train_opts *o) {
-  if (o->model == MODEL_CNN) return em_small_cnn(1, 28, 28, 10);
+  switch (o->model) {
+  case MODEL_CNN: return em_small_cnn(1, 28, 28, 10);
+  case MODEL_RESNET_CIFAR: return em_resnet_cifar((int)o->depth, 1, 10);
+  case MODEL_RESNET18: return em_resnet18(10, 1);
+  case MODEL_CHAR_RNN: return em_char_rnn((int)o->vocab, (int)o->width, (int)o->layers);
+  case MODEL_GPT: {
+    em_gpt_config g = {.vocab_size = (int)o->vocab,
+                       .block_size = (int)o->seq_len,
+                       .n_layer = (int)o->layers,
+                       .n_head = (int)o->heads,
+                       .n_embd = (int)o->width,
+                       .dropout = (float)o->dropout,
+                       .bias = true};
+    return em_gpt(&g);
+  }
+  default: break;
+  }
   int hidden[TRAIN_MAX_HIDDEN];
   for (int i = 0; i < o->hidden.n; i++) hidden[i] = (int)o->hidden.v[i];
   if (o->dropout == 0) return em_mlp(784, hidden, o->hidden.n, 10);
@@ -88,8 +104,10 @@ static em_status augment(void *ctx, void *const fields[], const dl_field *spec, 
 }
 
 em_status train_data_open(train_data *d, const train_opts *o) {
+  if (train_is_lm(o)) return train_lm_data_open(d, o);
   memset(d, 0, sizeof *d);
-  dl_idx_options io = {.keep_dims = o->model == MODEL_CNN};
+  d->unigram_bits = -1;
+  dl_idx_options io = {.keep_dims = o->model != MODEL_MLP};
   d->train_set = dl_fmnist_open(o->data_dir, "train", &io);
   d->test_set = d->train_set ? dl_fmnist_open(o->data_dir, "t10k", &io) : NULL;
   if (!d->test_set) return em_last_status();
@@ -123,32 +141,44 @@ void train_data_close(train_data *d) {
   memset(d, 0, sizeof *d);
 }
 
+em_tensor *train_loss(em_module *model, const train_opts *o, const dl_batch *b) {
+  if (!train_is_lm(o)) return em_cross_entropy(em_forward(model, b->x), b->y);
+  /* b->x: (B, T+1) token windows */
+  int64_t T = b->x->shape[1] - 1;
+  em_tensor *in = em_narrow(b->x, 1, 0, T), *target = em_narrow(b->x, 1, 1, T);
+  em_tensor *logits = em_forward(model, em_contiguous(in)); /* (B, T, V) */
+  return em_cross_entropy(em_reshape(logits, EM_SHAPE(-1, o->vocab)),
+                          em_reshape(target, EM_SHAPE(-1)));
+}
+
+em_status train_sum_over_ranks(void *v, int n, em_dtype dt) {
+  if (ddp_world_size() == 1) return EM_OK;
+  coll_buf cb = coll_host_buf(v, n, dt);
+  return coll_wait(coll_allreduce(ddp_comm(), cb, cb, n, COLL_SUM), 0);
+}
+
 double train_accuracy(em_module *model, train_data *d) {
   bool prev = em_no_grad_begin();
   bool training = em_module_is_training(model);
   em_module_eval(model);
-  int64_t counts[2] = {0, 0}; /* correct, seen */
-  bool failed = false;
-  for (dl_batch b; !failed && dl_next(d->test, &b);) {
+  int64_t sums[3] = {0, 0, 0}; /* correct, seen, failed */
+  for (dl_batch b; !sums[2] && dl_next(d->test, &b);) {
     em_scope s = em_scope_begin();
     em_tensor *pred = em_argmax(em_forward(model, b.x), 1, false);
-    for (int64_t i = 0; pred && i < b.real; i++) counts[0] += em_get(pred, i) == em_get(b.y, i);
-    counts[1] += b.real;
+    for (int64_t i = 0; pred && i < b.real; i++) sums[0] += em_get(pred, i) == em_get(b.y, i);
+    sums[1] += b.real;
     em_scope_end(s);
-    failed = !pred;
+    sums[2] = !pred;
   }
   em_module_train(model, training);
   em_no_grad_end(prev);
-  failed = failed || dl_status(d->test) != EM_OK;
+  bool failed = sums[2] || dl_status(d->test) != EM_OK;
+  sums[2] = failed;
   /* every rank joins the sum, also after a local error, so that none waits for the others */
-  int64_t buf[3] = {counts[0], counts[1], failed};
-  if (ddp_world_size() > 1) {
-    coll_buf cb = coll_host_buf(buf, 3, EM_I64);
-    if (coll_wait(coll_allreduce(ddp_comm(), cb, cb, 3, COLL_SUM), 0) != EM_OK) return -1;
-  }
-  if (buf[2]) {
+  if (train_sum_over_ranks(sums, 3, EM_I64) != EM_OK) return -1;
+  if (sums[2]) {
     if (!failed) em_set_error(EM_ERR_COMM, "evaluation failed on another rank");
     return -1;
   }
-  return buf[1] ? (double)buf[0] / (double)buf[1] : 0;
+  return sums[1] > 0 ? (double)sums[0] / (double)sums[1] : 0;
 }

@@ -27,8 +27,9 @@ typedef struct {
   const char *doc;
 } opt_spec;
 
-static const char *const models[] = {"mlp", "cnn", NULL};
-static const char *const datasets[] = {"fmnist", NULL};
+static const char *const models[] = {"mlp", "cnn", "resnet_cifar", "resnet18", "char_rnn",
+                                     "gpt", NULL};
+static const char *const datasets[] = {"fmnist", "tokens", "text", NULL};
 static const char *const optims[] = {"sgd", "adam", "adamw", NULL};
 static const char *const schedules[] = {"none", "step", "cosine", NULL};
 static const char *const compressions[] = {"none", "bf16", "fp16", NULL};
@@ -39,15 +40,35 @@ static const char *const resumes[] = {"auto", "never", NULL};
 
 static const opt_spec table[] = {
     {"model.name", T_ENUM, "mlp", 0, 0, models, F(model),
-     "mlp (784-hidden-10, ReLU) or cnn (em_small_cnn: 2 conv+pool, 1024 hidden)"},
+     "images: mlp (784-hidden-10, ReLU), cnn (em_small_cnn), resnet_cifar (em_resnet_cifar), "
+     "resnet18 (em_resnet18); tokens: char_rnn (em_char_rnn, LSTM), gpt (em_gpt)"},
     {"model.hidden", T_LIST, "[256, 128]", 1, 65536, NULL, F(hidden),
      "mlp hidden layer widths (up to 8 layers; [] = a linear model)"},
     {"model.dropout", T_NUM, "0", 0, 0.95, NULL, F(dropout),
-     "mlp: dropout probability after each hidden ReLU (0 = none)"},
+     "mlp: dropout after each hidden ReLU; gpt: in the embeddings, attention and residuals"},
+    {"model.depth", T_INT, "20", 8, 1000, NULL, F(depth),
+     "resnet_cifar: depth 6n+2 (20, 32, 44, 56, 110)"},
+    {"model.width", T_INT, "128", 4, 16384, NULL, F(width),
+     "char_rnn: LSTM hidden size; gpt: embedding width (n_embd)"},
+    {"model.layers", T_INT, "2", 1, 256, NULL, F(layers),
+     "char_rnn: stacked LSTM cells; gpt: transformer blocks (n_layer)"},
+    {"model.heads", T_INT, "4", 1, 256, NULL, F(heads),
+     "gpt: attention heads (model.width must be a multiple)"},
+    {"model.vocab", T_INT, "0", 0, 65536, NULL, F(vocab),
+     "char_rnn, gpt: vocabulary; 0 = 256 (text: bytes) or 50257 (tokens: GPT-2's)"},
 
-    {"data.dataset", T_ENUM, "fmnist", 0, 0, datasets, F(dataset), "dataset: Fashion-MNIST"},
+    {"data.dataset", T_ENUM, "fmnist", 0, 0, datasets, F(dataset),
+     "fmnist (images, labels); tokens (llm.c token shards); text (files as byte tokens)"},
     {"data.dir", T_STR, NULL, 0, 0, NULL, F(data_dir),
      "directory of the IDX .gz files (default: the Debian package's, dl_fmnist_dir())"},
+    {"data.path", T_STR, "''", 0, 0, NULL, F(data_path),
+     "text: the file, or a glob of files; tokens: the training shards' glob"},
+    {"data.val_path", T_STR, "''", 0, 0, NULL, F(val_path),
+     "tokens: the validation shards' glob ('' = no validation)"},
+    {"data.val_fraction", T_NUM, "0.1", 0.01, 0.5, NULL, F(val_fraction),
+     "text: the end of the text held out for validation"},
+    {"data.seq_len", T_INT, "64", 1, 65536, NULL, F(seq_len),
+     "text, tokens: tokens per sequence (gpt: also its context, block_size)"},
     {"data.batch", T_INT, "64", 1, 65536, NULL, F(batch),
      "training batch per rank (global batch = batch x ranks)"},
     {"data.eval_batch", T_INT, "1000", 1, 65536, NULL, F(eval_batch), "evaluation batch per rank"},
@@ -84,11 +105,16 @@ static const opt_spec table[] = {
     {"train.seed", T_INT, "0", 0, BIG, NULL, F(seed),
      "seed for the initial weights, the shuffle order, augmentation and dropout"},
     {"train.eval_every", T_INT, "1", 0, 1e6, NULL, F(eval_every),
-     "test accuracy every this many epochs, and at the end (0: only at the end)"},
+     "test accuracy (language models: validation loss) every this many epochs, and at the end "
+     "(0: only at the end)"},
     {"train.log_every", T_INT, "100", 1, BIG, NULL, F(log_every),
      "progress line every this many steps (when stdout is not a terminal)"},
     {"train.threads", T_INT, "0", 0, 256, NULL, F(threads),
      "compute threads per rank (0: EMBER_THREADS, which ddprun sets, or 1)"},
+    {"train.sample_len", T_INT, "0", 0, 1000000, NULL, F(sample_len),
+     "char_rnn, gpt: tokens sampled by rank 0 after training (0 = none)"},
+    {"train.temperature", T_NUM, "0.8", 0.01, 10, NULL, F(temperature),
+     "sampling temperature (lower: more likely tokens)"},
     {"train.metrics", T_STR, NULL, 0, 0, NULL, F(metrics),
      "metrics directory (metrics.csv, metrics.jsonl, curves.png); default runs/<config "
      "file stem>; '' = none"},
@@ -179,8 +205,21 @@ em_status train_opts_read(em_config *c, train_opts *o) {
   }
   if (o->lr == 0) o->lr = o->optim == OPTIM_SGD ? 0.01 : 0.001;
   /* combinations */
-  if (o->dropout > 0 && o->model != MODEL_MLP)
-    return conflict(c, "model.dropout", "only model.name mlp has dropout");
+  if (o->dropout > 0 && o->model != MODEL_MLP && o->model != MODEL_GPT)
+    return conflict(c, "model.dropout", "only model.name mlp and gpt have dropout");
+  if (train_is_lm(o) != (o->dataset != DATA_FMNIST))
+    return conflict(c, "data.dataset",
+                    train_is_lm(o) ? "char_rnn and gpt read tokens or text"
+                                   : "image models (mlp, cnn, resnet_cifar, resnet18) read fmnist");
+  if (o->dataset != DATA_FMNIST && !*o->data_path)
+    return conflict(c, "data.path", "text and tokens need the file(s) to read");
+  if (o->model == MODEL_RESNET_CIFAR && (o->depth - 2) % 6 != 0)
+    return conflict(c, "model.depth", "resnet_cifar's depth is 6n+2 (20, 32, 44, 56, 110)");
+  if (o->model == MODEL_GPT && o->width % o->heads != 0)
+    return conflict(c, "model.heads", "model.width must be a multiple of model.heads");
+  if (o->vocab == 0) o->vocab = o->dataset == DATA_TOKENS ? 50257 : 256;
+  if (o->dataset == DATA_TEXT && o->vocab < 256)
+    return conflict(c, "model.vocab", "text is byte tokens: at least 256");
   if (o->nesterov && (o->optim != OPTIM_SGD || o->momentum == 0))
     return conflict(c, "optim.nesterov", "needs optim.name sgd and optim.momentum > 0");
   if (o->momentum > 0 && o->optim != OPTIM_SGD)

@@ -13,7 +13,15 @@
 
 #define TRAIN_MAX_HIDDEN 8
 
-typedef enum { MODEL_MLP = 0, MODEL_CNN = 1 } train_model;
+typedef enum {
+  MODEL_MLP = 0,
+  MODEL_CNN = 1,
+  MODEL_RESNET_CIFAR = 2,
+  MODEL_RESNET18 = 3,
+  MODEL_CHAR_RNN = 4,
+  MODEL_GPT = 5
+} train_model;
+typedef enum { DATA_FMNIST = 0, DATA_TOKENS = 1, DATA_TEXT = 2 } train_dataset;
 typedef enum { OPTIM_SGD = 0, OPTIM_ADAM = 1, OPTIM_ADAMW = 2 } train_optim;
 typedef enum { SCHED_NONE = 0, SCHED_STEP = 1, SCHED_COSINE = 2 } train_schedule;
 typedef enum { RESUME_AUTO = 0, RESUME_NEVER = 1 } train_resume;
@@ -29,9 +37,16 @@ typedef struct {
   int model; /* train_model */
   train_list hidden;
   double dropout;
+  int64_t depth;         /* resnet_cifar */
+  int64_t width, layers; /* char_rnn, gpt */
+  int64_t heads;         /* gpt */
+  int64_t vocab;         /* char_rnn, gpt; resolved: 256 (text) or 50257 (tokens) when 0 */
   /* data */
-  int dataset;          /* 0: fmnist */
-  const char *data_dir; /* resolved: dl_fmnist_dir() when absent */
+  int dataset;                      /* train_dataset */
+  const char *data_dir;             /* resolved: dl_fmnist_dir() when absent */
+  const char *data_path, *val_path; /* text, tokens */
+  double val_fraction;              /* text */
+  int64_t seq_len;                  /* text, tokens */
   int64_t batch, eval_batch, workers;
   bool flip;
   int64_t crop_pad;
@@ -45,6 +60,8 @@ typedef struct {
   double gamma, min_lr;
   /* train */
   int64_t epochs, steps, seed, eval_every, log_every, threads;
+  int64_t sample_len; /* char_rnn, gpt: tokens sampled at the end (rank 0) */
+  double temperature;
   const char *metrics; /* resolved: "runs/<config file stem>" when absent; "" = none */
   /* ddp */
   double bucket_cap_mb;
@@ -66,5 +83,10 @@ em_status train_opts_read(em_config *c, train_opts *o);
 void train_opts_print(const train_opts *o, FILE *f);
 /* The name of enum option key's value (e.g. "optim.name" -> "sgd"). */
 const char *train_opts_choice(const char *key, int value);
+/* Whether o's model is a language model (char_rnn, gpt: token windows, a validation loss) rather
+ * than an image classifier (test accuracy). */
+static inline bool train_is_lm(const train_opts *o) {
+  return o->model == MODEL_CHAR_RNN || o->model == MODEL_GPT;
+}
 
 #endif

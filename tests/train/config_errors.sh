@@ -48,7 +48,17 @@ override_unknown) printf '%s' "$base" > "$cfg"; args=(optim.lrr=0.1)
 override_through_scalar) printf '%s' "$base" > "$cfg"; args=(optim.lr.x=1)
                want="override 'optim.lr.x=1': 'optim.lr' is a scalar (job.yaml:4), not a mapping" ;;
 combination)   printf 'model:\n  name: cnn\n  dropout: 0.5\n' > "$cfg"
-               want="job.yaml:3: model.dropout: only model.name mlp has dropout" ;;
+               want="job.yaml:3: model.dropout: only model.name mlp and gpt have dropout" ;;
+lm_on_images)  printf 'model:\n  name: gpt\n' > "$cfg"
+               want="data.dataset: char_rnn and gpt read tokens or text" ;;
+images_on_text) printf 'model:\n  name: resnet_cifar\ndata:\n  dataset: text\n  path: x\n' > "$cfg"
+               want="job.yaml:4: data.dataset: image models (mlp, cnn, resnet_cifar, resnet18) read fmnist" ;;
+text_no_path)  printf 'model:\n  name: char_rnn\ndata:\n  dataset: text\n' > "$cfg"
+               want="data.path: text and tokens need the file(s) to read" ;;
+bad_depth)     printf 'model:\n  name: resnet_cifar\n  depth: 21\n' > "$cfg"
+               want="job.yaml:3: model.depth: resnet_cifar's depth is 6n+2 (20, 32, 44, 56, 110)" ;;
+bad_heads)     printf 'model:\n  name: gpt\n  width: 100\n  heads: 3\ndata:\n  dataset: text\n  path: x\n' > "$cfg"
+               want="job.yaml:4: model.heads: model.width must be a multiple of model.heads" ;;
 bad_fault)     printf '%s' "$base" > "$cfg"; export EMBER_FAULT_KILL="rank=x"
                want="EMBER_FAULT_KILL='rank=x': expected rank=R,step=S" ;;
 *) echo "config_errors.sh: unknown case $case" >&2; exit 1 ;;
