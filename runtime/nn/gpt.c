@@ -37,10 +37,14 @@ static em_tensor *new_param(em_module *m, const char *name, int ndim, const int6
                             float std, float fill) {
   em_tensor *t = em__alloc_noscope(EM_F32, ndim, shape, false);
   if (!t) return NULL;
-  float *p = em_data_f32(t);
-  em_rng *r = em_default_rng();
-  for (int64_t i = 0, n = em_numel(t); i < n; i++) p[i] = std > 0 ? std * em_rng_normal(r) : fill;
-  em_status st = em_module_add_param(m, name, t);
+  em_status st = EM_OK;
+  if (std > 0) {
+    st = em_init_normal(t, 0, std);
+  } else {
+    float *p = em_data_f32(t);
+    for (int64_t i = 0, n = em_numel(t); i < n; i++) p[i] = fill;
+  }
+  if (st == EM_OK) st = em_module_add_param(m, name, t);
   em_release(t);
   return st == EM_OK ? t : NULL;
 }
