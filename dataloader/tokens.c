@@ -205,12 +205,7 @@ dl_dataset *dl_tokens_open(const char *pattern, int64_t T) {
   }
   dl_paths_free(paths, npaths);
 
-  dl_field f;
-  memset(&f, 0, sizeof f);
-  strcpy(f.name, "tokens");
-  f.dtype = EM_I64;
-  f.ndim = 1;
-  f.shape[0] = T + 1;
+  const dl_field f = {.name = "tokens", .dtype = EM_I64, .ndim = 1, .shape = {T + 1}};
   return dl_dataset_new(&f, 1, &fns, c); /* closes c on failure */
 fail:
   dl_paths_free(paths, npaths);
