@@ -7,10 +7,10 @@ packages=(
   build-essential cmake pkg-config git
   libdnnl-dev
   libopenmpi-dev openmpi-bin
-  libyaml-dev zlib1g-dev libcjson-dev
+  libyaml-dev zlib1g-dev libcjson-dev libdlpack-dev
   libcriterion-dev
   libclang-rt-14-dev
-  python3 python3-torch python3-torchvision python3-numpy libopenblas0-pthread
+  python3 python3-torch python3-torchvision python3-numpy python3-pytest libopenblas0-pthread
   dataset-fashion-mnist
   gnuplot-nox
   slurm-wlm munge iproute2
