@@ -7,6 +7,7 @@
 #include "em_autograd.h"
 #include "em_checkpoint.h"
 #include "em_core.h"
+#include "em_dlpack.h"
 #include "em_env.h"
 #include "em_file.h"
 #include "em_nn.h"

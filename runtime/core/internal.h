@@ -71,6 +71,10 @@ struct em_storage {
   int refcount;
   bool owns;   /* free data when the last reference goes */
   bool pinned; /* data is page-locked host memory from em__host_alloc_pinned */
+  /* Memory lent by someone else (a DLPack producer): release(release_ctx) runs once, when the
+   * last reference goes or when em__storage_privatize stops viewing it. NULL otherwise. */
+  void (*release)(void *ctx);
+  void *release_ctx;
 };
 
 /* Storages are allocated by their device's kernel table in blocks of em__padded_size(nbytes).
@@ -87,6 +91,13 @@ void em__storage_release(em_storage *s);
  * its values), so that the caller may give the memory back while tensors still view it. */
 em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *shape);
 em_status em__storage_privatize(em_storage *s);
+/* A tensor (caller-owned, no scope) viewing nbytes of lent memory at data on dev, with the given
+ * shape and strides (elements, >= 0; NULL: contiguous) and offset 0. release(ctx), if not NULL,
+ * runs when the memory is no longer viewed. On failure (NULL, error set) release is not called:
+ * the lender keeps its memory. */
+em_tensor *em__tensor_lent(void *data, size_t nbytes, em_device dev, em_dtype dt, int ndim,
+                           const int64_t *shape, const int64_t *strides, void (*release)(void *),
+                           void *ctx);
 
 /* Move the storage of every tensor in ts to dev (em_module_to): each distinct storage is copied
  * once and every tensor viewing it follows, keeping its pointer, offset and strides. All or

@@ -122,6 +122,7 @@ void em__storage_release(em_storage *s) {
     em__host_free_pinned(s->data);
   else if (s->owns)
     em__kernels(s->device)->free(s->device.index, s->data, em__padded_size(s->nbytes));
+  if (s->release) s->release(s->release_ctx);
   free(s);
 }
 
@@ -194,8 +195,10 @@ em_tensor *em__alloc_on(em_device dev, em_dtype dt, int ndim, const int64_t *sha
   return t;
 }
 
-em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *shape) {
-  if (!check_shape("tensor_over", dt, ndim, shape)) return NULL;
+em_tensor *em__tensor_lent(void *data, size_t nbytes, em_device dev, em_dtype dt, int ndim,
+                           const int64_t *shape, const int64_t *strides, void (*release)(void *),
+                           void *ctx) {
+  if (!check_shape("tensor_lent", dt, ndim, shape)) return NULL;
   em_tensor *t = tensor_shell(dt, ndim, shape);
   em_storage *s = t ? calloc(1, sizeof *s) : NULL;
   if (!s) {
@@ -203,13 +206,18 @@ em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *sha
     em_set_error(EM_ERR_NOMEM, "out of memory wrapping memory in a tensor");
     return NULL;
   }
-  *s = (em_storage){.data = data,
-                    .nbytes = (size_t)em__shape_numel(ndim, shape) * em_dtype_size(dt),
-                    .device = EM_DEVICE_CPU,
-                    .refcount = 1,
-                    .owns = false};
+  *s = (em_storage){.data = data, .nbytes = nbytes, .device = dev, .refcount = 1, .owns = false,
+                    .release = release, .release_ctx = ctx};
+  if (strides && ndim) memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
+  t->device = dev;
   t->storage = s;
   return t;
+}
+
+em_tensor *em__tensor_over(void *data, em_dtype dt, int ndim, const int64_t *shape) {
+  if (!check_shape("tensor_over", dt, ndim, shape)) return NULL;
+  size_t nbytes = (size_t)em__shape_numel(ndim, shape) * em_dtype_size(dt);
+  return em__tensor_lent(data, nbytes, EM_DEVICE_CPU, dt, ndim, shape, NULL, NULL, NULL);
 }
 
 em_status em__storage_privatize(em_storage *s) {
@@ -220,6 +228,8 @@ em_status em__storage_privatize(em_storage *s) {
   s->data = mine->data; /* the new block is ours now; its shell goes */
   s->owns = true;
   free(mine);
+  if (s->release) s->release(s->release_ctx); /* the lender gets its memory back */
+  s->release = NULL;
   return EM_OK;
 }
 
