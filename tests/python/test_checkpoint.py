@@ -127,7 +127,7 @@ def test_ember_train_mlp_checkpoint_gives_the_same_accuracy_in_pytorch(tmp_path)
     assert ck.metadata["writer"] == "ember-train"
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
                                 torch.nn.Linear(256, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    state = {k: torch.from_numpy(v) for k, v in ck.items() if not k.startswith("optim.")}
+    state = {k: torch.from_numpy(v) for k, v in ck.items()}
     model.load_state_dict(state, strict=True)  # every name and shape matches, nothing left over
 
     images, labels = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz")
