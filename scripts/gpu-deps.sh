@@ -34,7 +34,7 @@ done
 # runtime comes along although every system has one: zlib1g-dev's libz.so is an absolute link to
 # /lib/x86_64-linux-gnu/libz.so.1.2.13, which gpu-check.sh points at the copy in the prefix.
 SEEDS=(libdnnl-dev libdnnl2 libyaml-dev libyaml-0-2 libcjson-dev libcjson1 zlib1g-dev zlib1g
-       libcriterion-dev libcriterion3)
+       libcriterion-dev libcriterion3 libdlpack-dev)
 # Sonames a GPU machine with gcc and CUDA has without any of these packages.
 ASSUMED='^(libc|libm|libdl|librt|libpthread|libresolv|libutil|ld-linux-x86-64|libstdc\+\+|libgcc_s|libgomp|libcuda|libcudart|libnccl|libcudnn)\.so'
 

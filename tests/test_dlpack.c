@@ -225,3 +225,27 @@ Test(dlpack, export_import_round_trip_and_bf16_flag) {
   cr_assert_null(em_to_dlpack(NULL));
   TU_END;
 }
+
+/* ---- CUDA (skipped without a device) ---------------------------------------------------- */
+Test(dlpack, cuda_export_and_import_keep_device_and_address) {
+  if (em_cuda_device_count() == 0) cr_skip_test("no CUDA device on this machine");
+  TU_BEGIN;
+  em_tensor *h = em_empty(EM_F32, EM_SHAPE(3, 4));
+  for (int k = 0; k < 12; k++) em_set(h, k, k);
+  em_tensor *g = em_to(h, EM_DEVICE_CUDA(0));
+  cr_assert_not_null(g, "%s", em_last_error());
+  em_tensor *gt = em_transpose(g, 0, 1);
+  DLManagedTensor *m = em_to_dlpack(gt);
+  cr_assert_not_null(m, "%s", em_last_error());
+  cr_assert(m->dl_tensor.device.device_type == kDLCUDA && m->dl_tensor.device.device_id == 0);
+  cr_assert(m->dl_tensor.strides[0] == 1 && m->dl_tensor.strides[1] == 4);
+  em_tensor *back = em_from_dlpack(m);
+  cr_assert_not_null(back, "%s", em_last_error());
+  cr_assert(back->device.kind == EM_CUDA && back->device.index == 0);
+  cr_assert_eq(em_data(back), em_data(gt));
+  em_tensor *host = em_to(back, EM_DEVICE_CPU); /* the strided device view, read back */
+  cr_assert_not_null(host, "%s", em_last_error());
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 3; j++) cr_assert_eq(em_get(host, i * 3 + j), (double)(j * 4 + i));
+  TU_END;
+}

@@ -240,3 +240,20 @@ def test_a_capsule_is_consumed_once_and_other_objects_are_refused():
         ember.from_dlpack([1.0, 2.0])
     with pytest.raises(TypeError, match="made by ember.zeros"):
         ember.Tensor()
+
+
+# ---- CUDA (skipped without a device) ------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_memory_both_ways():
+    if ember.cuda_device_count() == 0:
+        pytest.skip("this libember was built without CUDA")
+    w = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4).t()
+    e = ember.from_dlpack(w)
+    assert e.device == "cuda:0" and e.data_ptr() == w.data_ptr() and e.strides == (1, 4)
+    back = torch.from_dlpack(e)
+    assert back.device.type == "cuda" and back.data_ptr() == w.data_ptr()
+    back[0, 1] = 7.0
+    torch.cuda.synchronize()
+    assert w[0, 1].item() == 7.0
+    with pytest.raises(BufferError, match="needs a CPU tensor"):
+        e.numpy()

@@ -12,8 +12,9 @@ Reference: docs/python.md.
 
 from ._lib import EmberError
 from .checkpoint import Checkpoint, load_checkpoint
-from .tensor import Tensor, from_dlpack, full, live_tensors, tensor, zeros
+from .tensor import Tensor, cuda_device_count, from_dlpack, full, live_tensors, tensor, zeros
 
 __version__ = "0.1"
-__all__ = ["Checkpoint", "EmberError", "Tensor", "from_dlpack", "full", "live_tensors",
+__all__ = ["Checkpoint", "EmberError", "Tensor", "cuda_device_count", "from_dlpack", "full",
+           "live_tensors",
            "load_checkpoint", "tensor", "zeros"]

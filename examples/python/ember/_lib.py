@@ -79,6 +79,7 @@ _SIGNATURES = {
     "em_release": (None, [_P]),
     "em_retain": (_P, [_P]),
     "em_live_tensors": (ctypes.c_int64, []),
+    "em_cuda_device_count": (ctypes.c_int, []),
     "em_numel": (ctypes.c_int64, [_P]),
     "em_data": (_P, [_P]),
     "em_get": (ctypes.c_double, [_P, ctypes.c_int64]),

@@ -198,3 +198,8 @@ def from_dlpack(obj):
 def live_tensors():
     """Ember tensors alive in this process (views, exports' aliases and parameters included)."""
     return lib.em_live_tensors()
+
+
+def cuda_device_count():
+    """CUDA devices this libember can use (0 in a build without CUDA or without a device)."""
+    return lib.em_cuda_device_count()
