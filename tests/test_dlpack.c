@@ -22,7 +22,7 @@ static void producer_deleter(DLManagedTensor *m) { ((producer *)m->manager_ctx)-
 static void producer_init(producer *p, void *data, DLDataType dt, int ndim, const int64_t *shape,
                           const int64_t *strides, uint64_t byte_offset) {
   memset(p, 0, sizeof *p);
-  memcpy(p->shape, shape, (size_t)ndim * sizeof *shape);
+  if (ndim) memcpy(p->shape, shape, (size_t)ndim * sizeof *shape);
   if (strides) memcpy(p->strides, strides, (size_t)ndim * sizeof *strides);
   p->m.dl_tensor = (DLTensor){.data = data, .device = {kDLCPU, 0}, .ndim = ndim, .dtype = dt,
                               .shape = p->shape, .strides = strides ? p->strides : NULL,
