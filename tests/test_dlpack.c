@@ -24,8 +24,12 @@ static void producer_init(producer *p, void *data, DLDataType dt, int ndim, cons
   memset(p, 0, sizeof *p);
   if (ndim) memcpy(p->shape, shape, (size_t)ndim * sizeof *shape);
   if (strides) memcpy(p->strides, strides, (size_t)ndim * sizeof *strides);
-  p->m.dl_tensor = (DLTensor){.data = data, .device = {kDLCPU, 0}, .ndim = ndim, .dtype = dt,
-                              .shape = p->shape, .strides = strides ? p->strides : NULL,
+  p->m.dl_tensor = (DLTensor){.data = data,
+                              .device = {kDLCPU, 0},
+                              .ndim = ndim,
+                              .dtype = dt,
+                              .shape = p->shape,
+                              .strides = strides ? p->strides : NULL,
                               .byte_offset = byte_offset};
   p->m.manager_ctx = p;
   p->m.deleter = producer_deleter;
@@ -181,8 +185,8 @@ Test(dlpack, export_fields_and_lifetime) {
   TU_BEGIN;
   em_tensor *a = em_empty(EM_F32, EM_SHAPE(3, 4)); /* a[i][j] = 4i + j */
   for (int k = 0; k < 12; k++) em_set(a, k, k);
-  em_tensor *tr = em_transpose(a, 0, 1);            /* 4x3 view, strides (1, 4) */
-  em_tensor *sl = em_narrow(tr, 0, 1, 2);           /* rows 1..2: offset 1 */
+  em_tensor *tr = em_transpose(a, 0, 1);  /* 4x3 view, strides (1, 4) */
+  em_tensor *sl = em_narrow(tr, 0, 1, 2); /* rows 1..2: offset 1 */
   DLManagedTensor *m = em_to_dlpack(sl);
   cr_assert_not_null(m, "%s", em_last_error());
   const DLTensor *d = &m->dl_tensor;

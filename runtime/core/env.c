@@ -19,6 +19,9 @@ static const em_env_var table[] = {
      "CPU kernel threads (oneDNN, OpenMP) per process; ddprun sets it to cores / ranks"},
     {"EMBER_CPU_CACHE_MB", EM_ENV_INT, "256", 0, 1048576, NULL,
      "MB of freed CPU blocks kept for reuse (0: none; sanitizer builds keep none)"},
+    /* CUDA device (runtime/cuda/) */
+    {"EMBER_CUDA_POISON", EM_ENV_INT, "0", 0, 1, NULL,
+     "1: new CUDA memory is filled with 0xff (NaN) so that unwritten outputs show (tests)"},
     /* bootstrap and communicator (collectives/) */
     {"EMBER_DEVICE", EM_ENV_STR, "auto", 0, 0, "cpu, cuda, auto",
      "ddp_init's device: auto is cuda:(local rank % GPUs) if a GPU is visible, else the CPU"},

@@ -37,6 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __cplusplus /* CUDA sources (runtime/cuda/, .cu files) are C++ */
+extern "C" {
+#endif
+
 #define EM_NODE_MAX_SAVED 6
 
 typedef em_status (*em_backward_fn)(em_node *n, em_tensor *gout, em_tensor **gin);
@@ -112,7 +116,7 @@ void em__host_free_pinned(void *p);
 /* a + b, malloc'd (NULL when out of memory): dotted names such as "model." + "0.weight". */
 static inline char *em__concat(const char *a, const char *b) {
   size_t na = strlen(a), nb = strlen(b);
-  char *s = malloc(na + nb + 1);
+  char *s = (char *)malloc(na + nb + 1); /* the cast: CUDA sources (C++) include this header */
   if (!s) return NULL;
   memcpy(s, a, na);
   memcpy(s + na, b, nb + 1);
@@ -197,4 +201,7 @@ bool em__check_layer_inputs(const char *op, const em_tensor *x, const em_tensor 
 #define EM_DEVICE_STR_LEN 24
 const char *em__device_str(em_device d, char *buf, size_t n);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -21,6 +21,10 @@
 
 #include "core/internal.h"
 
+#ifdef __cplusplus /* CUDA sources (runtime/cuda/, .cu files) are C++ */
+extern "C" {
+#endif
+
 /* ---- op codes shared by front ends and kernels ---------------------------------------------- */
 typedef enum { EM_BINARY_ADD, EM_BINARY_SUB, EM_BINARY_MUL, EM_BINARY_DIV } em_binop;
 
@@ -307,4 +311,7 @@ const em_kernels *em__unsupported(const char *op, em_device dev);
 #define EM_DEVICE_KERNELS(dev, slot, opname)                                                       \
   (em__kernels(dev)->slot ? em__kernels(dev) : em__unsupported(opname, dev))
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -4,6 +4,9 @@
 #include "cuda/cuda.h"
 
 #include <cuda_runtime_api.h>
+#include <pthread.h>
+
+#include "em_env.h"
 
 int em_cuda_device_count(void) {
   int n = 0;
@@ -30,18 +33,60 @@ void em__host_free_pinned(void *p) {
   if (p) cudaFreeHost(p);
 }
 
-/* ---- memory kernels ------------------------------------------------------------------------- */
-/* A CUDA error as an Ember status naming the call and CUDA's message. */
-static em_status cuda_status(cudaError_t e, const char *what, int index) {
+/* ---- errors and streams ------------------------------------------------------------------- */
+em_status em__cuda_status(cudaError_t e, const char *op, int index) {
   if (e == cudaSuccess) return EM_OK;
-  (void)cudaGetLastError();
-  return em_set_error(EM_ERR_BACKEND, "%s on cuda:%d: %s", what, index, cudaGetErrorString(e));
+  (void)cudaGetLastError(); /* clear a non-sticky error so later calls are not poisoned */
+  return em_set_error(e == cudaErrorMemoryAllocation ? EM_ERR_NOMEM : EM_ERR_BACKEND,
+                      "%s on cuda:%d: %s", op, index, cudaGetErrorString(e));
 }
+
+em_status em__cuda_launched(const char *op, int index) {
+  return em__cuda_status(cudaGetLastError(), op, index);
+}
+
+#define MAX_DEVICES 64
+static cudaStream_t streams[MAX_DEVICES];
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+
+cudaStream_t em__cuda_stream(int index) {
+  if (index < 0 || index >= MAX_DEVICES) {
+    em_set_error(EM_ERR_INVALID, "cuda:%d: device index out of range", index);
+    return NULL;
+  }
+  cudaError_t e = cudaSetDevice(index);
+  if (e != cudaSuccess) {
+    em__cuda_status(e, "cudaSetDevice", index);
+    return NULL;
+  }
+  cudaStream_t s = __atomic_load_n(&streams[index], __ATOMIC_ACQUIRE);
+  if (s) return s;
+  pthread_mutex_lock(&streams_lock);
+  if (!streams[index]) {
+    /* Blocking (not cudaStreamNonBlocking): ordered with the legacy default stream both ways. */
+    e = cudaStreamCreate(&s);
+    if (e == cudaSuccess) __atomic_store_n(&streams[index], s, __ATOMIC_RELEASE);
+  }
+  s = streams[index];
+  pthread_mutex_unlock(&streams_lock);
+  if (!s) em__cuda_status(e, "cudaStreamCreate", index);
+  return s;
+}
+
+/* ---- memory kernels ------------------------------------------------------------------------- */
+#define cuda_status em__cuda_status
 
 void *em__cuda_alloc(int index, size_t nbytes) {
   void *p = NULL;
   if (cudaSetDevice(index) != cudaSuccess || cudaMalloc(&p, nbytes) != cudaSuccess) {
     (void)cudaGetLastError();
+    return NULL;
+  }
+  int64_t poison = 0;
+  if (em_env_int("EMBER_CUDA_POISON", &poison) == EM_OK && poison &&
+      cudaMemset(p, 0xff, nbytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    cudaFree(p);
     return NULL;
   }
   return p;

@@ -12,4 +12,6 @@ const em_kernels em__cuda_kernels = {
     .copy_from_host = em__cuda_copy_from_host,
     .copy_to_host = em__cuda_copy_to_host,
     .copy = em__cuda_copy,
+    .copy_view = em__cuda_copy_view,
+    .fill = em__cuda_fill,
 };

@@ -98,8 +98,13 @@ DLManagedTensor *em_to_dlpack_ex(em_tensor *t, unsigned flags) {
   if (t->dtype == EM_BF16 && (flags & EM_DLPACK_BF16_AS_U16)) dt.code = kDLUInt;
   DLDevice dev = {t->device.kind == EM_CUDA ? kDLCUDA : kDLCPU, t->device.index};
   e->m = (DLManagedTensor){
-      .dl_tensor = {.data = em_data(t), .device = dev, .ndim = t->ndim, .dtype = dt,
-                    .shape = e->shape, .strides = e->strides, .byte_offset = 0},
+      .dl_tensor = {.data = em_data(t),
+                    .device = dev,
+                    .ndim = t->ndim,
+                    .dtype = dt,
+                    .shape = e->shape,
+                    .strides = e->strides,
+                    .byte_offset = 0},
       .manager_ctx = e,
       .deleter = export_deleter,
   };
@@ -220,7 +225,7 @@ em_tensor *em_from_dlpack(DLManagedTensor *m) {
     return NULL;
   }
   char *data = (char *)d->data + d->byte_offset;
-  em_tensor *t = em__tensor_lent(data, nbytes, dev, dt, d->ndim, d->shape, strides, import_release,
-                                 m);
+  em_tensor *t =
+      em__tensor_lent(data, nbytes, dev, dt, d->ndim, d->shape, strides, import_release, m);
   return t ? em__scope_adopt(t) : NULL;
 }
