@@ -225,6 +225,27 @@ static bool all_overrides(const dr_strv *words) {
   return true;
 }
 
+/* ember-train, for a job file without launch.program: the first executable one of these, relative
+ * to ddprun's own directory: next to it (an installed prefix's bin/), then the build tree's
+ * layout (<build>/launcher/ddprun, <build>/examples/ember-train). Returns its absolute path
+ * (malloc'd), or NULL with `tried` naming both places for the error message. */
+static char *find_ember_train(char *tried, size_t n) {
+  static const char *const rel[] = {"ember-train", "../examples/ember-train"};
+  char *self = dr_self_path(), *dir = dirname(self), *train = NULL;
+  for (size_t i = 0; i < sizeof rel / sizeof rel[0] && !train; i++) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, rel[i]);
+    train = realpath(path, NULL);
+    if (train && access(train, X_OK) != 0) {
+      free(train);
+      train = NULL;
+    }
+  }
+  snprintf(tried, n, "%s/%s nor %s/%s", dir, rel[0], dir, rel[1]);
+  free(self);
+  return train;
+}
+
 /* Reads launch.* (every key, so that check_unused only reports unknown ones) and fills what the
  * command line left unset. Returns the config (owns the strings now in o) for main to free. */
 static em_config *apply_config(dr_options *o) {
@@ -276,16 +297,14 @@ static em_config *apply_config(dr_options *o) {
     if (program && *program) {
       dr_strv_split(&o->prog, program);
     } else {
-      char *self = dr_self_path(), path[PATH_MAX];
-      snprintf(path, sizeof path, "%s/../examples/ember-train", dirname(self));
-      char *train = realpath(path, NULL);
-      if (!train || access(train, X_OK) != 0)
+      char tried[2 * PATH_MAX + 64];
+      char *train = find_ember_train(tried, sizeof tried);
+      if (!train)
         dr_usage_error("no program: none on the command line, no launch.program in %s, and "
-                       "ember-train is not at %s (build the ember-train target)",
-                       o->config, path);
+                       "no ember-train at %s (build the ember-train target)",
+                       o->config, tried);
       dr_strv_push(&o->prog, train);
       free(train);
-      free(self);
     }
     dr_strv_push(&o->prog, abs);
     for (int i = 0; i < overrides.n; i++) dr_strv_push(&o->prog, overrides.v[i]);

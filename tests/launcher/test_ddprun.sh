@@ -254,7 +254,7 @@ config)
     has "examples/ember-train $T/plain.yaml"
   else
     want_rc 2
-    has "ember-train is not at"
+    has "no ember-train at $(dirname "$DDPRUN")/ember-train nor"
   fi
   ;;
 
