@@ -22,6 +22,9 @@ static const em_env_var table[] = {
     /* CUDA device (runtime/cuda/) */
     {"EMBER_CUDA_POISON", EM_ENV_INT, "0", 0, 1, NULL,
      "1: new CUDA memory is filled with 0xff (NaN) so that unwritten outputs show (tests)"},
+    {"EMBER_CUDA_TF32", EM_ENV_INT, "0", 0, 1, NULL,
+     "1: f32 matmuls (cuBLAS) and convolutions (cuDNN) may use TF32 tensor cores (about 1e-3 "
+     "relative error); 0: full f32, the CPU's results within rounding"},
     /* bootstrap and communicator (collectives/) */
     {"EMBER_DEVICE", EM_ENV_STR, "auto", 0, 0, "cpu, cuda, auto",
      "ddp_init's device: auto is cuda:(local rank % GPUs) if a GPU is visible, else the CPU"},

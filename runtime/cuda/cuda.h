@@ -13,6 +13,7 @@
 
 #include "core/kernels.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -42,6 +43,43 @@ em_status em__cuda_copy(int index, void *dst, const void *src, size_t nbytes);
 /* ---- memory.cu: fills and strided copies (any dtype) ----------------------------------------- */
 em_status em__cuda_fill(em_tensor *t, double value);
 em_status em__cuda_copy_view(em_tensor *dst, const em_tensor *src);
+
+/* ---- handles.c, matmul.cu, pool.cu, norm.cu: cuBLAS and the DNN kernels ---------------------
+ * (the cuDNN ones, built only with cuDNN, are declared in cuda/dnn.h) */
+/* *on = EMBER_CUDA_TF32 (TF32 tensor cores for f32 GEMMs and convolutions); an error naming the
+ * variable when its value is bad. */
+em_status em__cuda_tf32(bool *on);
+/* Device index's cuBLAS handle, bound to its compute stream (created on first use; NULL with the
+ * error set, naming op, if that fails). */
+cublasHandle_t em__cublas(int index, const char *op);
+/* EM_OK, or EM_ERR_BACKEND (EM_ERR_NOMEM) with "<op> on cuda:<index>: <call> failed: <cuBLAS's
+ * message>". */
+em_status em__cublas_status(cublasStatus_t s, const char *call, const char *op, int index);
+/* The enclosing function has `em_status st`, `const char *op`, `int index` and `cleanup:`. */
+#define EM_CUBLAS_CHECK(call)                                                                      \
+  do {                                                                                             \
+    if ((st = em__cublas_status((call), #call, op, index)) != EM_OK) goto cleanup;                 \
+  } while (0)
+
+em_status em__cuda_matmul(const char *op, const em_matrix *a, const em_matrix *b,
+                          const em_tensor *bias, em_tensor *c, bool accumulate);
+em_status em__cuda_pool2d(const em_pool2d_geom *g, const em_tensor *x, em_tensor *y,
+                          em_tensor **ws);
+em_status em__cuda_pool2d_backward(const em_pool2d_geom *g, const em_tensor *ws,
+                                   const em_tensor *gy, em_tensor *gx);
+em_status em__cuda_adaptive_avg_pool2d(const em_tensor *x, em_tensor *y);
+em_status em__cuda_adaptive_avg_pool2d_backward(const em_tensor *gy, em_tensor *gx);
+em_status em__cuda_batch_norm(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                              bool training, float eps, em_tensor *y, em_tensor *mean,
+                              em_tensor *var);
+em_status em__cuda_batch_norm_backward(const em_tensor *x, const em_tensor *dy,
+                                       const em_tensor *mean, const em_tensor *var,
+                                       const em_tensor *weight, const em_tensor *bias,
+                                       bool training, float eps, em_tensor *dx, em_tensor *dw,
+                                       em_tensor *db);
+em_status em__cuda_batch_norm_update_stats(em_tensor *running_mean, em_tensor *running_var,
+                                           const em_tensor *mean, const em_tensor *var,
+                                           float momentum, int64_t M);
 
 #ifdef __cplusplus
 }

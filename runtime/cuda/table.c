@@ -3,6 +3,9 @@
  * project's own) are NULL until the GPU issue fills them, and an op on a CUDA tensor fails with
  * "<op>: not supported on cuda:N". */
 #include "cuda/cuda.h"
+#ifdef EMBER_HAVE_CUDNN
+#include "cuda/dnn.h"
+#endif
 
 const em_kernels em__cuda_kernels = {
     .name = "cuda",
@@ -14,4 +17,20 @@ const em_kernels em__cuda_kernels = {
     .copy = em__cuda_copy,
     .copy_view = em__cuda_copy_view,
     .fill = em__cuda_fill,
+    /* matmul.cu (cuBLAS) */
+    .matmul = em__cuda_matmul,
+    /* norm.cu */
+    .batch_norm = em__cuda_batch_norm,
+    .batch_norm_backward = em__cuda_batch_norm_backward,
+    .batch_norm_update_stats = em__cuda_batch_norm_update_stats,
+    /* conv.cu (cuDNN; without it conv2d is "not supported on cuda:N") */
+#ifdef EMBER_HAVE_CUDNN
+    .conv2d = em__cuda_conv2d,
+    .conv2d_backward = em__cuda_conv2d_backward,
+#endif
+    /* pool.cu */
+    .pool2d = em__cuda_pool2d,
+    .pool2d_backward = em__cuda_pool2d_backward,
+    .adaptive_avg_pool2d = em__cuda_adaptive_avg_pool2d,
+    .adaptive_avg_pool2d_backward = em__cuda_adaptive_avg_pool2d_backward,
 };
