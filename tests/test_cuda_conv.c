@@ -1,6 +1,6 @@
 /* test_cuda_conv.c: the CUDA table's convolution (cuDNN, runtime/cuda/conv.cu), pooling and
- * adaptive pooling (runtime/cuda/pool.cu) and batch normalisation (runtime/cuda/norm.cu) against
- * the CPU's (oneDNN and plain loops).
+ * adaptive pooling (runtime/cuda/pool.cu) and batch normalisation (runtime/cuda/batch_norm.cu)
+ * against the CPU's (oneDNN and plain loops).
  *
  * Forward passes go through the front ends (em_conv2d, em_max_pool2d, em_avg_pool2d,
  * em_adaptive_avg_pool2d, em_batch_norm with its running statistics) on random inputs and their

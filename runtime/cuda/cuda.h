@@ -44,7 +44,7 @@ em_status em__cuda_copy(int index, void *dst, const void *src, size_t nbytes);
 em_status em__cuda_fill(em_tensor *t, double value);
 em_status em__cuda_copy_view(em_tensor *dst, const em_tensor *src);
 
-/* ---- handles.c, matmul.cu, pool.cu, norm.cu: cuBLAS and the DNN kernels ---------------------
+/* ---- handles.c, matmul.cu, pool.cu, batch_norm.cu: cuBLAS and the DNN kernels ------------------
  * (the cuDNN ones, built only with cuDNN, are declared in cuda/dnn.h) */
 /* *on = EMBER_CUDA_TF32 (TF32 tensor cores for f32 GEMMs and convolutions); an error naming the
  * variable when its value is bad. */
@@ -80,6 +80,36 @@ em_status em__cuda_batch_norm_backward(const em_tensor *x, const em_tensor *dy,
 em_status em__cuda_batch_norm_update_stats(em_tensor *running_mean, em_tensor *running_var,
                                            const em_tensor *mean, const em_tensor *var,
                                            float momentum, int64_t M);
+/* ---- loss.cu, embed.cu, layer_norm.cu, optim.cu: losses, embedding, dropout, layer norm, optim.
+ * updates, linear's bias gradient (the contracts are the slots' in core/kernels.h) ------------- */
+em_status em__cuda_cross_entropy(const em_tensor *x, const em_tensor *labels, int64_t ignore,
+                                 em_reduction red, int64_t count, em_tensor *lse, em_tensor *loss);
+em_status em__cuda_cross_entropy_backward(const em_tensor *x, const em_tensor *labels,
+                                          const em_tensor *lse, int64_t ignore, const em_tensor *gy,
+                                          em_reduction red, double scale, em_tensor *gx);
+em_status em__cuda_nll(const em_tensor *logp, const em_tensor *labels, int64_t ignore,
+                       em_reduction red, int64_t count, em_tensor *loss);
+em_status em__cuda_nll_backward(const em_tensor *labels, int64_t ignore, const em_tensor *gy,
+                                em_reduction red, double scale, em_tensor *gx);
+em_status em__cuda_mse(const em_tensor *a, const em_tensor *b, em_reduction red, em_tensor *loss);
+em_status em__cuda_mse_backward(const em_tensor *a, const em_tensor *b, const em_tensor *gy,
+                                em_reduction red, double scale, em_tensor *ga);
+em_status em__cuda_linear_bias_grad(const em_tensor *dy, em_tensor *db, bool accumulate);
+em_status em__cuda_embedding(const em_tensor *weight, const em_tensor *ix, em_tensor *out);
+em_status em__cuda_embedding_backward(const em_tensor *ix, const em_tensor *gy, em_tensor *gw);
+em_status em__cuda_dropout(const em_tensor *x, float p, em_rng *rng, em_tensor *mask,
+                           em_tensor *y);
+em_status em__cuda_layer_norm(const em_tensor *x, const em_tensor *weight, const em_tensor *bias,
+                              float eps, em_tensor *y, em_tensor *mean, em_tensor *rstd);
+em_status em__cuda_layer_norm_backward(const em_tensor *x, const em_tensor *dy,
+                                       const em_tensor *mean, const em_tensor *rstd,
+                                       const em_tensor *weight, em_tensor *dx, em_tensor *dw,
+                                       em_tensor *db);
+em_status em__cuda_sgd_update(int64_t n, float *p, const float *g, float *buf, float lr, float wd,
+                              float mom, float damp, bool first, bool nesterov);
+em_status em__cuda_adam_update(int64_t n, float *p, const float *g, float *m, float *v, float b1,
+                               float b2, float l2, float decay, float neg_step_size,
+                               float bc2_sqrt, float eps);
 
 #ifdef __cplusplus
 }

@@ -19,7 +19,7 @@ const em_kernels em__cuda_kernels = {
     .fill = em__cuda_fill,
     /* matmul.cu (cuBLAS) */
     .matmul = em__cuda_matmul,
-    /* norm.cu */
+    /* batch_norm.cu */
     .batch_norm = em__cuda_batch_norm,
     .batch_norm_backward = em__cuda_batch_norm_backward,
     .batch_norm_update_stats = em__cuda_batch_norm_update_stats,
@@ -33,4 +33,20 @@ const em_kernels em__cuda_kernels = {
     .pool2d_backward = em__cuda_pool2d_backward,
     .adaptive_avg_pool2d = em__cuda_adaptive_avg_pool2d,
     .adaptive_avg_pool2d_backward = em__cuda_adaptive_avg_pool2d_backward,
+    /* losses, embedding, dropout, layer norm, optimizer updates (loss.cu, embed.cu, layer_norm.cu,
+     * optim.cu) */
+    .linear_bias_grad = em__cuda_linear_bias_grad,
+    .layer_norm = em__cuda_layer_norm,
+    .layer_norm_backward = em__cuda_layer_norm_backward,
+    .cross_entropy = em__cuda_cross_entropy,
+    .cross_entropy_backward = em__cuda_cross_entropy_backward,
+    .nll = em__cuda_nll,
+    .nll_backward = em__cuda_nll_backward,
+    .mse = em__cuda_mse,
+    .mse_backward = em__cuda_mse_backward,
+    .embedding = em__cuda_embedding,
+    .embedding_backward = em__cuda_embedding_backward,
+    .dropout = em__cuda_dropout,
+    .sgd_update = em__cuda_sgd_update,
+    .adam_update = em__cuda_adam_update,
 };

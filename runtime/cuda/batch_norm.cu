@@ -1,4 +1,4 @@
-/* cuda/norm.cu: the CUDA table's batch normalisation (core/kernels.h: batch_norm,
+/* cuda/batch_norm.cu: the CUDA table's batch normalisation (core/kernels.h: batch_norm,
  * batch_norm_backward, batch_norm_update_stats) as plain CUDA kernels.
  *
  *   x (N, C, S) contiguous; a channel's M = N * S values lie in N runs of S:
