@@ -43,6 +43,11 @@ em_status em__cuda_copy(int index, void *dst, const void *src, size_t nbytes);
 em_status em__cuda_fill(em_tensor *t, double value);
 em_status em__cuda_copy_view(em_tensor *dst, const em_tensor *src);
 
+/* ---- convert.cu: 16-bit gradient compression (core/kernels.h: to_half, from_half) ------------ */
+em_status em__cuda_to_half(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
+                           float scale);
+em_status em__cuda_from_half(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,4 +14,7 @@ const em_kernels em__cuda_kernels = {
     .copy = em__cuda_copy,
     .copy_view = em__cuda_copy_view,
     .fill = em__cuda_fill,
+    /* convert.cu */
+    .to_half = em__cuda_to_half,
+    .from_half = em__cuda_from_half,
 };
