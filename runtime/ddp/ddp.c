@@ -413,6 +413,7 @@ em_status ddp__reduce_now(ddp_model *d) {
   if (em_backward_running())
     return em_set_error(EM_ERR_STATE, "ddp__reduce_now: a backward pass is running");
   for (int i = 0; i < d->n_params; i++) d->used[i] = 1;
+  d->t_begin = em_timeline_now();
   em_status st = start_pass(d); /* no backward runs: every parameter is ready at once */
   return on_end(st, d);
 }
