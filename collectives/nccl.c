@@ -13,9 +13,14 @@
  * waits for (detached) is completed by the next poll of any later one, or by destroy.
  *
  * The unique id travels from rank 0 over the MPI communicator given at creation (a world of 1
- * needs none). After an asynchronous NCCL error (a peer died, a network error) every request in
- * flight fails with NCCL's message, the communicator is marked failed, and destroy aborts the
- * NCCL communicator instead of finalizing it (which could hang).
+ * needs none). The NCCL communicator is non-blocking (ncclConfig_t.blocking = 0), so that no
+ * NCCL call can hang: a call that answers ncclInProgress (initialisation waiting for its peers,
+ * a collective connecting lazily, finalize) is polled with ncclCommGetAsyncError until it
+ * settles, at most for the communicator's timeout (EMBER_COLL_TIMEOUT); past it the NCCL
+ * communicator is aborted (ncclCommAbort) and the operation fails naming the timeout. After an
+ * asynchronous NCCL error (a peer died, a network error), found by the poll of every wait, the
+ * NCCL communicator is aborted at once (which stops its kernels), every request in flight fails
+ * with NCCL's message and the communicator is marked failed.
  *
  * Threads: start, poll, progress_report and destroy take the state's lock (lock order: this lock,
  * then comm->lock; coll__complete is called with neither held). They may run on any thread: each
@@ -89,7 +94,43 @@ typedef struct {
   } while (0)
 #endif
 
+/* A call on the non-blocking communicator that must complete before the next: NCCL's answer, or
+ * after ncclInProgress the state it settles in, polled until the communicator's timeout; past it
+ * the communicator is aborted and the function fails naming the timeout. Needs `nccl_state *s`
+ * besides what NCCL_CHECK needs. */
+#define NCCL_SETTLE(call)                                                                          \
+  do {                                                                                             \
+    double limit_ = s->c->opts.timeout_s > 0 ? s->c->opts.timeout_s : 300;                       \
+    ncclResult_t r_ = (call); /* first: an init call sets s->comm */                               \
+    r_ = settle(s->comm, r_, coll__now() + limit_);                                                \
+    if (r_ == ncclInProgress) {                                                                    \
+      st = em_set_error(EM_ERR_TIMEOUT,                                                            \
+                        "%s: %s did not complete within %.0f s (EMBER_COLL_TIMEOUT): a rank may "  \
+                        "be missing or stuck; NCCL communicator aborted",                          \
+                        ctx, #call, limit_);                                                       \
+      if (s->comm) (void)ncclCommAbort(s->comm);                                                   \
+      s->comm = NULL;                                                                              \
+      s->broken = true;                                                                            \
+      goto cleanup;                                                                                \
+    }                                                                                              \
+    NCCL_CHECK(r_);                                                                                \
+  } while (0)
+
 /* ---- small helpers --------------------------------------------------------------------------- */
+/* r from a call on a non-blocking communicator: while ncclInProgress, poll the communicator's
+ * state (ncclCommGetAsyncError) until it is something else or the monotonic clock passes
+ * deadline (then ncclInProgress is returned). */
+static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, double deadline) {
+  while (r == ncclInProgress && comm) {
+    if (coll__now() > deadline) return ncclInProgress;
+    struct timespec nap = {0, 100000};
+    nanosleep(&nap, NULL);
+    ncclResult_t q = ncclCommGetAsyncError(comm, &r);
+    if (q != ncclSuccess) r = q;
+  }
+  return r;
+}
+
 static bool nccl_dtype(em_dtype dt, ncclDataType_t *out) {
   switch (dt) {
   case EM_F32: *out = ncclFloat32; return true;
@@ -184,7 +225,13 @@ static void collect(nccl_state *s, coll_req **ok, coll_req **bad) {
   coll_req **okt = ok, **badt = bad;
   *ok = *bad = NULL;
   char why[512];
-  if (s->head && !s->broken && async_error(s, why, sizeof why)) set_failed(s, why, true);
+  if (s->head && !s->broken && async_error(s, why, sizeof why)) {
+    set_failed(s, why, true);
+    /* NCCL's way out of an asynchronous error: abort, which stops its kernels, so the stream
+     * drains and later CUDA work is not stuck behind them. */
+    (void)ncclCommAbort(s->comm);
+    s->comm = NULL;
+  }
   while (s->head && !s->broken) {
     coll_req *q = s->head;
     cudaError_t e = cudaEventQuery((cudaEvent_t)q->backend_data);
@@ -314,10 +361,10 @@ static em_status nccl_start(void *state, coll_req *r) {
   CUDA_CHECK(cudaEventRecord(s->ready, cudaStreamLegacy));
   CUDA_CHECK(cudaStreamWaitEvent(s->stream, s->ready, 0));
   switch (r->kind) {
-  case COLL_ALLREDUCE: NCCL_CHECK(ncclAllReduce(send, recv, n, dt, op, s->comm, s->stream)); break;
+  case COLL_ALLREDUCE: NCCL_SETTLE(ncclAllReduce(send, recv, n, dt, op, s->comm, s->stream)); break;
   case COLL_BROADCAST:
     /* coll.c gives send == recv == the buffer: NCCL's in-place broadcast. */
-    NCCL_CHECK(ncclBroadcast(recv, recv, n, dt, r->root, s->comm, s->stream));
+    NCCL_SETTLE(ncclBroadcast(recv, recv, n, dt, r->root, s->comm, s->stream));
     break;
   case COLL_REDUCE_SCATTER:
     /* coll.h: in place (send == recv) puts rank r's block at recv[0, count), as MPI's
@@ -328,19 +375,19 @@ static em_status nccl_start(void *state, coll_req *r) {
      * place (disjoint buffers, checked above) maps directly. */
     if (send == recv) {
       char *mine = send + rank * n * es;
-      NCCL_CHECK(ncclReduceScatter(send, mine, n, dt, op, s->comm, s->stream));
+      NCCL_SETTLE(ncclReduceScatter(send, mine, n, dt, op, s->comm, s->stream));
       if (rank > 0 && n > 0)
         CUDA_CHECK(cudaMemcpyAsync(recv, mine, n * es, cudaMemcpyDeviceToDevice, s->stream));
     } else {
-      NCCL_CHECK(ncclReduceScatter(send, recv, n, dt, op, s->comm, s->stream));
+      NCCL_SETTLE(ncclReduceScatter(send, recv, n, dt, op, s->comm, s->stream));
     }
     break;
   case COLL_ALLGATHER:
     /* In place when send == recv + rank * count: the layout of coll.h and of NCCL alike. */
-    NCCL_CHECK(ncclAllGather(send, recv, n, dt, s->comm, s->stream));
+    NCCL_SETTLE(ncclAllGather(send, recv, n, dt, s->comm, s->stream));
     break;
   case COLL_BARRIER:
-    NCCL_CHECK(
+    NCCL_SETTLE(
         ncclAllReduce(s->barrier_buf, s->barrier_buf, 1, ncclInt32, ncclSum, s->comm, s->stream));
     break;
   default: st = em_set_error(EM_ERR_INVALID, "%s: unknown operation kind", ctx); goto cleanup;
@@ -465,8 +512,9 @@ static void nccl_destroy(void *state) {
   finish(s, ok, bad, why);
 
   if (s->comm) {
-    /* Blocking communicator: finalize flushes and returns when it is quiescent. */
-    if (ncclCommFinalize(s->comm) == ncclSuccess)
+    /* Finalize flushes; non-blocking, it settles within the timeout or the communicator is
+     * aborted. */
+    if (settle(s->comm, ncclCommFinalize(s->comm), coll__now() + limit) == ncclSuccess)
       (void)ncclCommDestroy(s->comm);
     else
       (void)ncclCommAbort(s->comm);
@@ -571,7 +619,11 @@ coll_backend *coll__nccl_new(coll_comm *c, int cuda_device, void *mpi_comm) {
     st = em_set_error(EM_ERR_BACKEND, "%s: %s", ctx, local);
     goto cleanup;
   }
-  NCCL_CHECK(ncclCommInitRank(&s->comm, c->size, id, c->rank));
+  /* Non-blocking, so that a rank that never arrives cannot hang this one: initialisation is
+   * polled until it settles, at most for the communicator's timeout (NCCL_SETTLE). */
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  NCCL_SETTLE(ncclCommInitRankConfig(&s->comm, c->size, id, c->rank, &config));
   /* The highest priority the device offers: gradient buckets should not queue behind compute. */
   int lo = 0, hi = 0;
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));

@@ -42,6 +42,14 @@
  *
  * In a world of one rank the reducer does nothing (the gradients are the average already).
  *
+ * Devices. Every parameter is f32 and on one device: this rank's ddp_device() (cuda:N when the
+ * rank has a GPU: move the model there with em_module_to before wrapping), or the CPU. A model on
+ * the GPU keeps its gradient buckets there and all-reduces them with NCCL (ncclAvg), compression
+ * converting on the device, overlapped with backward by default; a CPU model reduces over MPI as
+ * always. A parameter on another device than the rest, or a GPU model on another GPU than
+ * ddp_device(), is an error naming the parameter and both devices. Every rank wraps its model on
+ * the same kind of device. docs/ddp.md, "On GPUs".
+ *
  * A backward pass that reaches none of the model's parameters (another model's) is not reduced;
  * every rank must run each backward that reaches the model, as with PyTorch.
  *
@@ -70,9 +78,10 @@ typedef enum {
 /* A bucket as a communication hook sees it: reduce data[0, count) in place across ranks. */
 typedef struct {
   int index;   /* launch order, 0 first */
-  float *data; /* the bucket's gradients (f32) */
+  float *data; /* the bucket's gradients (f32), in the memory of device */
   int64_t count;
   coll_comm *comm;
+  em_device device; /* the model's device: the CPU, or cuda:N (then data is device memory) */
 } ddp_bucket_view;
 /* Start the reduction of b and return its request (the reducer waits for it at the end of
  * backward), or NULL with the error set. The default is coll_allreduce(..., COLL_AVG). */
@@ -80,7 +89,9 @@ typedef coll_req *(*ddp_comm_hook)(const ddp_bucket_view *b, void *ctx);
 
 /* When the bucket all-reduces run. ON: each as soon as its gradients are ready, while backward
  * goes on (PyTorch's reducer). OFF: all of them after backward ends, in order (a blocking
- * all-reduce after backward). AUTO: ON when the comm thread has a core of its own, that is when
+ * all-reduce after backward). AUTO: ON for a model on a GPU (NCCL runs on its own stream and
+ * takes no core from backward). For a CPU model, ON when the comm thread has a core of its own,
+ * that is when
  * this rank may count on more CPUs than it has compute threads (em_num_threads): the CPUs of its
  * affinity mask, or, when the mask holds every CPU (not bound), its share of them among the
  * node's ranks; else OFF, since a comm thread sharing the compute thread's core only takes time
@@ -105,8 +116,9 @@ typedef struct {
 } ddp_options;
 
 /* Wrap model (not owned; it must outlive the result). NULL opts = defaults. Needs ddp_init.
- * Returns NULL with the error set: not initialised, wrapped already, models differ across ranks,
- * plans differ across ranks. Collective: every rank calls it. */
+ * Returns NULL with the error set: not initialised, wrapped already, parameters not f32 or on
+ * several devices (see "Devices" above), models differ across ranks, plans differ across ranks.
+ * Collective: every rank calls it. */
 ddp_model *ddp_wrap(em_module *model, const ddp_options *opts);
 /* Unhook and free (NULL ok). The parameters keep their values; their .grad stay valid tensors
  * (moved out of node-shared memory, which goes back to the communicator at ddp_finalize). Not

@@ -3,20 +3,24 @@
 # PyTorch and NVIDIA's cuDNN and NCCL wheels, but no Debian packages and no network, it records
 # the machine, checks PyTorch on the GPU, builds Ember's CUDA configuration without MPI against
 # Debian packages carried in build/gpu-debs/ (scripts/gpu-deps.sh makes them) and runs the whole
-# test suite, then the GPU tests verbosely. Everything is bounded: one run ends within --budget
-# seconds (default 345) whatever hangs.
+# test suite, then the GPU tests verbosely, then the GPU training benchmark: the MLP, the small CNN
+# and ResNet-20 on Fashion-MNIST (build/gpu-fmnist) for a fixed number of steps, Ember
+# (ember-train-bench --device cuda) against PyTorch on the same GPU (cluster/bench/train_peer.py
+# --device cuda), printed as a table and BENCH lines. Everything is bounded: one run ends within
+# --budget seconds (default 450, so that the whole check fits in 8 minutes) whatever hangs.
 #
 #   scripts/gpu-check.sh [--jobs N] [--ctest-jobs N] [--budget S] [--work DIR] [--python PY]
 #                        [--site DIR] [--unpack auto|dpkg|ar|python] [--rt-all] [--no-gpu]
 #
 # Logs go to $OUT (default build/gpu-out): facts.log, torch.log, unpack.log, configure.log,
-# cmake-found.txt, build.log, ctest.log, gpu-tests.log, LastTest.log.gz and summary.txt, which is
-# also printed last.
+# cmake-found.txt, build.log, ctest.log, gpu-tests.log, LastTest.log.gz, bench.log and summary.txt,
+# which is also printed last.
 # --work holds the unpacked packages (deps/), the wheel links (nccl/, cudnn/), the runtime library
 # links (rt/) and the build (build/); default /tmp/ember-gpu. --site is a site-packages directory
 # holding nvidia/ (default: the chosen Python's). The packages' libraries that the system also has
 # are left out of rt/ (the system's copy serves), unless --rt-all. --no-gpu skips PyTorch's GPU
-# check, for a dry run on a machine without a GPU. Exit status 0 only when everything passed.
+# check and the benchmark, for a dry run on a machine without a GPU. Exit status 0 only when every
+# test passed (the benchmark reports, it does not judge).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +29,7 @@ DEBS=$ROOT/build/gpu-debs
 FMNIST=$ROOT/build/gpu-fmnist
 JOBS=$(nproc)
 CTEST_JOBS=8
-BUDGET=345
+BUDGET=450
 WORK=/tmp/ember-gpu
 PY=
 SITE=
@@ -34,7 +38,7 @@ RT_ALL=0
 NO_GPU=0
 TEST_TIMEOUT=120 # ctest's per-test limit
 
-usage() { sed -n '9,10p' "$0" >&2; exit 2; }
+usage() { sed -n '12,13p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --jobs) JOBS=${2:?}; shift ;;
@@ -46,7 +50,7 @@ while [ $# -gt 0 ]; do
     --unpack) UNPACK=${2:?}; shift ;;
     --rt-all) RT_ALL=1 ;;
     --no-gpu) NO_GPU=1 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1'" >&2; usage ;;
   esac
   shift
@@ -76,7 +80,7 @@ allow() {
 # The variables the steps' functions read; bounded() hands them, and every function, to the
 # child shell that timeout runs (timeout runs programs, not shell functions).
 STATE_VARS=(ROOT OUT DEBS PREFIX WORK BUILD UNPACK RT_ALL PY SITES CMAKE CTEST NVCC GEN ARCH_LIBS
-            GPU_PROGS GPU_REGEX TEST_TIMEOUT DEADLINE)
+            GPU_PROGS GPU_REGEX TEST_TIMEOUT DEADLINE BENCH_BATCH BENCH_RUN_CAP)
 # bounded CAP COMMAND...: COMMAND (a function or a program) under timeout, which stops the child's
 # whole process group when CAP seconds have passed.
 bounded() {
@@ -399,6 +403,50 @@ if [[ ${STATUS[build]:-} == ok* ]]; then
   step gpu-tests 120 "$OUT/gpu-tests.log" gpu_tests
 fi
 
+# ---- 5. the GPU training benchmark: Ember against PyTorch on the same GPU ------------------------------
+# Same model, data (Fashion-MNIST's training set, one fixed permutation), batch, optimizer (SGD
+# momentum 0.9) and step count for both; each gathers its batch on the CPU and copies it to cuda:0,
+# and reads the clock after the device finished (DESIGN.md's BENCH lines come from the programs).
+# Steps per model are few enough that the six runs fit the step's cap on an H200 with room for
+# PyTorch's start-up (a few seconds per run); each run has its own cap.
+BENCH_BATCH=128
+BENCH_RUN_CAP=25
+gpu_bench() {
+  local bin="$BUILD/cluster/bench/ember-train-bench" peer="$ROOT/cluster/bench/train_peer.py"
+  local model steps e p
+  if [ -z "${EMBER_FMNIST_DIR:-}" ]; then
+    echo "no build/gpu-fmnist: no data for the benchmark"
+    return 1
+  fi
+  declare -A nsteps=([mlp]=200 [cnn]=100 [resnet]=50)
+  for model in mlp cnn resnet; do
+    steps=${nsteps[$model]}
+    echo "## ember $model"
+    timeout -k 2 "$(allow "$BENCH_RUN_CAP")" "$bin" --model $model --device cuda --steps "$steps" \
+      --warmup 10 --batch "$BENCH_BATCH" --threads 1
+    echo "## ember $model: exit $?"
+    echo "## pytorch $model"
+    timeout -k 2 "$(allow "$BENCH_RUN_CAP")" "$PY" "$peer" --model $model --device cuda \
+      --steps "$steps" --warmup 10 --batch "$BENCH_BATCH" --threads 1 --data "$EMBER_FMNIST_DIR"
+    echo "## pytorch $model: exit $?"
+  done
+  echo
+  echo "## table: GPU step time, batch $BENCH_BATCH (ratio = Ember / PyTorch; below 1: Ember faster)"
+  printf '%-8s %14s %16s %8s\n' model "ember step ms" "pytorch step ms" ratio
+  for model in mlp cnn resnet; do
+    e=$(sed -n "s/^BENCH suite=train case=$model impl=ember .*step_ms=\([0-9.]*\).*/\1/p" "$OUT/bench.log" | tail -1)
+    p=$(sed -n "s/^BENCH suite=train case=$model impl=pytorch .*step_ms=\([0-9.]*\).*/\1/p" "$OUT/bench.log" | tail -1)
+    printf '%-8s %14s %16s %8s\n' $model "${e:-failed}" "${p:-failed}" \
+      "$(awk -v e="$e" -v p="$p" 'BEGIN { if (e > 0 && p > 0) printf "%.2f", e / p; else print "-" }')"
+  done
+}
+
+if [ $NO_GPU = 1 ]; then
+  STATUS[bench]="skipped (--no-gpu)"
+elif [[ ${STATUS[build]:-} == ok* ]]; then
+  step bench 130 "$OUT/bench.log" gpu_bench
+fi
+
 # ---- summary ------------------------------------------------------------------------------------------
 {
   echo "==== gpu-check summary: $(hostname), ${GPU_NAME:-no GPU listed}, $((SECONDS))s of ${BUDGET}s"
@@ -418,6 +466,11 @@ fi
       sed 's/^ */  skipped: /'
     echo "  probe EMBER_DEVICE=cuda ddp_init: $(grep -E '^## probe: exit' "$OUT/gpu-tests.log" | sed 's/## probe: //');" \
       "$(sed -n '/^## probe: EMBER/,/^## probe: exit/p' "$OUT/gpu-tests.log" | sed -n '2p')"
+  fi
+  echo "bench:     ${STATUS[bench]:-not run}"
+  if [ -s "$OUT/bench.log" ]; then
+    sed -n '/^## table/,$p' "$OUT/bench.log" | sed 's/^## //; s/^/  /'
+    grep -E '^BENCH ' "$OUT/bench.log"
   fi
   [ -n "${EMBER_FMNIST_DIR:-}" ] || echo "data:      no build/gpu-fmnist: tests that read Fashion-MNIST fail"
   for l in "${summary_lines[@]}"; do echo "$l"; done

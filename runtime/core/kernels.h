@@ -288,6 +288,16 @@ typedef struct em_kernels {
   em_status (*adam_update)(int64_t n, float *p, const float *g, float *m, float *v, float b1,
                            float b2, float l2, float decay, float neg_step_size, float bc2_sqrt,
                            float eps);
+
+  /* ---- 16-bit gradient compression (ddp/ddp.c) ----------------------------------------------
+   * n elements of raw device memory (dst and src do not overlap), half EM_BF16 or EM_F16, rounded
+   * to nearest even with NaN and infinity kept, as em_half.h (the CPU's em_f32_to_bf16_n and
+   * friends: the same bits, except that a NaN may keep more or less of its payload).
+   * to_half: dst[i] = half(scale * src[i]) (the product rounded to f32 first, then to 16 bits).
+   * from_half: dst[i] = f32(src[i]) (exact). */
+  em_status (*to_half)(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
+                       float scale);
+  em_status (*from_half)(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n);
 } em_kernels;
 
 /* Backward of op reads y (true) or x (false). The same for every device. */

@@ -20,6 +20,11 @@ void em__cpu_free(int index, void *p, size_t nbytes);
 em_status em__cpu_zero(int index, void *dst, size_t nbytes);
 em_status em__cpu_copy(int index, void *dst, const void *src, size_t nbytes);
 em_status em__cpu_fill(em_tensor *t, double value);
+/* 16-bit gradient compression (core/kernels.h: to_half, from_half), by em_half.h's bulk
+ * conversions. */
+em_status em__cpu_to_half(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
+                          float scale);
+em_status em__cpu_from_half(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n);
 
 /* ---- elementwise.c ----------------------------------------------------------------------- */
 em_status em__cpu_binary(em_binop op, const em_tensor *a, const em_tensor *b, em_tensor *out);

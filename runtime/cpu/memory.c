@@ -1,7 +1,9 @@
 /* cpu/memory.c: the CPU table's memory kernels: a caching allocator of 64-byte aligned blocks,
- * zeroing, copies (memcpy on the host) and fills. */
+ * zeroing, copies (memcpy on the host), fills, and the 16-bit conversions of gradient
+ * compression. */
 #include "cpu/cpu.h"
 #include "em_env.h"
+#include "em_half.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -127,5 +129,27 @@ em_status em__cpu_fill(em_tensor *t, double value) {
   } else {
     for (int64_t i = 0; i < n; i++) em_set(t, i, value);
   }
+  return EM_OK;
+}
+
+em_status em__cpu_to_half(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
+                          float scale) {
+  if (half == EM_BF16)
+    em_f32_to_bf16_n(dst, src, n, scale);
+  else if (half == EM_F16)
+    em_f32_to_f16_n(dst, src, n, scale);
+  else
+    return em_set_error(EM_ERR_INVALID, "to_half: %s is not a 16-bit float", em_dtype_name(half));
+  return EM_OK;
+}
+
+em_status em__cpu_from_half(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n) {
+  if (half == EM_BF16)
+    em_bf16_to_f32_n(dst, src, n);
+  else if (half == EM_F16)
+    em_f16_to_f32_n(dst, src, n);
+  else
+    return em_set_error(EM_ERR_INVALID, "from_half: %s is not a 16-bit float",
+                        em_dtype_name(half));
   return EM_OK;
 }

@@ -11,6 +11,8 @@ const em_kernels em__cpu_kernels = {
     .copy_to_host = em__cpu_copy,
     .copy = em__cpu_copy,
     .fill = em__cpu_fill,
+    .to_half = em__cpu_to_half,
+    .from_half = em__cpu_from_half,
     /* elementwise.c */
     .binary = em__cpu_binary,
     .affine = em__cpu_affine,

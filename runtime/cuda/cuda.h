@@ -110,6 +110,10 @@ em_status em__cuda_sgd_update(int64_t n, float *p, const float *g, float *buf, f
 em_status em__cuda_adam_update(int64_t n, float *p, const float *g, float *m, float *v, float b1,
                                float b2, float l2, float decay, float neg_step_size,
                                float bc2_sqrt, float eps);
+/* ---- convert.cu: 16-bit gradient compression (core/kernels.h: to_half, from_half) ------------ */
+em_status em__cuda_to_half(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
+                           float scale);
+em_status em__cuda_from_half(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n);
 
 #ifdef __cplusplus
 }

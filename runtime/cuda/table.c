@@ -49,4 +49,7 @@ const em_kernels em__cuda_kernels = {
     .dropout = em__cuda_dropout,
     .sgd_update = em__cuda_sgd_update,
     .adam_update = em__cuda_adam_update,
+    /* convert.cu */
+    .to_half = em__cuda_to_half,
+    .from_half = em__cuda_from_half,
 };

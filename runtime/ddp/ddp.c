@@ -9,14 +9,24 @@
  *   end (engine observer)    wait for every bucket (decompress), restore the gradients of
  *                            parameters no rank used, broadcast buffers, record statistics;
  *                            after the first synced pass, rebuild the buckets in rank 0's
- *                            grad-ready order (once; plan.c) */
+ *                            grad-ready order (once; plan.c)
+ *
+ * On a GPU (every parameter on ddp_device() = cuda:N) the same pass runs on device memory: the
+ * gradient buffer, the compression buffer and the saved gradients are on cuda:N, the buckets go
+ * to the communicator's NCCL backend (coll.c routes device buffers there), the average is NCCL's
+ * ncclAvg, and compression converts on the device (the kernel table's to_half/from_half, the
+ * same slots the CPU uses). Ordering needs no synchronize: every kernel runs on the compute
+ * stream em__cuda_stream, a blocking stream, so the event the NCCL backend records on the
+ * legacy default stream when a bucket starts follows every kernel that produced its gradients;
+ * the wait at the end of backward polls each bucket's completion event, and what runs after it
+ * (decompression, the optimizer) is issued after the host saw it complete. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "core/hash.h"
 #include "core/internal.h"
+#include "core/kernels.h"
 #include "ddp/internal.h"
 #include "ddp_init.h"
 #include "em_env.h"
-#include "em_half.h"
 #include "em_timeline.h"
 
 #include <math.h>
@@ -33,6 +43,25 @@ static ddp_model *wrapped[64]; /* models currently wrapped (to refuse wrapping t
 em_status ddp__run_i64(coll_comm *c, int64_t *v, int n, coll_redop op) {
   coll_buf b = coll_host_buf(v, n, EM_I64);
   return coll_run_allreduce(c, b, b, n, op);
+}
+
+em_status ddp__copy_floats(const ddp_model *d, float *dst, const float *src, int64_t n) {
+  if (n <= 0) return EM_OK;
+  if (d->dev.kind == EM_CPU) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+    return EM_OK;
+  }
+  return em__kernels(d->dev)->copy(d->dev.index, dst, src, (size_t)n * sizeof(float));
+}
+
+void ddp__sync_single(ddp_model *d, bool on) {
+  if (d) d->sync_single = on;
+}
+
+/* n elements of dt at p, in the model's device memory. */
+static coll_buf dev_buf(const ddp_model *d, void *p, int64_t n, em_dtype dt) {
+  coll_buf b = {p, n, dt, d->dev};
+  return b;
 }
 
 /* Same value on every rank? (max == min) */
@@ -130,6 +159,9 @@ static em_status resolve_overlap(ddp_model *d) {
     if (em_env_str("EMBER_DDP_OVERLAP", &v) != EM_OK) return em_last_status();
     o = !strcmp(v, "on") ? DDP_OVERLAP_ON : !strcmp(v, "off") ? DDP_OVERLAP_OFF : DDP_OVERLAP_AUTO;
   }
+  /* On a GPU the all-reduces are NCCL kernels on their own stream: no CPU core is taken from
+   * backward, so overlapping them costs nothing. */
+  if (o == DDP_OVERLAP_AUTO && d->dev.kind != EM_CPU) o = DDP_OVERLAP_ON;
   if (o == DDP_OVERLAP_AUTO) { /* the CPUs this rank may count on, against its compute threads */
     cpu_set_t set;
     double cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
@@ -144,13 +176,15 @@ static em_status resolve_overlap(ddp_model *d) {
 /* ---- launching
  * ----------------------------------------------------------------------------------- */
 
-/* Bucket k from the 16-bit buffer back into the gradients (compression). */
-static void decompress(ddp_model *d, const bucket *b) {
+/* The 16-bit dtype of compression. */
+static em_dtype half_dtype(const ddp_model *d) {
+  return d->opts.compression == DDP_COMPRESS_BF16 ? EM_BF16 : EM_F16;
+}
+
+/* Bucket k from the 16-bit buffer back into the gradients (compression), on the model's device. */
+static em_status decompress(ddp_model *d, const bucket *b) {
   float *data = em_data_f32(d->lay.grads) + b->off;
-  if (d->opts.compression == DDP_COMPRESS_BF16)
-    em_bf16_to_f32_n(data, b->half, b->len);
-  else
-    em_f16_to_f32_n(data, b->half, b->len);
+  return em__kernels(d->dev)->from_half(d->dev.index, half_dtype(d), data, b->half, b->len);
 }
 
 /* Start bucket k's all-reduce. here: run it on this thread now, through the blocking form (with
@@ -163,22 +197,21 @@ static void launch(ddp_model *d, int k, bool here) {
   b->t_done = 0;
   em_status st = EM_OK;
   if (d->opts.hook) {
-    ddp_bucket_view v = {k, data, b->len, d->comm};
+    ddp_bucket_view v = {k, data, b->len, d->comm, d->dev};
     b->req = d->opts.hook(&v, d->opts.hook_ctx);
   } else if (d->opts.compression != DDP_COMPRESS_NONE) {
-    bool bf = d->opts.compression == DDP_COMPRESS_BF16;
     float inv = 1.0f / (float)coll_size(d->comm); /* pre-divide: the sum then stays in range */
-    if (bf)
-      em_f32_to_bf16_n(b->half, data, b->len, inv);
-    else
-      em_f32_to_f16_n(b->half, data, b->len, inv);
-    coll_buf hb = coll_host_buf(b->half, b->len, bf ? EM_BF16 : EM_F16);
-    if (here && (st = coll_run_allreduce(d->comm, hb, hb, b->len, COLL_SUM)) == EM_OK)
-      decompress(d, b);
-    else if (!here)
+    coll_buf hb = dev_buf(d, b->half, b->len, half_dtype(d));
+    st = em__kernels(d->dev)->to_half(d->dev.index, half_dtype(d), b->half, data, b->len, inv);
+    if (st == EM_OK && here) {
+      if ((st = coll_run_allreduce(d->comm, hb, hb, b->len, COLL_SUM)) == EM_OK)
+        st = decompress(d, b);
+    } else if (st == EM_OK) {
       b->req = coll_allreduce(d->comm, hb, hb, b->len, COLL_SUM);
+    }
+    if (st != EM_OK) here = true; /* report st below, whatever the form */
   } else {
-    coll_buf gb = coll_host_buf(data, b->len, EM_F32);
+    coll_buf gb = dev_buf(d, data, b->len, EM_F32);
     if (here)
       st = coll_run_allreduce(d->comm, gb, gb, b->len, COLL_AVG);
     else
@@ -210,6 +243,8 @@ static void grad_ready(em_tensor *p, void *ctx) {
 
 /* ---- the pass
  * -------------------------------------------------------------------------------------- */
+static em_status start_pass(ddp_model *d);
+
 static em_status on_begin(void *ctx) {
   ddp_model *d = ctx;
   d->t_begin = em_timeline_now();
@@ -237,8 +272,14 @@ static em_status on_begin(void *ctx) {
     d->in_sync_pass = false;
     return EM_OK;
   }
+  return start_pass(d);
+}
+
+/* The pass is ours: unless it is not synced, count the buckets down by the parameters it does
+ * not reach (ready now) and start the used-flags all-reduce. */
+static em_status start_pass(ddp_model *d) {
   /* A world of one has nothing to reduce: its gradients are the average already. */
-  d->in_sync_pass = !d->no_sync && coll_size(d->comm) > 1;
+  d->in_sync_pass = !d->no_sync && (coll_size(d->comm) > 1 || d->sync_single);
   if (!d->in_sync_pass) {
     for (int i = 0; i < d->n_params; i++)
       if (em_backward_reaches(d->params[i])) d->used[i] = 1; /* hooks may not fire for all */
@@ -255,9 +296,11 @@ static em_status on_begin(void *ctx) {
     }
     /* Not reached by this pass: its gradient is final already, so it is ready now. If no
      * backward used it since the last sync, keep its value aside (restored if no rank used it). */
+    em_status st = EM_OK;
     if (!d->used[i])
-      memcpy(d->saved + d->lay.goff[i], em_data(d->lay.views[i]),
-             (size_t)em_numel(d->params[i]) * 4);
+      st = ddp__copy_floats(d, d->saved + d->lay.goff[i], em_data_f32(d->lay.views[i]),
+                            em_numel(d->params[i]));
+    if (st != EM_OK) return st;
     d->lay.buckets[d->slots[i].bucket].pending--;
   }
   /* Which parameters did any rank use? (A small request, queued before every bucket.) */
@@ -295,7 +338,11 @@ static em_status on_end(em_status pass, void *ctx) {
         st = e;
         snprintf(msg, sizeof msg, "ddp: bucket %d: %s", k, em_last_error());
       }
-      if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE) decompress(d, b);
+      if (e == EM_OK && !d->opts.hook && d->opts.compression != DDP_COMPRESS_NONE &&
+          (e = decompress(d, b)) != EM_OK && st == EM_OK) {
+        st = e;
+        snprintf(msg, sizeof msg, "ddp: bucket %d: %s", k, em_last_error());
+      }
     }
     if (!(b->t_done > 0)) continue; /* not run (a launch failed) */
     /* Buckets queue behind each other on the comm thread: count the union of their spans. */
@@ -310,9 +357,10 @@ static em_status on_end(em_status pass, void *ctx) {
   }
   /* Parameters no rank used keep their gradient untouched. */
   for (int i = 0; st == EM_OK && i < d->n_params; i++)
-    if (!d->used_all[i])
-      memcpy(em_data(d->lay.views[i]), d->saved + d->lay.goff[i],
-             (size_t)em_numel(d->params[i]) * 4);
+    if (!d->used_all[i] &&
+        (st = ddp__copy_floats(d, em_data_f32(d->lay.views[i]), d->saved + d->lay.goff[i],
+                               em_numel(d->params[i]))) != EM_OK)
+      snprintf(msg, sizeof msg, "ddp: restoring unused '%s': %s", d->names[i], em_last_error());
   memset(d->used, 0, (size_t)d->n_params);
   /* Buffers from rank 0. */
   int nt = em_module_num_tensors(d->model);
@@ -360,6 +408,16 @@ static em_status on_end(em_status pass, void *ctx) {
   return EM_OK;
 }
 
+em_status ddp__reduce_now(ddp_model *d) {
+  if (!d) return em_set_error(EM_ERR_INVALID, "ddp__reduce_now: model is NULL");
+  if (em_backward_running())
+    return em_set_error(EM_ERR_STATE, "ddp__reduce_now: a backward pass is running");
+  for (int i = 0; i < d->n_params; i++) d->used[i] = 1;
+  d->t_begin = em_timeline_now();
+  em_status st = start_pass(d); /* no backward runs: every parameter is ready at once */
+  return on_end(st, d);
+}
+
 /* ---- wrap
  * ---------------------------------------------------------------------------------------- */
 /* At ddp_finalize: every model still wrapped is freed, as torch's destroy_process_group lets a
@@ -385,8 +443,31 @@ void ddp_free(ddp_model *d) {
   free(d->mark);
   free(d->used);
   free(d->used_all);
-  free(d->saved);
+  if (d->saved_t)
+    em_release(d->saved_t);
+  else
+    free(d->saved);
   free(d);
+}
+
+/* The arena's checksum (its bytes, on the host: a GPU arena is copied there first). */
+static em_status arena_checksum(const ddp_model *d, const em_params *p, int64_t *h) {
+  size_t bytes = (size_t)p->arena_numel * sizeof(float);
+  const float *host = p->arena;
+  float *copy = NULL;
+  if (d->dev.kind != EM_CPU) {
+    if (!(copy = malloc(bytes ? bytes : 1)))
+      return em_set_error(EM_ERR_NOMEM, "ddp_wrap: out of memory for the parameter checksum");
+    em_status st = em__kernels(d->dev)->copy_to_host(d->dev.index, copy, p->arena, bytes);
+    if (st != EM_OK) {
+      free(copy);
+      return st;
+    }
+    host = copy;
+  }
+  *h = (int64_t)(em__fnv1a(EM__FNV_OFFSET, host, bytes) >> 1);
+  free(copy);
+  return EM_OK;
 }
 
 /* Rank 0's parameters (the whole arena in one broadcast, then checked) and buffers for everyone.
@@ -394,11 +475,13 @@ void ddp_free(ddp_model *d) {
 static em_status broadcast_state(ddp_model *d, const em_params *p) {
   em_status st;
   if (p->arena) {
-    coll_buf ab = coll_host_buf(p->arena, p->arena_numel, EM_F32);
+    coll_buf ab = dev_buf(d, p->arena, p->arena_numel, EM_F32);
     if ((st = coll_run_broadcast(d->comm, ab, p->arena_numel, 0)) != EM_OK) return st;
     bool same;
-    uint64_t h = em__fnv1a(EM__FNV_OFFSET, p->arena, (size_t)p->arena_numel * sizeof(float));
-    if ((st = ddp__agree(d->comm, (int64_t)(h >> 1), &same)) != EM_OK) return st;
+    int64_t h = -1;
+    if ((st = arena_checksum(d, p, &h)) != EM_OK) h = -1; /* -1: no checksum's value (>> 1) */
+    em_status ag = ddp__agree(d->comm, h, &same);
+    if (st != EM_OK || (st = ag) != EM_OK) return st;
     if (!same)
       return em_set_error(EM_ERR_COMM, "ddp_wrap: parameters differ across ranks after the "
                                        "broadcast from rank 0 (checksum)");
@@ -418,7 +501,13 @@ static em_status wrap_local(ddp_model *d) {
   if (st != EM_OK) return st;
   d->used = calloc((size_t)d->n_params + 1, 1);
   d->used_all = calloc((size_t)d->n_params + 1, 1);
-  d->saved = calloc((size_t)em_numel(d->lay.grads), sizeof *d->saved);
+  int64_t ng = em_numel(d->lay.grads);
+  if (d->dev.kind == EM_CPU)
+    d->saved = calloc((size_t)ng, sizeof *d->saved);
+  else if ((d->saved_t = em__alloc_on(d->dev, EM_F32, 1, &ng, true)))
+    d->saved = em_data_f32(d->saved_t);
+  else
+    return em_last_status();
   d->slots = calloc((size_t)d->n_params + 1, sizeof *d->slots);
   d->hook_ids = calloc((size_t)d->n_params + 1, sizeof *d->hook_ids);
   d->seen = calloc((size_t)d->n_params + 1, sizeof *d->seen);
@@ -462,6 +551,47 @@ static em_status all_ranks_ok(coll_comm *c, em_status st) {
   return st;
 }
 
+/* Every parameter f32, on one device: ddp_device() (cuda:N, or the CPU), or the CPU (a CPU model
+ * reduces over the host backend also where the rank has a GPU). Sets d->dev. Local. */
+static em_status check_devices(ddp_model *d, const em_params *p) {
+  em_device want = ddp_device(), first = p->n ? p->t[0]->device : EM_DEVICE_CPU;
+  char a[EM_DEVICE_STR_LEN], b[EM_DEVICE_STR_LEN], c[EM_DEVICE_STR_LEN];
+  for (int i = 0; i < p->n; i++)
+    if (p->t[i]->dtype != EM_F32)
+      return em_set_error(EM_ERR_UNSUPPORTED, "ddp_wrap: parameter '%s' is %s, not f32",
+                          p->names[i], em_dtype_name(p->t[i]->dtype));
+  if (first.kind != EM_CPU && (first.kind != want.kind || first.index != want.index))
+    return em_set_error(EM_ERR_INVALID,
+                        "ddp_wrap: parameter '%s' is on %s but this rank's device (ddp_device) is "
+                        "%s: move the model there with em_module_to(model, ddp_device())",
+                        p->names[0], em__device_str(first, a, sizeof a),
+                        em__device_str(want, b, sizeof b));
+  for (int i = 1; i < p->n; i++) {
+    em_device dv = p->t[i]->device;
+    if (dv.kind != first.kind || dv.index != first.index)
+      return em_set_error(EM_ERR_INVALID,
+                          "ddp_wrap: parameter '%s' is on %s but '%s' is on %s: every parameter "
+                          "must be on this rank's device %s",
+                          p->names[i], em__device_str(dv, a, sizeof a), p->names[0],
+                          em__device_str(first, b, sizeof b),
+                          em__device_str(want, c, sizeof c));
+  }
+  d->dev = first;
+  return EM_OK;
+}
+
+/* Every rank holds its model on the same kind of device (collective). */
+static em_status same_device_kind(ddp_model *d) {
+  bool same;
+  em_status st = ddp__agree(d->comm, d->dev.kind, &same);
+  if (st == EM_OK && !same)
+    st = em_set_error(EM_ERR_INVALID,
+                      "ddp_wrap: ranks hold the model on different kinds of device (this rank %d: "
+                      "%s): wrap the model on the GPU everywhere or on the CPU everywhere",
+                      coll_rank(d->comm), d->dev.kind == EM_CPU ? "cpu" : "cuda");
+  return st;
+}
+
 ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   if (!model) {
     em_set_error(EM_ERR_INVALID, "ddp_wrap: model is NULL");
@@ -493,18 +623,20 @@ ddp_model *ddp_wrap(em_module *model, const ddp_options *opts) {
   d->comm = ddp_comm();
   d->opts = opts ? *opts : (ddp_options){0};
   em_params p = em_parameters(model); /* packs the arena */
-  if (!p.n && em_last_status() != EM_OK) goto fail;
-  for (int i = 0; i < p.n; i++)
-    if (p.t[i]->dtype != EM_F32 || p.t[i]->device.kind != EM_CPU) {
-      em_set_error(EM_ERR_UNSUPPORTED, "ddp_wrap: parameter '%s' is not an f32 CPU tensor",
-                   p.names[i]);
-      goto fail;
-    }
+  if (!p.n && em_last_status() != EM_OK) { /* e.g. parameters on two devices: say who failed */
+    char why[512];
+    snprintf(why, sizeof why, "%s", em_last_error());
+    em_set_error(em_last_status(), "ddp_wrap: %s", why);
+    goto fail;
+  }
+  if (check_devices(d, &p) != EM_OK) goto fail;
   d->n_params = p.n;
   d->params = p.t;
   d->names = p.names;
-  /* Collective steps, in the same order on every rank. */
-  if (all_ranks_ok(d->comm, resolve_overlap(d)) != EM_OK || check_models(d) != EM_OK ||
+  /* Collective steps, in the same order on every rank. The device kind first: the steps that
+   * follow make different collectives for CPU and GPU memory. */
+  if (same_device_kind(d) != EM_OK || all_ranks_ok(d->comm, resolve_overlap(d)) != EM_OK ||
+      check_models(d) != EM_OK ||
       broadcast_state(d, &p) != EM_OK || ddp__plan_buckets(d) != EM_OK ||
       all_ranks_ok(d->comm, wrap_local(d)) != EM_OK)
     goto fail;

@@ -25,10 +25,11 @@ typedef struct {
   int *order;        /* n_params parameter indices, bucket after bucket */
   int64_t *goff;     /* by parameter index: offset in grads */
   bucket *buckets;   /* n_buckets of them (n_params allocated) */
-  em_tensor *grads;  /* flat f32 gradient buffer (owned) */
+  em_tensor *grads;  /* flat f32 gradient buffer (owned), on the model's device */
   void *shared;      /* grads' memory when it is node-shared (coll_alloc_shared), else NULL */
   uint16_t *half;    /* compression: the 16-bit buffer, bucket k's at buckets[k].off, or NULL */
   void *half_shared; /* half when it is node-shared, else NULL (half is malloc'd) */
+  em_tensor *half_t; /* on a GPU: the tensor that owns half (em__alloc_on), else NULL */
   em_tensor **views; /* by parameter index: its .grad, a view into grads (owned reference) */
 } layout;
 
@@ -41,6 +42,7 @@ typedef struct {
 struct ddp_model {
   em_module *model;
   coll_comm *comm;
+  em_device dev; /* where every parameter, gradient and bucket lives: the CPU or cuda:N */
   ddp_options opts;
   int n_params;
   em_tensor **params; /* borrowed (the module owns them) */
@@ -62,7 +64,10 @@ struct ddp_model {
   uint8_t *used;     /* per param: used by a backward since the last synced pass */
   uint8_t *used_all; /* all-reduced (max) copy */
   coll_req *used_req;
-  float *saved; /* gradients of parameters this rank did not use (restore if no rank did) */
+  float *saved; /* gradients of parameters this rank did not use (restore if no rank did); on
+                   dev: malloc'd on the CPU, else the memory of saved_t */
+  em_tensor *saved_t;
+  bool sync_single; /* reduce in a world of one as well (ddp__sync_single) */
   em_status launch_error;
   char launch_msg[512];
   /* timing */
@@ -75,6 +80,18 @@ struct ddp_model {
  * on every rank (max == min). */
 em_status ddp__run_i64(coll_comm *c, int64_t *v, int n, coll_redop op);
 em_status ddp__agree(coll_comm *c, int64_t v, bool *same);
+/* dst[0, n) = src[0, n), floats in d->dev's memory (memcpy on the CPU, the table's copy on a GPU,
+ * ordered with the compute stream). */
+em_status ddp__copy_floats(const ddp_model *d, float *dst, const float *src, int64_t n);
+/* Run the whole reduction (buckets, all-reduce, compression, hooks) also in a world of one, where
+ * the reducer otherwise does nothing: a test of the reducer on one GPU, where NCCL cannot hold
+ * two ranks. The average of one rank is its own gradient (compression rounds it). Not
+ * collective; set it before the backward pass. */
+void ddp__sync_single(ddp_model *d, bool on);
+/* A synced pass over the gradients every parameter's .grad holds now, as if a backward had just
+ * made each of them ready (all buckets launch at once): the reducer without a backward pass, for
+ * tests whose device has no op kernels yet. Collective; not during a backward. */
+em_status ddp__reduce_now(ddp_model *d);
 
 /* The plan (plan.c). ddp__plan_buckets: the first plan and its memory (collective).
  * ddp__layout_free: release a layout (collective: node-shared memory goes back now; else at

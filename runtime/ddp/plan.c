@@ -27,7 +27,9 @@ static em_status bucket_cap_mb(const ddp_options *o, double *mb) {
  * communicator now, else (ddp_free, which is not collective) at ddp_finalize. */
 void ddp__layout_free(const ddp_model *d, layout *l, bool collective) {
   for (int i = 0; l->views && i < d->n_params; i++) em_release(l->views[i]);
-  if (!l->half_shared)
+  if (l->half_t)
+    em_release(l->half_t);
+  else if (!l->half_shared)
     free(l->half);
   else if (collective)
     coll_free_shared(d->comm, l->half_shared);
@@ -50,14 +52,26 @@ static int64_t grads_numel(const ddp_model *d) {
 }
 
 /* The memory a layout all-reduces: the zeroed flat gradient buffer and, with compression, one
- * 16-bit buffer of the same length (bucket k's at its offset). Whichever of the two the buckets
- * all-reduce in place (the gradients without compression or hook, the 16-bit buffer with
- * compression) is node-shared memory when the communicator has it, so that each bucket reduces
- * straight from every rank's copy instead of staging it; the rest is ordinary memory.
- * Collective: every rank makes the same allocations, whatever fails locally. */
+ * 16-bit buffer of the same length (bucket k's at its offset). On a GPU both are device memory.
+ * On the CPU, whichever of the two the buckets all-reduce in place (the gradients without
+ * compression or hook, the 16-bit buffer with compression) is node-shared memory when the
+ * communicator has it, so that each bucket reduces straight from every rank's copy instead of
+ * staging it; the rest is ordinary memory. Collective: every rank makes the same allocations,
+ * whatever fails locally (every rank's model is on the same kind of device: ddp_wrap checked). */
 static em_status layout_buffers(const ddp_model *d, layout *l) {
   int64_t numel = grads_numel(d);
   bool compress = d->opts.compression != DDP_COMPRESS_NONE && !d->opts.hook;
+  if (d->dev.kind != EM_CPU) { /* device memory: nothing node-shared, no collective here */
+    l->grads = em__alloc_on(d->dev, EM_F32, 1, &numel, true);
+    if (l->grads && compress) {
+      em_dtype h = d->opts.compression == DDP_COMPRESS_BF16 ? EM_BF16 : EM_F16;
+      if ((l->half_t = em__alloc_on(d->dev, h, 1, &numel, false)))
+        l->half = em_data(l->half_t);
+      else
+        return em_last_status();
+    }
+    return l->grads ? EM_OK : em_last_status();
+  }
   bool plain = d->opts.compression == DDP_COMPRESS_NONE && !d->opts.hook;
   void *p = plain ? coll_alloc_shared(d->comm, (size_t)numel * sizeof(float)) : NULL;
   l->grads = p ? em__tensor_over(p, EM_F32, 1, &numel) : NULL;
@@ -180,9 +194,10 @@ em_status ddp__bind_grads(ddp_model *d) {
     if (p->grad && p->grad != v) {
       em_scope s = em_scope_begin();
       em_tensor *g = em__contig(p->grad);
-      if (g) memcpy(em_data(v), em_data(g), (size_t)em_numel(p) * sizeof(float));
+      em_status e = g ? ddp__copy_floats(d, em_data_f32(v), em_data_f32(g), em_numel(p))
+                      : em_last_status();
       em_scope_end(s);
-      if (!g) return em_last_status();
+      if (e != EM_OK) return e;
     }
     em_status e = em_set_grad(p, v);
     if (e != EM_OK) return e;

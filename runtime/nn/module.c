@@ -6,6 +6,7 @@
  * links). The arena belongs to a root module: packing rebinds each parameter tensor's storage and
  * offset into one em_tensor-owned storage, so the em_tensor pointers never change. */
 #include "core/internal.h"
+#include "core/kernels.h"
 #include "em_nn.h"
 
 #include <stdio.h>
@@ -483,15 +484,27 @@ em_status em_module_set_param(em_module *m, const char *name, const float *data,
 }
 
 /* ---- the arena ------------------------------------------------------------------------------- */
-/* Move t into arena at off: copy its values, then make t a view of the arena there. */
-static void rebind(em_tensor *t, em_tensor *arena, int64_t off) {
-  float *dst = em_data_f32(arena) + off;
+/* Move t into arena (on t's device) at off: copy its values, then make t a view of the arena
+ * there. On a GPU the copy is the table's strided copy into a view of the arena. */
+static em_status rebind(em_tensor *t, em_tensor *arena, int64_t off) {
   int64_t n = em_numel(t);
-  if (em_is_contiguous(t))
-    memcpy(dst, em_data_f32(t), (size_t)n * sizeof(float));
-  else
-    for (int64_t i = 0; i < n; i++) dst[i] = (float)em_get(t, i);
+  if (arena->device.kind != EM_CPU) {
+    int64_t st[EM_MAX_DIMS];
+    em__contig_strides(t->ndim, t->shape, st);
+    em_scope s = em_scope_begin();
+    em_tensor *v = em__view(arena, t->ndim, t->shape, st, arena->offset + off);
+    em_status e = v ? em__kernels(arena->device)->copy_view(v, t) : em_last_status();
+    em_scope_end(s);
+    if (e != EM_OK) return e;
+  } else {
+    float *dst = em_data_f32(arena) + off;
+    if (em_is_contiguous(t))
+      memcpy(dst, em_data_f32(t), (size_t)n * sizeof(float));
+    else
+      for (int64_t i = 0; i < n; i++) dst[i] = (float)em_get(t, i);
+  }
   em__rebind_storage(t, arena, arena->offset + off);
+  return EM_OK;
 }
 
 /* Drop the arena handles of m's descendants: after the root packs, nothing lives in them. */
@@ -515,22 +528,36 @@ static bool packed_ok(const em_module *m, const flat_view *f) {
   return true;
 }
 
-/* Pack a root module's parameters into its arena (no-op if already packed). */
+/* Pack a root module's parameters into its arena (no-op if already packed), on the device they
+ * are on (all on one; a packed arena that em_module_to moved stays packed there). */
 static em_status pack(em_module *m, flat_view *f) {
+  em_device dev = f->n_params ? f->t[0]->device : EM_DEVICE_CPU;
   for (int i = 0; i < f->n_params; i++) {
     em_tensor *t = f->t[i];
-    if (t->dtype != EM_F32 || t->device.kind != EM_CPU)
+    if (t->dtype != EM_F32)
+      return em_set_error(EM_ERR_UNSUPPORTED, "parameters: '%s' is %s; the arena holds f32",
+                          f->names[i], em_dtype_name(t->dtype));
+    if (t->device.kind != dev.kind || t->device.index != dev.index) {
+      char a[EM_DEVICE_STR_LEN], b[EM_DEVICE_STR_LEN];
+      em__device_str(t->device, a, sizeof a);
+      em__device_str(dev, b, sizeof b);
       return em_set_error(EM_ERR_UNSUPPORTED,
-                          "parameters: '%s' is %s on %s; the arena holds f32 "
-                          "CPU parameters",
-                          f->names[i], em_dtype_name(t->dtype),
-                          t->device.kind == EM_CPU ? "cpu" : "cuda");
+                          "parameters: '%s' is on %s but '%s' on %s; the arena holds the "
+                          "parameters of one device",
+                          f->names[i], a, f->names[0], b);
+    }
   }
   if (packed_ok(m, f)) return EM_OK;
   int64_t len = f->arena_numel ? f->arena_numel : EM_ARENA_ALIGN;
-  em_tensor *arena = em__alloc_noscope(EM_F32, 1, (int64_t[]){len}, true);
+  em_tensor *arena = em__alloc_on(dev, EM_F32, 1, (int64_t[]){len}, true);
   if (!arena) return em_last_status();
-  for (int i = 0; i < f->n_params; i++) rebind(f->t[i], arena, f->offset[i]);
+  for (int i = 0; i < f->n_params; i++) {
+    em_status st = rebind(f->t[i], arena, f->offset[i]);
+    if (st != EM_OK) { /* the parameters rebound so far keep the arena alive and their values */
+      em_release(arena);
+      return st;
+    }
+  }
   em_release(m->arena);
   m->arena = arena;
   drop_arenas(m);

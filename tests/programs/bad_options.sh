@@ -35,7 +35,7 @@ check char_rnn "unexpected arguments" --steps 1 extra
 check ember-train-bench "--steps '1x': expected an integer in [1, 100000000]" --model mlp \
   --steps 1x
 check ember-train-bench "--batch '0': expected an integer in [1, 60000]" --model mlp --batch 0
-check ember-train-bench "--model must be mlp or cnn" --model rnn
+check ember-train-bench "--model must be mlp, cnn or resnet" --model rnn
 check ember-loaderbench "--rounds '2000': expected an integer in [1, 1000]" --rounds 2000
 check ember-loaderbench "--train-rate 'fast': expected a number" --train-rate fast
 check ember-loaderbench "--workers takes a list" --workers 1,x
