@@ -22,6 +22,8 @@ static const em_env_var table[] = {
     /* CUDA device (runtime/cuda/) */
     {"EMBER_CUDA_POISON", EM_ENV_INT, "0", 0, 1, NULL,
      "1: new CUDA memory is filled with 0xff (NaN) so that unwritten outputs show (tests)"},
+    {"EMBER_CUDA_CACHE_MB", EM_ENV_INT, "-1", -1, 1073741824, NULL,
+     "MB of freed CUDA blocks kept for reuse per device (-1: no cap, 0: none)"},
     /* bootstrap and communicator (collectives/) */
     {"EMBER_DEVICE", EM_ENV_STR, "auto", 0, 0, "cpu, cuda, auto",
      "ddp_init's device: auto is cuda:(local rank % GPUs) if a GPU is visible, else the CPU"},
