@@ -72,6 +72,27 @@ int em_cuda_device_count(void);
 /* True if this build has the CUDA device compiled in (EMBER_CUDA). */
 bool em_built_with_cuda(void);
 
+/* The caching allocator of device cuda:index (docs/gpu.md). Bytes count whole blocks (requests
+ * rounded up to their size class: 512 B multiples up to 1 MiB, then 2 MiB multiples). */
+typedef struct {
+  int64_t allocated;      /* held from CUDA: in_use + cached */
+  int64_t in_use;         /* in blocks handed out (tensors' storage) */
+  int64_t cached;         /* in freed blocks kept for reuse */
+  int64_t peak_allocated; /* highest allocated so far */
+  int64_t peak_in_use;    /* highest in_use so far */
+  int64_t allocs;         /* blocks handed out */
+  int64_t hits;           /* of which reused from the cache */
+  int64_t mallocs;        /* cudaMalloc calls that succeeded */
+  int64_t frees;          /* blocks given back with cudaFree */
+  int64_t oom_retries;    /* times a failed cudaMalloc emptied the cache and tried again */
+} em_cuda_memstats;
+/* *out = the statistics of cuda:index (zeros on error). EM_ERR_UNSUPPORTED without that device
+ * (and always in a build without CUDA); EM_ERR_INVALID when out is NULL. */
+em_status em_cuda_memory_stats(int index, em_cuda_memstats *out);
+/* Gives every cached block of cuda:index back to CUDA (waits for the device: cudaFree does).
+ * Blocks in use stay. EM_ERR_UNSUPPORTED without that device. */
+em_status em_cuda_empty_cache(int index);
+
 /* Threads used by CPU kernels (oneDNN/OpenMP) in this process. Default 1, or EMBER_THREADS. */
 void em_set_num_threads(int n);
 int em_num_threads(void);
@@ -144,10 +165,13 @@ void em_release(em_tensor *t);
 
 int64_t em_numel(const em_tensor *t);
 bool em_is_contiguous(const em_tensor *t);
-/* Pointer to element [0,...,0] (host memory). */
+/* Pointer to element [0,...,0]: host memory for a CPU tensor, device memory for a GPU one. A
+ * pinned tensor that em_to is still copying to a GPU is waited for first (the caller may write). */
 void *em_data(const em_tensor *t);
 static inline float *em_data_f32(const em_tensor *t) { return (float *)em_data(t); }
-/* Read/write one element by flat index in logical (row-major) order; converts to/from double. */
+/* Read/write one element by flat index in logical (row-major) order; converts to/from double.
+ * On a GPU tensor each call is a synchronous one-element copy (get returns NaN if it fails):
+ * fine for a loss, slow in a loop; move the tensor to the CPU (em_to) to read many. */
 double em_get(const em_tensor *t, int64_t flat_index);
 void em_set(em_tensor *t, int64_t flat_index, double v);
 /* Same storage? */

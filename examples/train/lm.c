@@ -104,7 +104,7 @@ static em_status next_logits(em_module *model, const train_opts *o, const int64_
   em_scope s = em_scope_begin();
   int64_t first =
       o->model == MODEL_GPT ? (n > o->seq_len ? n - o->seq_len : 0) : (h[0] ? n - 1 : 0);
-  em_tensor *in = em_from_data(EM_I64, EM_SHAPE(1, n - first), ctx + first);
+  em_tensor *in = em_to(em_from_data(EM_I64, EM_SHAPE(1, n - first), ctx + first), o->on);
   em_tensor *logits = NULL;
   if (o->model == MODEL_GPT) {
     logits = em_forward(model, in);
@@ -127,6 +127,7 @@ static em_status next_logits(em_module *model, const train_opts *o, const int64_
       }
     }
   }
+  logits = em_to(logits, EM_DEVICE_CPU); /* read on the host below */
   if (logits) memcpy(out, em_data_f32(logits) + (n - first - 1) * o->vocab, (size_t)o->vocab * 4);
   em_scope_end(s);
   return logits ? EM_OK : em_last_status();

@@ -203,6 +203,7 @@ typedef struct {
   int rank, world;
   train_data data;
   em_module *model;
+  em_device device; /* train.device, resolved: where the model and batches live */
   em_optim *opt;
   ddp_model *ddp;
   em_lr_schedule sched;
@@ -405,9 +406,30 @@ static int read_config(int argc, char **argv, job *j) {
 
 /* Builds the data, model, optimizer and schedule and resumes from a checkpoint when asked: every
  * step local to this rank. Returns -1 to go on, else the exit status. */
+/* train.device: auto follows ddp_init (cuda:(local rank % GPUs) when one is visible, unless
+ * EMBER_DEVICE=cpu); cuda asks for a GPU even then, and is a config error without one. */
+static int choose_device(job *j) {
+  const train_opts *o = &j->o;
+  int n = em_cuda_device_count();
+  if (o->device == DEVICE_CUDA && n == 0) {
+    char at[512], msg[800];
+    snprintf(msg, sizeof msg, "%s: train.device: cuda, but no CUDA device is visible%s",
+             em_config_where(j->cfg, "train.device", at, sizeof at),
+             em_built_with_cuda() ? "" : " (this build has no CUDA)");
+    return config_error(msg);
+  }
+  j->device = o->device == DEVICE_CPU    ? EM_DEVICE_CPU
+              : o->device == DEVICE_CUDA ? (em_device){EM_CUDA, ddp_local_rank() % n}
+                                         : ddp_device();
+  j->o.on = j->device;
+  return -1;
+}
+
 static int setup(job *j, bool *resumed) {
   const train_opts *o = &j->o;
   char at[512];
+  int rc = choose_device(j);
+  if (rc >= 0) return rc;
   if (o->threads > 0) em_set_num_threads((int)o->threads); /* else EMBER_THREADS or 1 */
   if (train_data_open(&j->data, o) != EM_OK) return EXIT_RUNTIME;
   int64_t spe = dl_len(j->data.train);
@@ -439,6 +461,8 @@ static int setup(job *j, bool *resumed) {
   em_manual_seed((uint64_t)o->seed);
   j->model = train_model_new(o);
   if (!j->model) return EXIT_RUNTIME;
+  /* before the optimizer, whose state follows the parameters' device */
+  if (j->device.kind != EM_CPU && em_module_to(j->model, j->device) != EM_OK) return EXIT_RUNTIME;
   em_manual_seed(rank_seed((uint64_t)o->seed, j->rank));
   em_params p = em_parameters(j->model);
   double wd = o->weight_decay > 0 ? o->weight_decay : EM_OPT_ZERO;

@@ -141,11 +141,20 @@ void train_data_close(train_data *d) {
   memset(d, 0, sizeof *d);
 }
 
+/* The device of the model's parameters: where its batches go (train.device). */
+static em_device model_device(em_module *model) {
+  em_params p = em_parameters(model);
+  return p.n > 0 ? p.t[0]->device : EM_DEVICE_CPU;
+}
+
 em_tensor *train_loss(em_module *model, const train_opts *o, const dl_batch *b) {
-  if (!train_is_lm(o)) return em_cross_entropy(em_forward(model, b->x), b->y);
-  /* b->x: (B, T+1) token windows */
+  /* The loader's (pinned) CPU batch to the model's device: em_to uploads it on the
+   * host-to-device stream; the batch stays valid until the next dl_next (dl.h). */
+  em_tensor *x = em_to(b->x, o->on);
+  if (!train_is_lm(o)) return em_cross_entropy(em_forward(model, x), em_to(b->y, o->on));
+  /* x: (B, T+1) token windows */
   int64_t T = b->x->shape[1] - 1;
-  em_tensor *in = em_narrow(b->x, 1, 0, T), *target = em_narrow(b->x, 1, 1, T);
+  em_tensor *in = em_narrow(x, 1, 0, T), *target = em_narrow(x, 1, 1, T);
   em_tensor *logits = em_forward(model, em_contiguous(in)); /* (B, T, V) */
   return em_cross_entropy(em_reshape(logits, EM_SHAPE(-1, o->vocab)),
                           em_reshape(target, EM_SHAPE(-1)));
@@ -162,9 +171,12 @@ double train_accuracy(em_module *model, train_data *d) {
   bool training = em_module_is_training(model);
   em_module_eval(model);
   int64_t sums[3] = {0, 0, 0}; /* correct, seen, failed */
+  em_device dev = model_device(model);
   for (dl_batch b; !sums[2] && dl_next(d->test, &b);) {
     em_scope s = em_scope_begin();
-    em_tensor *pred = em_argmax(em_forward(model, b.x), 1, false);
+    /* predictions back on the CPU: read element by element below */
+    em_tensor *x = em_to(b.x, dev);
+    em_tensor *pred = em_to(em_argmax(em_forward(model, x), 1, false), EM_DEVICE_CPU);
     for (int64_t i = 0; pred && i < b.real; i++) sums[0] += em_get(pred, i) == em_get(b.y, i);
     sums[1] += b.real;
     em_scope_end(s);

@@ -33,6 +33,7 @@ static const char *const datasets[] = {"fmnist", "tokens", "text", NULL};
 static const char *const optims[] = {"sgd", "adam", "adamw", NULL};
 static const char *const schedules[] = {"none", "step", "cosine", NULL};
 static const char *const compressions[] = {"none", "bf16", "fp16", NULL};
+static const char *const devices[] = {"auto", "cpu", "cuda", NULL}; /* train_device */
 static const char *const resumes[] = {"auto", "never", NULL};
 
 #define F(field) offsetof(train_opts, field)
@@ -111,6 +112,8 @@ static const opt_spec table[] = {
      "progress line every this many steps (when stdout is not a terminal)"},
     {"train.threads", T_INT, "0", 0, 256, NULL, F(threads),
      "compute threads per rank (0: EMBER_THREADS, which ddprun sets, or 1)"},
+    {"train.device", T_ENUM, "auto", 0, 0, devices, F(device),
+     "where the model, batches and loss live: auto (ddp_init's device), cpu, or cuda"},
     {"train.sample_len", T_INT, "0", 0, 1000000, NULL, F(sample_len),
      "char_rnn, gpt: tokens sampled by rank 0 after training (0 = none)"},
     {"train.temperature", T_NUM, "0.8", 0.01, 10, NULL, F(temperature),

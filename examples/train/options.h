@@ -25,6 +25,7 @@ typedef enum { DATA_FMNIST = 0, DATA_TOKENS = 1, DATA_TEXT = 2 } train_dataset;
 typedef enum { OPTIM_SGD = 0, OPTIM_ADAM = 1, OPTIM_ADAMW = 2 } train_optim;
 typedef enum { SCHED_NONE = 0, SCHED_STEP = 1, SCHED_COSINE = 2 } train_schedule;
 typedef enum { RESUME_AUTO = 0, RESUME_NEVER = 1 } train_resume;
+typedef enum { DEVICE_AUTO = 0, DEVICE_CPU = 1, DEVICE_CUDA = 2 } train_device;
 
 typedef struct {
   int64_t v[TRAIN_MAX_HIDDEN];
@@ -60,6 +61,8 @@ typedef struct {
   double gamma, min_lr;
   /* train */
   int64_t epochs, steps, seed, eval_every, log_every, threads;
+  int device;   /* train_device */
+  em_device on; /* train.device resolved by ember-train's setup (not a key): the model's device */
   int64_t sample_len; /* char_rnn, gpt: tokens sampled at the end (rank 0) */
   double temperature;
   const char *metrics; /* resolved: "runs/<config file stem>" when absent; "" = none */

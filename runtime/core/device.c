@@ -58,6 +58,26 @@ static em_status copy_between(em_device dst_dev, void *dst, em_device src_dev, c
   return st;
 }
 
+/* A pinned CPU tensor (contiguous) on its way to a GPU: the device's upload slot copies it on
+ * the host-to-device stream, so that the copy overlaps the kernels still queued (a data loader's
+ * batch going to the model). NULL (no error) when dev has no upload slot or the upload fails:
+ * the caller copies the ordinary way, and reports its own error if that fails too. Two threads
+ * must not upload from the same pinned storage at once (its upload_done is not locked). */
+static em_tensor *upload(em_tensor *c, em_device dev, size_t nbytes) {
+  const em_kernels *k = em__kernels(dev);
+  if (dev.kind == EM_CPU || !k->upload) return NULL;
+  void *d = k->upload(dev.index, em_data(c), nbytes, &c->storage->upload_done);
+  em_tensor *out = d ? em__tensor_lent(d, nbytes, dev, c->dtype, c->ndim, c->shape, NULL, NULL,
+                                       NULL)
+                     : NULL;
+  if (out) {
+    out->storage->owns = true; /* the block is the tensor's: freed with it through the table */
+    return em__scope_adopt(out);
+  }
+  if (d) k->free(dev.index, d, em__padded_size(nbytes));
+  return NULL;
+}
+
 static em_status to_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   gin[0] = em_to(gout, n->inputs[0]->device);
   return gin[0] ? EM_OK : em_last_status();
@@ -68,10 +88,14 @@ static em_tensor *to_impl(em_tensor *t, em_device dev) {
   if (!device_usable("to", dev)) return NULL;
   if (t->device.kind == dev.kind && t->device.index == dev.index) return t;
   em_tensor *c = em__contig(t);
-  em_tensor *out = c ? em__empty_on(dev, t->dtype, t->ndim, t->shape) : NULL;
-  if (!out) return NULL;
+  if (!c) return NULL;
   size_t nbytes = (size_t)em_numel(t) * em_dtype_size(t->dtype);
-  if (copy_between(dev, em_data(out), t->device, em_data(c), nbytes) != EM_OK) return NULL;
+  em_tensor *out = c->storage->pinned && nbytes ? upload(c, dev, nbytes) : NULL;
+  if (!out) {
+    out = em__empty_on(dev, t->dtype, t->ndim, t->shape);
+    if (!out || copy_between(dev, em_data(out), t->device, em_data(c), nbytes) != EM_OK)
+      return NULL;
+  }
   em__record(out, "to", to_backward, 1, &t);
   return out;
 }

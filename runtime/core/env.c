@@ -25,6 +25,8 @@ static const em_env_var table[] = {
     {"EMBER_CUDA_TF32", EM_ENV_INT, "0", 0, 1, NULL,
      "1: f32 matmuls (cuBLAS) and convolutions (cuDNN) may use TF32 tensor cores (about 1e-3 "
      "relative error); 0: full f32, the CPU's results within rounding"},
+    {"EMBER_CUDA_CACHE_MB", EM_ENV_INT, "-1", -1, 1073741824, NULL,
+     "MB of freed CUDA blocks kept for reuse per device (-1: no cap, 0: none)"},
     /* bootstrap and communicator (collectives/) */
     {"EMBER_DEVICE", EM_ENV_STR, "auto", 0, 0, "cpu, cuda, auto",
      "ddp_init's device: auto is cuda:(local rank % GPUs) if a GPU is visible, else the CPU"},

@@ -6,6 +6,7 @@
 
 static _Thread_local char last_msg[1024];
 static _Thread_local em_status last_status = EM_OK;
+static _Thread_local uint64_t error_count; /* em_set_error calls on this thread */
 
 const char *em_status_str(em_status s) {
   switch (s) {
@@ -31,7 +32,10 @@ void em_clear_error(void) {
   last_status = EM_OK;
 }
 
+uint64_t em__error_count(void) { return error_count; }
+
 em_status em_set_error(em_status s, const char *fmt, ...) {
+  error_count++;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(last_msg, sizeof last_msg, fmt, ap);

@@ -75,6 +75,10 @@ struct em_storage {
   int refcount;
   bool owns;   /* free data when the last reference goes */
   bool pinned; /* data is page-locked host memory from em__host_alloc_pinned */
+  /* Pinned storages: the event of the last upload from it (em_to to a GPU, kernels' upload
+   * slot), or NULL. em_data waits on it, since the host must not write memory a copy still
+   * reads; freeing the storage hands it over with the buffer (em__host_free_pinned). */
+  void *upload_done;
   /* Memory lent by someone else (a DLPack producer): release(release_ctx) runs once, when the
    * last reference goes or when em__storage_privatize stops viewing it. NULL otherwise. */
   void (*release)(void *ctx);
@@ -108,10 +112,17 @@ em_tensor *em__tensor_lent(void *data, size_t nbytes, em_device dev, em_dtype dt
  * nothing: on an error every tensor stays where it was. */
 em_status em__move_tensors(em_tensor *const *ts, int n, em_device dev);
 
-/* Page-locked host memory (cudaHostAlloc) when a CUDA device is present; NULL otherwise, or when
- * the allocation fails (callers fall back to ordinary memory). */
+/* Page-locked host memory (cudaHostAlloc, recycled) when a CUDA device is present; NULL otherwise,
+ * or when the allocation fails (callers fall back to ordinary memory). free: nbytes as allocated,
+ * and the storage's upload_done event (owned by the pinned cache from then on), so that the buffer
+ * is written again only after that upload. pinned_wait: waits for an upload_done event. */
 void *em__host_alloc_pinned(size_t nbytes);
-void em__host_free_pinned(void *p);
+void em__host_free_pinned(void *p, size_t nbytes, void *upload_done);
+void em__host_pinned_wait(void *upload_done);
+
+/* How many errors this thread has set so far: a caller that sees NULL from a kernel slot which
+ * may set its own message (alloc) keeps that message when the count moved. */
+uint64_t em__error_count(void);
 
 /* a + b, malloc'd (NULL when out of memory): dotted names such as "model." + "0.weight". */
 static inline char *em__concat(const char *a, const char *b) {

@@ -95,6 +95,12 @@ typedef struct em_kernels {
   em_status (*copy_from_host)(int index, void *dst, const void *src, size_t nbytes);
   em_status (*copy_to_host)(int index, void *dst, const void *src, size_t nbytes);
   em_status (*copy)(int index, void *dst, const void *src, size_t nbytes);
+  /* Optional (NULL: em_to uses alloc and copy_from_host). A new block (em__padded_size(nbytes),
+   * freed with free) holding the nbytes at src, pinned host memory, copied asynchronously on a
+   * host-to-device stream that the device's next kernels wait for. *done: the source storage's
+   * upload_done event (NULL the first time: the slot creates it), recorded when the copy is done.
+   * NULL with the error set. */
+  void *(*upload)(int index, const void *src, size_t nbytes, void **done);
   /* dst = src, same shape and dtype (any), both with any strides: contiguous copies (em__contig),
    * clones, and copies into views (concat's parts, a view's gradient). */
   em_status (*copy_view)(em_tensor *dst, const em_tensor *src);

@@ -97,11 +97,14 @@ em_storage *em__storage_new(em_device dev, size_t nbytes, bool zero) {
   if (!k) return NULL;
   em_storage *s = calloc(1, sizeof *s);
   size_t padded = em__padded_size(nbytes);
+  uint64_t errors = em__error_count();
   if (s) s->data = k->alloc(dev.index, padded);
   if (!s || !s->data) {
     free(s);
-    em_set_error(EM_ERR_NOMEM, "out of memory allocating %zu bytes on %s:%d", nbytes, k->name,
-                 dev.index);
+    /* The CUDA allocator says what it holds; a table that said nothing gets the generic line. */
+    if (!s || em__error_count() == errors)
+      em_set_error(EM_ERR_NOMEM, "out of memory allocating %zu bytes on %s:%d", nbytes, k->name,
+                   dev.index);
     return NULL;
   }
   if (zero && k->zero(dev.index, s->data, padded) != EM_OK) {
@@ -119,7 +122,7 @@ em_storage *em__storage_new(em_device dev, size_t nbytes, bool zero) {
 void em__storage_release(em_storage *s) {
   if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
   if (s->pinned)
-    em__host_free_pinned(s->data);
+    em__host_free_pinned(s->data, s->nbytes ? s->nbytes : 1, s->upload_done);
   else if (s->owns)
     em__kernels(s->device)->free(s->device.index, s->data, em__padded_size(s->nbytes));
   if (s->release) s->release(s->release_ctx);
@@ -253,7 +256,7 @@ em_tensor *em_empty_pinned(em_dtype dt, int ndim, const int64_t *shape) {
   em_tensor *t = tensor_shell(dt, ndim, shape);
   em_storage *s = t ? calloc(1, sizeof *s) : NULL;
   if (!s) {
-    em__host_free_pinned(p);
+    em__host_free_pinned(p, nbytes ? nbytes : 1, NULL);
     em_release(t);
     em_set_error(EM_ERR_NOMEM, "out of memory allocating a pinned tensor");
     return NULL;
@@ -342,6 +345,8 @@ bool em_is_contiguous(const em_tensor *t) {
 }
 
 void *em_data(const em_tensor *t) {
+  /* A pinned batch being uploaded: the caller may write it, so the copy must be done. */
+  if (t->storage->upload_done) em__host_pinned_wait(t->storage->upload_done);
   return (char *)t->storage->data + (size_t)t->offset * em_dtype_size(t->dtype);
 }
 
@@ -362,6 +367,14 @@ static int64_t flat_to_offset(const em_tensor *t, int64_t flat) {
 double em_get(const em_tensor *t, int64_t flat_index) {
   int64_t o = flat_to_offset(t, flat_index);
   const char *base = em_data(t);
+  uint64_t cell = 0; /* an element of a GPU tensor, copied to the host */
+  if (t->device.kind != EM_CPU) {
+    size_t es = em_dtype_size(t->dtype);
+    if (em__kernels(t->device)->copy_to_host(t->device.index, &cell, base + o * (int64_t)es, es))
+      return NAN;
+    base = (const char *)&cell;
+    o = 0;
+  }
   switch (t->dtype) {
   case EM_F32: return ((const float *)base)[o];
   case EM_I64: return (double)((const int64_t *)base)[o];
@@ -375,7 +388,13 @@ double em_get(const em_tensor *t, int64_t flat_index) {
 
 void em_set(em_tensor *t, int64_t flat_index, double v) {
   int64_t o = flat_to_offset(t, flat_index);
-  char *base = em_data(t);
+  char *base = em_data(t), *dst = NULL;
+  uint64_t cell = 0; /* a GPU tensor's element: written here, then copied to the device */
+  if (t->device.kind != EM_CPU) {
+    dst = base + o * (int64_t)em_dtype_size(t->dtype);
+    base = (char *)&cell;
+    o = 0;
+  }
   switch (t->dtype) {
   case EM_F32: ((float *)base)[o] = (float)v; break;
   case EM_I64: ((int64_t *)base)[o] = (int64_t)v; break;
@@ -385,6 +404,8 @@ void em_set(em_tensor *t, int64_t flat_index, double v) {
   case EM_F16: ((uint16_t *)base)[o] = em_f32_to_f16((float)v); break;
   default: break;
   }
+  if (dst) em__kernels(t->device)->copy_from_host(t->device.index, dst, &cell,
+                                                  em_dtype_size(t->dtype));
 }
 
 em_tensor *em__contig(em_tensor *t) {

@@ -20,6 +20,8 @@
 extern "C" {
 #endif
 
+#define EM_CUDA_MAX_DEVICES 64
+
 /* ---- device.c: streams, errors, memory ------------------------------------------------------ */
 /* The compute stream of device index (created on first use; NULL with the error set if that
  * fails). Makes index the current device. */
@@ -31,10 +33,18 @@ em_status em__cuda_status(cudaError_t e, const char *op, int index);
  * em__cuda_status. */
 em_status em__cuda_launched(const char *op, int index);
 
-/* Memory on device index. alloc: EMBER_CUDA_POISON=1 fills new blocks with 0xff bytes (NaN in
- * every float type), so a kernel that leaves an output element unwritten fails its test. */
+/* Memory on device index, from the caching allocator (alloc.c): blocks serving the compute
+ * stream; NULL with the error set (out of memory names the request and what is held). Every block
+ * handed out, a reused one too, is filled with 0xff bytes (NaN in every float type) under
+ * EMBER_CUDA_POISON=1, so a kernel that leaves an output element unwritten fails its test. A block
+ * may be freed while kernels queued on the compute stream still use it (reuse is stream-ordered).
+ * alloc_on: a block serving stream s instead (the host-to-device stream's uploads). */
 void *em__cuda_alloc(int index, size_t nbytes);
+void *em__cuda_alloc_on(int index, size_t nbytes, cudaStream_t s);
 void em__cuda_free(int index, void *p, size_t nbytes);
+/* The upload slot (core/kernels.h): pinned host memory to a new block, on the host-to-device
+ * stream, with the compute stream waiting on *done. */
+void *em__cuda_upload(int index, const void *src, size_t nbytes, void **done);
 em_status em__cuda_zero(int index, void *dst, size_t nbytes);
 em_status em__cuda_copy_from_host(int index, void *dst, const void *src, size_t nbytes);
 em_status em__cuda_copy_to_host(int index, void *dst, const void *src, size_t nbytes);

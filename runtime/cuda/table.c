@@ -15,6 +15,7 @@ const em_kernels em__cuda_kernels = {
     .copy_from_host = em__cuda_copy_from_host,
     .copy_to_host = em__cuda_copy_to_host,
     .copy = em__cuda_copy,
+    .upload = em__cuda_upload,
     .copy_view = em__cuda_copy_view,
     .fill = em__cuda_fill,
     /* matmul.cu (cuBLAS) */

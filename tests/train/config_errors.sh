@@ -61,6 +61,10 @@ bad_heads)     printf 'model:\n  name: gpt\n  width: 100\n  heads: 3\ndata:\n  d
                want="job.yaml:4: model.heads: model.width must be a multiple of model.heads" ;;
 bad_fault)     printf '%s' "$base" > "$cfg"; export EMBER_FAULT_KILL="rank=x"
                want="EMBER_FAULT_KILL='rank=x': expected rank=R,step=S" ;;
+no_gpu)        # only where no GPU is visible (exit 77: ctest's skip)
+               if nvidia-smi -L 2>/dev/null | grep -q GPU; then echo "skip: a GPU is visible"; exit 77; fi
+               printf '%s  device: cuda\n' "$base" > "$cfg"   # line 8, under train
+               want="job.yaml:8: train.device: cuda, but no CUDA device is visible" ;;
 *) echo "config_errors.sh: unknown case $case" >&2; exit 1 ;;
 esac
 
