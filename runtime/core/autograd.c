@@ -439,7 +439,8 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
                           "backward: implicit gradient needs a tensor with one element, got %s",
                           em_shape_str(root, a, sizeof a));
     }
-    seed = em_full(EM_F32, root->ndim, root->shape, 1.0);
+    seed = em__empty_on(root->device, EM_F32, root->ndim, root->shape); /* ones on root's device */
+    if (seed && em__kernels(seed->device)->fill(seed, 1.0) != EM_OK) seed = NULL;
   } else if (!em__same_shape(seed, root) || seed->dtype != EM_F32) {
     em_scope_end(s);
     return em_set_error(EM_ERR_INVALID, "backward: seed gradient %s does not match output %s",

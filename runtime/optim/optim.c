@@ -7,8 +7,8 @@
  * Gradients are checked for every parameter before any parameter changes, so a failed em_step
  * leaves the model untouched. */
 #include "core/kernels.h"
-#include "em_timeline.h"
 #include "em_optim.h"
+#include "em_timeline.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -96,13 +96,19 @@ static em_status setup(em_optim *o, em_params p, int n_slots) {
     char num[24];
     snprintf(num, sizeof num, "%d", i);
     const char *nm = p.names && p.names[i] ? p.names[i] : t && t->name ? t->name : num;
-    if (!t || t->grad_fn || t->dtype != EM_F32 || t->device.kind != EM_CPU || !em_is_contiguous(t))
+    if (!t || t->grad_fn || t->dtype != EM_F32 || !em_is_contiguous(t))
       return em_set_error(EM_ERR_INVALID,
-                          "%s: parameter %d ('%s') must be a contiguous f32 CPU leaf tensor%s", op,
-                          i, nm,
+                          "%s: parameter %d ('%s') must be a contiguous f32 leaf tensor%s", op, i,
+                          nm,
                           !t           ? " (it is NULL)"
                           : t->grad_fn ? " (it was computed by an op)"
                                        : "");
+    /* One device for all: the state arena lives there, next to the parameters. */
+    em_device d0 = p.t[0] ? p.t[0]->device : t->device;
+    if (t->device.kind != d0.kind || t->device.index != d0.index)
+      return em_set_error(
+          EM_ERR_INVALID, "%s: parameter %d ('%s') is on %s:%d, parameter 0 on %s:%d", op, i, nm,
+          em__kernels(t->device)->name, t->device.index, em__kernels(d0)->name, d0.index);
     for (int j = 0; j < i; j++)
       if (o->p[j] == t)
         return em_set_error(EM_ERR_INVALID, "%s: parameter '%s' appears twice (%d and %d)", op, nm,
@@ -117,7 +123,8 @@ static em_status setup(em_optim *o, em_params p, int n_slots) {
   o->psteps = em__alloc_noscope(EM_I64, 1, (int64_t[]){p.n}, true);
   if (!o->psteps) return em_last_status();
   if (n_slots) {
-    o->arena = em__alloc_noscope(EM_F32, 1, (int64_t[]){n_slots * (off ? off : 1)}, true);
+    o->arena =
+        em__alloc_on(o->p[0]->device, EM_F32, 1, (int64_t[]){n_slots * (off ? off : 1)}, true);
     if (!o->arena) return em_last_status();
   }
   o->state = calloc((size_t)(p.n * n_slots + 1), sizeof *o->state);
