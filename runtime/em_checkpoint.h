@@ -38,8 +38,9 @@ typedef struct em_ckpt em_ckpt;
 em_ckpt *em_ckpt_new(void);
 void em_ckpt_free(em_ckpt *c); /* NULL is fine */
 
-/* Adds tensor t (contiguous CPU) under name; the data is copied at em_ckpt_write time, so t is
- * retained until em_ckpt_free. Duplicate names are an error. */
+/* Adds tensor t under name. A contiguous CPU tensor is retained until em_ckpt_free and its data
+ * copied at em_ckpt_write time; any other (on a GPU, or strided) is copied now into a contiguous
+ * host tensor that the checkpoint owns. Duplicate names are an error. */
 em_status em_ckpt_add(em_ckpt *c, const char *name, em_tensor *t);
 /* Every parameter and buffer of m as prefix + its dotted name ("model." + "0.weight"). */
 em_status em_ckpt_add_module(em_ckpt *c, const char *prefix, em_module *m);
@@ -68,7 +69,7 @@ em_status em_ckpt_meta_u64(const em_ckpt *c, const char *key, uint64_t *out);
 int em_ckpt_count(const em_ckpt *c);
 const char *em_ckpt_name_at(const em_ckpt *c, int i);
 
-/* Copies prefix+name tensors into m's parameters and buffers. Every tensor of m must be present
+/* Copies prefix+name tensors into m's parameters and buffers, on whatever device they live. Every tensor of m must be present
  * with the same shape and dtype, and the checkpoint must hold no other prefix+ tensors; the error
  * lists what differs (missing, unexpected, shape (a) vs (b), dtype), nothing is changed then. */
 em_status em_ckpt_load_module(const em_ckpt *c, const char *prefix, em_module *m);

@@ -7,45 +7,10 @@
 
 #include "em_checkpoint.h"
 
-static em_status train_ckpt_save_host(const char *dir, int keep_last, em_module *model,
-                                      em_optim *opt, const train_state *s);
-static em_status train_ckpt_load_host(const char *dir, em_module *model, em_optim *opt,
-                                      train_state *s, char **path);
-
-/* em_ckpt reads and writes contiguous CPU tensors: a model on a GPU (train.device) visits the
- * CPU for the checkpoint and goes back after it (em_module_to keeps every tensor, moving its
- * storage). The optimizer's state is not moved: on a GPU its add/load reports the device. */
-static em_device visit_host(em_module *model) {
-  em_params p = em_parameters(model);
-  em_device dev = p.n > 0 ? p.t[0]->device : EM_DEVICE_CPU;
-  return dev.kind == EM_CPU || em_module_to(model, EM_DEVICE_CPU) == EM_OK ? dev : EM_DEVICE_CPU;
-}
-
-static em_status leave_host(em_module *model, em_device dev, em_status st) {
-  if (dev.kind == EM_CPU) return st;
-  char msg[1024];
-  snprintf(msg, sizeof msg, "%s", em_last_error()); /* the first error wins */
-  em_status back = em_module_to(model, dev);
-  if (st != EM_OK) em_set_error(st, "%s", msg);
-  return st != EM_OK ? st : back;
-}
-
+/* A model and optimizer on a GPU (train.device) need nothing special: em_ckpt copies device
+ * tensors to the host when they are added, and back to the device when they are loaded. */
 em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_optim *opt,
                           const train_state *s) {
-  em_device dev = visit_host(model);
-  em_status st = train_ckpt_save_host(dir, keep_last, model, opt, s);
-  return leave_host(model, dev, st);
-}
-
-em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
-                          char **path) {
-  em_device dev = visit_host(model);
-  em_status st = train_ckpt_load_host(dir, model, opt, s, path);
-  return leave_host(model, dev, st);
-}
-
-static em_status train_ckpt_save_host(const char *dir, int keep_last, em_module *model,
-                                      em_optim *opt, const train_state *s) {
   em_ckpt *c = em_ckpt_new();
   if (!c) return em_last_status();
   em_status st = em_ckpt_add_module(c, "model.", model);
@@ -79,8 +44,8 @@ static em_status train_ckpt_save_host(const char *dir, int keep_last, em_module 
   return st;
 }
 
-static em_status train_ckpt_load_host(const char *dir, em_module *model, em_optim *opt,
-                                      train_state *s, char **path) {
+em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
+                          char **path) {
   em_status st = EM_OK;
   *path = em_ckpt_latest(dir, &st);
   if (!*path) return st;

@@ -9,7 +9,7 @@
  * Loading compares the checkpoint's prefix+ tensors with the live object's, collects every
  * difference into one message, and copies nothing unless all of them match. */
 #include "em_checkpoint.h"
-#include "core/internal.h"
+#include "core/kernels.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -393,8 +393,7 @@ static em_status load_tensors(const em_ckpt *c, const char *prefix, em_tensor *c
       goto cleanup;
     }
     idx[i] = index_of(c, full);
-    if (t->device.kind != EM_CPU || !em_is_contiguous(t))
-      diff_add(d, "%s is not a contiguous CPU tensor", full);
+    if (!em_is_contiguous(t)) diff_add(d, "%s is not a contiguous tensor", full);
     if (idx[i] < 0) {
       diff_add(d, "missing %s %s %s", full, st_dtype[t->dtype],
                shape_str(t->ndim, t->shape, a, sizeof a));
@@ -425,9 +424,15 @@ static em_status load_tensors(const em_ckpt *c, const char *prefix, em_tensor *c
                       what, prefix, d->n, d->n == 1 ? "" : "s", d->msg, more);
     goto cleanup;
   }
-  for (int i = 0; i < n; i++) {
+  /* Into each live tensor where it lives: host memory, or a device through its table. */
+  for (int i = 0; i < n && st == EM_OK; i++) {
     const em_tensor *s = em_ckpt_get(c, em_ckpt_name_at(c, idx[i]));
-    memcpy(em_data(ts[i]), em_data(s), (size_t)em_numel(s) * em_dtype_size(s->dtype));
+    size_t nb = (size_t)em_numel(s) * em_dtype_size(s->dtype);
+    if (ts[i]->device.kind == EM_CPU)
+      memcpy(em_data(ts[i]), em_data(s), nb);
+    else if (nb)
+      st = em__kernels(ts[i]->device)->copy_from_host(ts[i]->device.index, em_data(ts[i]),
+                                                       em_data(s), nb);
   }
 cleanup:
   free(full);

@@ -137,15 +137,25 @@ em_status em_ckpt_add(em_ckpt *c, const char *name, em_tensor *t) {
   if (!t) return em_set_error(EM_ERR_INVALID, "ckpt_add: tensor '%s' is NULL", name);
   if (!name[0] || !strcmp(name, "__metadata__"))
     return em_set_error(EM_ERR_INVALID, "ckpt_add: invalid tensor name '%s'", name);
-  if (t->device.kind != EM_CPU || !em_is_contiguous(t))
-    return em_set_error(EM_ERR_INVALID,
-                        "ckpt_add: tensor '%s' must be a contiguous CPU tensor (copy it first)",
-                        name);
   if (find_tensor(c, name) >= 0)
     return em_set_error(EM_ERR_INVALID, "ckpt_add: the checkpoint already holds a tensor '%s'",
                         name);
+  /* A tensor on a device, or a strided one, is copied now into a contiguous host tensor (owned by
+   * the checkpoint, outside the caller's scopes): the file is written from host memory. */
+  bool copy = t->device.kind != EM_CPU || !em_is_contiguous(t);
+  if (copy) {
+    em_scope_saved saved = em_scope_suspend();
+    em_scope sc = em_scope_begin();
+    em_tensor *h = em_contiguous(em_to(t, EM_DEVICE_CPU));
+    em_retain(h);
+    em_scope_end(sc);
+    em_scope_resume(saved);
+    if (!h) return em_last_status();
+    t = h; /* our reference */
+  }
   em_status st = push_tensor(c, name, t);
-  if (st == EM_OK) em_retain(t);
+  if (st == EM_OK && !copy) em_retain(t);
+  if (st != EM_OK && copy) em_release(t);
   return st;
 }
 
