@@ -440,6 +440,7 @@ em_status em_backward_ex(em_tensor *root, em_tensor *seed, const em_backward_opt
                           em_shape_str(root, a, sizeof a));
     }
     seed = em_full(EM_F32, root->ndim, root->shape, 1.0);
+    seed = em_to(seed, root->device); /* the root's gradient lives where the root does */
   } else if (!em__same_shape(seed, root) || seed->dtype != EM_F32) {
     em_scope_end(s);
     return em_set_error(EM_ERR_INVALID, "backward: seed gradient %s does not match output %s",
