@@ -33,7 +33,7 @@ void tu_assert_same(const em_tensor *cpu_result, em_tensor *cuda_result, double 
     cr_assert(!isnan(a) || isnan(b),
               "%s: element %lld is NaN on the GPU (unwritten?), %g on the CPU", what, (long long)i,
               b);
-    cr_assert(fabs(a - b) <= atol + rtol * fabs(b) || (isnan(a) && isnan(b)),
+    cr_assert(a == b || fabs(a - b) <= atol + rtol * fabs(b) || (isnan(a) && isnan(b)),
               "%s: element %lld: cuda %.9g, cpu %.9g", what, (long long)i, a, b);
   }
 }

@@ -20,8 +20,8 @@ em_tensor *tu_cuda(em_tensor *t);
 /* t (on any device) back on the CPU, contiguous (scope-owned). */
 em_tensor *tu_host(em_tensor *t);
 /* cuda_result (on cuda:0) equals cpu_result (on the CPU) elementwise within
- * |a - b| <= atol + rtol * |b|, with the same shape and dtype; NaN anywhere fails. what names
- * the comparison in the failure message. */
+ * |a - b| <= atol + rtol * |b| (or equal: infinities), with the same shape and dtype; NaN on one
+ * side only fails. what names the comparison in the failure message. */
 void tu_assert_same(const em_tensor *cpu_result, em_tensor *cuda_result, double rtol, double atol,
                     const char *what);
 

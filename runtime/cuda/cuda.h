@@ -124,6 +124,33 @@ em_status em__cuda_adam_update(int64_t n, float *p, const float *g, float *m, fl
 em_status em__cuda_to_half(int index, em_dtype half, uint16_t *dst, const float *src, int64_t n,
                            float scale);
 em_status em__cuda_from_half(int index, em_dtype half, float *dst, const uint16_t *src, int64_t n);
+/* ---- elementwise.cu, reduce.cu, softmax.cu, index.cu: elementwise ops, reductions, softmax and
+ * the causal mask, index checks and index_select (contracts in core/kernels.h) ----------------- */
+em_status em__cuda_binary(em_binop op, const em_tensor *a, const em_tensor *b, em_tensor *out);
+em_status em__cuda_affine(const em_tensor *x, float mul, float add, em_tensor *y);
+em_status em__cuda_unary(em_unop op, float alpha, float beta, const em_tensor *x, em_tensor *y);
+em_status em__cuda_unary_backward(em_unop op, float alpha, float beta, const em_tensor *saved,
+                                  const em_tensor *gy, em_tensor *gx);
+em_status em__cuda_nonzero_mask(const em_tensor *cond, em_tensor *mask);
+em_status em__cuda_where(const em_tensor *mask, const em_tensor *a, const em_tensor *b,
+                         em_tensor *out);
+em_status em__cuda_sum(const em_tensor *x, uint32_t mask, double scale, em_tensor *y);
+em_status em__cuda_sum_backward(const em_tensor *gy, uint32_t mask, double scale, em_tensor *gx);
+em_status em__cuda_max(const em_tensor *x, int64_t O, int64_t R, int64_t K, em_tensor *vals,
+                       em_tensor *idx);
+em_status em__cuda_max_backward(const em_tensor *idx, const em_tensor *gy, int64_t O, int64_t R,
+                                int64_t K, em_tensor *gx);
+em_status em__cuda_sum_to(const em_tensor *x, em_tensor *y);
+em_status em__cuda_accumulate(em_tensor *y, const em_tensor *x);
+em_status em__cuda_softmax(bool log, const em_tensor *x, int dim, em_tensor *y);
+em_status em__cuda_softmax_backward(bool log, const em_tensor *y, const em_tensor *dy, int dim,
+                                    em_tensor *dx);
+em_status em__cuda_causal_mask(const em_tensor *x, float value, em_tensor *y);
+em_status em__cuda_check_index(const em_tensor *idx, int64_t size, const int64_t *skip,
+                               em_tensor *ix, int64_t *count, int64_t *bad, int64_t *bad_value);
+em_status em__cuda_index_select(const em_tensor *x, int dim, const em_tensor *ix, em_tensor *out);
+em_status em__cuda_index_select_backward(const em_tensor *ix, int dim, const em_tensor *gy,
+                                         em_tensor *gx);
 
 #ifdef __cplusplus
 }

@@ -53,4 +53,23 @@ const em_kernels em__cuda_kernels = {
     /* convert.cu */
     .to_half = em__cuda_to_half,
     .from_half = em__cuda_from_half,
+    /* elementwise.cu, reduce.cu, softmax.cu, index.cu */
+    .binary = em__cuda_binary,
+    .affine = em__cuda_affine,
+    .unary = em__cuda_unary,
+    .unary_backward = em__cuda_unary_backward,
+    .nonzero_mask = em__cuda_nonzero_mask,
+    .where = em__cuda_where,
+    .softmax = em__cuda_softmax,
+    .softmax_backward = em__cuda_softmax_backward,
+    .causal_mask = em__cuda_causal_mask,
+    .sum = em__cuda_sum,
+    .sum_backward = em__cuda_sum_backward,
+    .max = em__cuda_max,
+    .max_backward = em__cuda_max_backward,
+    .sum_to = em__cuda_sum_to,
+    .accumulate = em__cuda_accumulate,
+    .check_index = em__cuda_check_index,
+    .index_select = em__cuda_index_select,
+    .index_select_backward = em__cuda_index_select_backward,
 };

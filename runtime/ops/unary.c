@@ -120,7 +120,8 @@ static em_tensor *cond_mask(const em_kernels *k, em_tensor *cond) {
 
 static em_status where_backward(em_node *n, em_tensor *gout, em_tensor **gin) {
   em_tensor *a = n->inputs[1], *b = n->inputs[2], *m = n->saved[0];
-  em_tensor *zero = em_scalar(0.0f);
+  em_tensor *zero = em_to(em_scalar(0.0f), m->device); /* on the mask's device, as gout */
+  if (!zero) return em_last_status();
   if (a->requires_grad) {
     em_tensor *ga = em_where(m, gout, zero);
     gin[1] = ga ? em__sum_to(ga, a->ndim, a->shape) : NULL;
