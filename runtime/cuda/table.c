@@ -1,7 +1,6 @@
-/* cuda/table.c: the CUDA kernel table. Today it holds the memory kernels (cuda/device.c), so that
- * tensors and modules move to a GPU with em_to/em_module_to; the op kernels (cuBLAS, cuDNN, the
- * project's own) are NULL until the GPU issue fills them, and an op on a CUDA tensor fails with
- * "<op>: not supported on cuda:N". */
+/* cuda/table.c: the CUDA kernel table: every slot of core/kernels.h, from the files named in the
+ * comments (cuBLAS, cuDNN and the project's own kernels). conv2d needs cuDNN: without it that slot
+ * is NULL and em_conv2d on a CUDA tensor fails with "conv2d: not supported on cuda:N". */
 #include "cuda/cuda.h"
 #ifdef EMBER_HAVE_CUDNN
 #include "cuda/dnn.h"
