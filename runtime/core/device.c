@@ -6,8 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* A CUDA device this process does not have: no kernels, so every op and allocation on it fails
+ * with "<op>: no device cuda:N" (em__unsupported) before anything touches its memory. */
+static const em_kernels no_device = {.name = "cuda"};
+
 const em_kernels *em__kernels(em_device dev) {
-  return dev.kind == EM_CPU ? &em__cpu_kernels : &em__cuda_kernels;
+  if (dev.kind == EM_CPU) return &em__cpu_kernels;
+  return dev.index >= 0 && dev.index < em_cuda_device_count() ? &em__cuda_kernels : &no_device;
 }
 
 const em_kernels *em__unsupported(const char *op, em_device dev) {

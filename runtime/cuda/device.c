@@ -6,13 +6,17 @@
 #include <cuda_runtime_api.h>
 #include <pthread.h>
 
-
+/* Asked once: the devices a process sees do not change while it runs (CUDA_VISIBLE_DEVICES is read
+ * at the runtime's start), and every op's dispatch asks (core/device.c, em__kernels). */
 int em_cuda_device_count(void) {
-  int n = 0;
+  static int count = -1;
+  int n = __atomic_load_n(&count, __ATOMIC_ACQUIRE);
+  if (n >= 0) return n;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     (void)cudaGetLastError(); /* clear the sticky error */
-    return 0;
+    n = 0;
   }
+  __atomic_store_n(&count, n, __ATOMIC_RELEASE);
   return n;
 }
 
