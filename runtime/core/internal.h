@@ -168,6 +168,10 @@ em_tensor *em__alloc_noscope(em_dtype dt, int ndim, const int64_t *shape, bool z
 em_tensor *em__alloc_on(em_device dev, em_dtype dt, int ndim, const int64_t *shape, bool zero);
 /* em_empty on dev: how op front ends allocate outputs on their inputs' device. */
 em_tensor *em__empty_on(em_device dev, em_dtype dt, int ndim, const int64_t *shape);
+/* Reductions on every device: merge neighbouring dims of x's shape that are all reduced (bit d of
+ * mask) or all kept, dropping size-1 dims, into gsize[g] / gred[g]; returns the group count
+ * (0 .. ndim). (core/tensor.c) */
+int em__reduce_groups(int ndim, const int64_t *shape, uint32_t mask, int64_t *gsize, bool *gred);
 /* A view of t's storage with the given geometry, registered with the scope like any new tensor. */
 em_tensor *em__view(em_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
                     int64_t offset);

@@ -137,6 +137,22 @@ void em__contig_strides(int ndim, const int64_t *shape, int64_t *strides) {
   }
 }
 
+int em__reduce_groups(int ndim, const int64_t *shape, uint32_t mask, int64_t *gsize, bool *gred) {
+  int ng = 0;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] == 1) continue;
+    bool r = (mask >> d) & 1u;
+    if (ng > 0 && gred[ng - 1] == r) {
+      gsize[ng - 1] *= shape[d];
+    } else {
+      gsize[ng] = shape[d];
+      gred[ng] = r;
+      ng++;
+    }
+  }
+  return ng;
+}
+
 int64_t em__shape_numel(int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int d = 0; d < ndim; d++) n *= shape[d];

@@ -19,23 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Merge neighbouring dims with the same flag, dropping size-1 dims. Returns the group count. */
-static int make_groups(int ndim, const int64_t *shape, uint32_t mask, int64_t *gsize, bool *gred) {
-  int ng = 0;
-  for (int d = 0; d < ndim; d++) {
-    if (shape[d] == 1) continue;
-    bool r = (mask >> d) & 1u;
-    if (ng > 0 && gred[ng - 1] == r) {
-      gsize[ng - 1] *= shape[d];
-    } else {
-      gsize[ng] = shape[d];
-      gred[ng] = r;
-      ng++;
-    }
-  }
-  return ng;
-}
-
 /* ---- sum ------------------------------------------------------------------------------------ */
 
 /* Sum of n contiguous floats in float64 lanes (omp simd): as fast as memory on long rows. */
@@ -72,7 +55,7 @@ EM_SIMD_CLONES static void sum_ork(const float *x, float *y, int64_t O, int64_t 
 em_status em__cpu_sum(const em_tensor *x, uint32_t mask, double scale, em_tensor *y) {
   int64_t gsize[EM_MAX_DIMS];
   bool gred[EM_MAX_DIMS];
-  int ng = make_groups(x->ndim, x->shape, mask, gsize, gred);
+  int ng = em__reduce_groups(x->ndim, x->shape, mask, gsize, gred);
   float *py = em_data_f32(y);
   int64_t nout = em_numel(y);
   if (nout == 0) return EM_OK;
@@ -168,7 +151,7 @@ em_status em__cpu_sum_backward(const em_tensor *gy, uint32_t mask, double scale,
   if (em_numel(gx) == 0) return EM_OK;
   int64_t gsize[EM_MAX_DIMS], gst[EM_MAX_DIMS];
   bool gred[EM_MAX_DIMS];
-  int ng = make_groups(gx->ndim, gx->shape, mask, gsize, gred);
+  int ng = em__reduce_groups(gx->ndim, gx->shape, mask, gsize, gred);
   int64_t st = 1;
   for (int k = ng - 1; k >= 0; k--) {
     gst[k] = gred[k] ? 0 : st;

@@ -164,15 +164,7 @@ void *em__cuda_alloc_on(int index, size_t nbytes, cudaStream_t s) {
     em_set_error(env_status, "cuda:%d allocator: %s", index, env_msg);
     return NULL;
   }
-  if (index < 0 || index >= EM_CUDA_MAX_DEVICES) {
-    em_set_error(EM_ERR_INVALID, "cuda:%d: device index out of range", index);
-    return NULL;
-  }
-  cudaError_t e = cudaSetDevice(index);
-  if (e != cudaSuccess) {
-    em__cuda_status(e, "cudaSetDevice", index);
-    return NULL;
-  }
+  if (em__cuda_use(index) != EM_OK) return NULL;
   pool *pl = &pools[index];
   size_t size = size_class(nbytes);
   pthread_mutex_lock(&pl->mu);

@@ -23,6 +23,8 @@ extern "C" {
 #define EM_CUDA_MAX_DEVICES 64
 
 /* ---- device.c: streams, errors, memory ------------------------------------------------------ */
+/* Makes index (checked against EM_CUDA_MAX_DEVICES) the current device: EM_OK or the error. */
+em_status em__cuda_use(int index);
 /* The compute stream of device index (created on first use; NULL with the error set if that
  * fails). Makes index the current device. */
 cudaStream_t em__cuda_stream(int index);

@@ -110,16 +110,15 @@ em_status em__cuda_launched(const char *op, int index) {
 static cudaStream_t streams[EM_CUDA_MAX_DEVICES];
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 
+em_status em__cuda_use(int index) {
+  if (index < 0 || index >= EM_CUDA_MAX_DEVICES)
+    return em_set_error(EM_ERR_INVALID, "cuda:%d: device index out of range", index);
+  return em__cuda_status(cudaSetDevice(index), "cudaSetDevice", index);
+}
+
 cudaStream_t em__cuda_stream(int index) {
-  if (index < 0 || index >= EM_CUDA_MAX_DEVICES) {
-    em_set_error(EM_ERR_INVALID, "cuda:%d: device index out of range", index);
-    return NULL;
-  }
-  cudaError_t e = cudaSetDevice(index);
-  if (e != cudaSuccess) {
-    em__cuda_status(e, "cudaSetDevice", index);
-    return NULL;
-  }
+  if (em__cuda_use(index) != EM_OK) return NULL;
+  cudaError_t e = cudaSuccess;
   cudaStream_t s = __atomic_load_n(&streams[index], __ATOMIC_ACQUIRE);
   if (s) return s;
   pthread_mutex_lock(&streams_lock);

@@ -28,18 +28,7 @@ static void split_geoms(int ndim, const int64_t *shape, uint32_t mask, em_cuda_g
                         em_cuda_geom *red, bool *inner_reduced) {
   int64_t gsize[EM_MAX_DIMS], gstride[EM_MAX_DIMS];
   bool gred[EM_MAX_DIMS];
-  int ng = 0;
-  for (int d = 0; d < ndim; d++) {
-    if (shape[d] == 1) continue;
-    bool r = (mask >> d) & 1u;
-    if (ng > 0 && gred[ng - 1] == r) {
-      gsize[ng - 1] *= shape[d];
-    } else {
-      gsize[ng] = shape[d];
-      gred[ng] = r;
-      ng++;
-    }
-  }
+  int ng = em__reduce_groups(ndim, shape, mask, gsize, gred);
   int64_t st = 1;
   for (int g = ng - 1; g >= 0; g--) {
     gstride[g] = st;
