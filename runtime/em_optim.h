@@ -22,7 +22,8 @@
  * so the state of a parameter slice (offset, length) of em_parameters(root) is the same slice of
  * each slot. The state tensors are named "<param>.momentum_buffer", "<param>.exp_avg" and
  * "<param>.exp_avg_sq" (torch's state keys), plus "param_steps": an i64 tensor (n_params) with
- * each parameter's own step count (steps in which it had a gradient; torch's state['step']).
+ * each parameter's own step count (steps in which it had a gradient; torch's state['step']). The
+ * arena lives on the parameters' device; param_steps always in host memory.
  * Writing all of them (a checkpoint restore) restores the optimizer exactly; a momentum buffer
  * counts as present once its parameter's step count is > 0, as in torch. */
 #ifndef EMBER_OPTIM_H
@@ -67,8 +68,10 @@ typedef struct {
 
 /* New optimizers over the n parameters of p (p is only read: see "State" above); opts NULL =
  * defaults. The caller owns the result (em_optim_free). NULL with the error set on an invalid
- * option (naming it), an empty or NULL-containing parameter list, or a parameter that is not an
- * f32 CPU leaf. If p.t is NULL because em_parameters failed, returns NULL keeping that error. */
+ * option (naming it), an empty or NULL-containing parameter list, a parameter that is not a
+ * contiguous f32 leaf, or parameters on more than one device. The state is allocated on the
+ * parameters' device: move the model (em_module_to) before creating its optimizer. If p.t is NULL
+ * because em_parameters failed, returns NULL keeping that error. */
 em_optim *em_sgd_new(em_params p, const em_sgd_opts *opts);
 em_optim *em_adam_new(em_params p, const em_adam_opts *opts);
 em_optim *em_adamw_new(em_params p, const em_adam_opts *opts);
@@ -79,7 +82,8 @@ void em_optim_free(em_optim *o); /* NULL ok */
 
 /* One update of every parameter that has a .grad (parameters whose .grad is NULL are skipped and
  * their step count is not advanced, as torch). Gradients must be contiguous f32 of the
- * parameter's shape. */
+ * parameter's shape, on its device; parameters must still be on the device they were on when the
+ * optimizer was made (EM_ERR_STATE otherwise, and nothing changes). */
 em_status em_step(em_optim *o);
 /* Zero every parameter's .grad in place (never replaces or frees the tensor: a data-parallel
  * reducer may have pointed .grad into its bucket buffers). Parameters without .grad are left so. */
@@ -102,7 +106,8 @@ em_tensor *em_optim_param(const em_optim *o, int i);
 int em_optim_num_state(const em_optim *o);
 em_tensor *em_optim_state_at(const em_optim *o, int i, const char **name);
 em_tensor *em_optim_state(const em_optim *o, const char *name);
-/* The state arena (slots of slot_numel floats each, see above); NULL for plain SGD. Borrowed. */
+/* The state arena (slots of slot_numel floats each, see above); NULL for plain SGD. Borrowed. It
+ * lives on the parameters' device: for a GPU, device memory (not readable on the host). */
 float *em_optim_state_arena(const em_optim *o, int *n_slots, int64_t *slot_numel);
 
 /* ---- learning-rate schedules (lr_schedule.c) ----------------------------------------------

@@ -265,6 +265,8 @@ Test(cuda_conv, batch_norm_train_eval_and_running_stats) {
       check_bn(&r, 4, (int64_t[]){4, 3, 5, 6}, a, t);
       check_bn(&r, 2, (int64_t[]){8, 5}, a, t); /* (N, C): one value per channel and row */
       check_bn(&r, 3, (int64_t[]){3, 7, 33}, a, t);
+      /* 1200 values per channel: more than a block's 256 threads, each striding over several */
+      check_bn(&r, 4, (int64_t[]){12, 2, 10, 10}, a, t);
     }
   TU_END;
 }

@@ -1,15 +1,17 @@
-/* test_cuda_nn.c: the CUDA table's layer norm (forward, backward) and fused optimizer updates
- * (SGD with momentum, dampening, nesterov and weight decay; Adam; AdamW) against the CPU table, on
- * cuda:0; every case skips without a CUDA device.
+/* test_cuda_nn.c: the CUDA table's layer norm (forward, backward), fused optimizer updates (SGD
+ * with momentum, dampening, nesterov and weight decay; Adam; AdamW) and 16-bit conversions
+ * (to_half, from_half) against the CPU table, on cuda:0; every case skips without a CUDA device.
  *
- * The optimizers (em_sgd_new, em_adam_new) take CPU parameters only today, so the steps here call
- * the update slots directly, with the scalars that optim/optim.c's step computes. */
+ * The update slots are called directly, with the scalars that optim/optim.c's step computes, and
+ * through the optimizers (em_sgd, em_adam, em_adamw over CUDA parameters: their state on the
+ * GPU, em_step, em_zero_grad). */
 #include "cudautil.h"
 
 #include "core/kernels.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 static const em_kernels *cpu_k(void) { return em__kernels(EM_DEVICE_CPU); }
 static const em_kernels *gpu_k(void) { return em__kernels(EM_DEVICE_CUDA(0)); }
@@ -78,8 +80,9 @@ Test(cuda_nn, layer_norm_matches_the_cpu) {
   TU_NEED_CUDA();
   TU_BEGIN;
   em_rng r = em_rng_new(21);
+  /* 70000 rows: more than the 65535 blocks of the row kernels, which then stride */
   static const int64_t shapes[][2] = {{1, 1},    {4, 7},    {64, 768}, {300, 33},
-                                      {9000, 5}, {2, 1500}, {0, 5}};
+                                      {9000, 5}, {2, 1500}, {0, 5},    {70000, 3}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int dx = 0; dx < 2; dx++) check_layer_norm(&r, shapes[s][0], shapes[s][1], dx);
   TU_END;
@@ -246,5 +249,135 @@ Test(cuda_nn, adam_and_adamw_steps_match_the_cpu) {
       {1e-3, 0.9, 0.999, 1e-8, 1e-2, true},
   };
   for (size_t k = 0; k < sizeof cfgs / sizeof cfgs[0]; k++) check_adam(&r, &cfgs[k]);
+  TU_END;
+}
+
+/* The optimizers over CUDA parameters, against the same optimizers over their CPU copies: the
+ * state arena on the GPU (optim/optim.c allocates it on the parameters' device), the update slots
+ * with raw device pointers, a parameter without a gradient skipped, and em_zero_grad through the
+ * zero slot. */
+static em_optim *make_optim(int kind, em_tensor **p) {
+  em_params ps = {.n = OPT_N, .t = p};
+  em_optim *o = kind == 0   ? em_sgd(ps, .lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3)
+                : kind == 1 ? em_adam(ps, .lr = 1e-2, .weight_decay = 0.1)
+                            : em_adamw(ps, .lr = 1e-3);
+  cr_assert_not_null(o, "%s", em_last_error());
+  return o;
+}
+
+static void check_optim_front_end(em_rng *r, int kind) {
+  static const char *names[] = {"em_sgd (momentum)", "em_adam", "em_adamw"};
+  em_tensor *pc[OPT_N], *pg[OPT_N];
+  for (int i = 0; i < OPT_N; i++) {
+    pc[i] = tu_rand(r, EM_SHAPE(opt_sizes[i]), -1, 1, true);
+    pg[i] = tu_cuda(pc[i]);
+  }
+  em_optim *oc = make_optim(kind, pc), *og = make_optim(kind, pg);
+  for (int step = 0; step < OPT_STEPS; step++) {
+    for (int i = 0; i < OPT_N; i++) {
+      bool skip = step == 1 && i == 1; /* no gradient: not updated, its step count stays */
+      em_tensor *gr = skip ? NULL : tu_rand(r, EM_SHAPE(opt_sizes[i]), -1, 1, false);
+      ok(em_set_grad(pc[i], gr), "set_grad (cpu)");
+      ok(em_set_grad(pg[i], gr ? tu_cuda(gr) : NULL), "set_grad (cuda)");
+    }
+    ok(em_step(oc), "step (cpu)");
+    ok(em_step(og), "step (cuda)");
+    for (int i = 0; i < OPT_N; i++) tu_assert_same(pc[i], pg[i], OPT_RTOL, OPT_ATOL, names[kind]);
+    int ns = em_optim_num_state(og);
+    cr_assert_eq(ns, em_optim_num_state(oc));
+    for (int k = 0; k < ns; k++) {
+      const char *name;
+      em_tensor *sc = em_optim_state_at(oc, k, &name), *sg = em_optim_state_at(og, k, NULL);
+      if (sc->dtype == EM_I64) { /* param_steps: host bookkeeping on both */
+        for (int i = 0; i < OPT_N; i++) cr_assert_eq(em_get(sg, i), em_get(sc, i), "%s", name);
+        continue;
+      }
+      tu_assert_same(sc, sg, OPT_RTOL, OPT_ATOL, name); /* asserts sg is on the GPU */
+    }
+  }
+  ok(em_zero_grad(og), "zero_grad (cuda)");
+  for (int i = 0; i < OPT_N; i++)
+    tu_assert_same(em_zeros(EM_F32, 1, &opt_sizes[i]), pg[i]->grad, 0, 0, "zero_grad");
+  em_optim_free(oc);
+  em_optim_free(og);
+}
+
+Test(cuda_nn, optimizers_over_cuda_parameters) {
+  TU_NEED_CUDA();
+  TU_BEGIN;
+  em_rng r = em_rng_new(25);
+  for (int kind = 0; kind < 3; kind++) check_optim_front_end(&r, kind);
+  TU_END;
+}
+
+/* ---- 16-bit conversions -------------------------------------------------------------------------
+ */
+/* NaN in either 16-bit format: all exponent bits set and a nonzero mantissa. */
+static bool half_is_nan(em_dtype dt, uint16_t h) {
+  return dt == EM_BF16 ? (h & 0x7f80u) == 0x7f80u && (h & 0x7fu)
+                       : (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu);
+}
+
+/* to_half (scale * x, rounded to nearest even) and from_half on raw device memory: the CPU's bits
+ * exactly (em_half.h), NaN payloads aside. x: every kind of float (random bit patterns: NaN,
+ * infinities, subnormals, values past the 16-bit range) and values within f16's range down to its
+ * subnormals, plus exact ties; the 16-bit inputs of from_half are every pattern. */
+Test(cuda_nn, half_conversions_match_the_cpu) {
+  TU_NEED_CUDA();
+  TU_BEGIN;
+  em_rng r = em_rng_new(26);
+  int64_t n = 70001;
+  em_tensor *x = cpu_empty(1, &n);
+  float *px = f(x);
+  static const float specials[] = {0.0f,  -0.0f,       INFINITY,    -INFINITY,
+                                   NAN,   65504.0f,    65520.0f,    6e-8f,
+                                   3e-8f, 1.00390625f, 1.01171875f, 1.00048828125f};
+  int64_t ns = (int64_t)(sizeof specials / sizeof specials[0]);
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t u = em_rng_next_u64(&r);
+    if (i < ns) {
+      px[i] = specials[i];
+    } else if (i % 2) { /* any bit pattern */
+      uint32_t bits = (uint32_t)u;
+      memcpy(&px[i], &bits, sizeof bits);
+    } else { /* within f16's range, its subnormals included */
+      float m = (float)(u >> 40) / 16777216.0f + 0.5f;
+      px[i] = ldexpf((u & 1) ? -m : m, (int)((u >> 1) % 46) - 28);
+    }
+  }
+  em_tensor *xd = tu_cuda(x);
+  static const em_dtype dts[] = {EM_BF16, EM_F16};
+  static const float scales[] = {1.0f, 0.3f};
+  for (int d = 0; d < 2; d++)
+    for (int s = 0; s < 2; s++) {
+      char what[64];
+      snprintf(what, sizeof what, "to_half %s scale %g", em_dtype_name(dts[d]), scales[s]);
+      em_tensor *hc = em_empty(dts[d], 1, &n);
+      em_tensor *hd = em__empty_on(EM_DEVICE_CUDA(0), dts[d], 1, &n);
+      cr_assert(hc && hd, "%s", em_last_error());
+      ok(cpu_k()->to_half(0, dts[d], (uint16_t *)em_data(hc), px, n, scales[s]), what);
+      ok(gpu_k()->to_half(0, dts[d], (uint16_t *)em_data(hd), (const float *)em_data(xd), n,
+                          scales[s]),
+         what);
+      const uint16_t *a = (const uint16_t *)em_data(hc),
+                     *b = (const uint16_t *)em_data(tu_host(hd));
+      for (int64_t i = 0; i < n; i++)
+        cr_assert(a[i] == b[i] || (half_is_nan(dts[d], a[i]) && half_is_nan(dts[d], b[i])),
+                  "%s: element %lld (%.9g): cuda 0x%04x, cpu 0x%04x", what, (long long)i,
+                  (double)px[i], b[i], a[i]);
+    }
+  /* from_half: every 16-bit pattern */
+  int64_t m = 65536;
+  for (int d = 0; d < 2; d++) {
+    em_tensor *h = em_empty(dts[d], 1, &m);
+    uint16_t *ph = (uint16_t *)em_data(h);
+    for (int64_t i = 0; i < m; i++) ph[i] = (uint16_t)i;
+    em_tensor *yc = cpu_empty(1, &m), *yd = gpu_empty(1, &m);
+    ok(cpu_k()->from_half(0, dts[d], f(yc), ph, m), "from_half (cpu)");
+    ok(gpu_k()->from_half(0, dts[d], (float *)em_data(yd), (const uint16_t *)em_data(tu_cuda(h)),
+                          m),
+       "from_half (cuda)");
+    tu_assert_same(yc, yd, 0, 0, dts[d] == EM_BF16 ? "from_half bf16" : "from_half f16");
+  }
   TU_END;
 }

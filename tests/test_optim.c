@@ -4,6 +4,8 @@
  * restore; learning-rate schedules against hand-computed values; error cases. */
 #include "testutil.h"
 
+#include "core/internal.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -397,6 +399,19 @@ Test(optim, errors_name_the_option) {
   f.p[1]->grad = em_retain(bad); /* bypasses em_set_grad's check on purpose */
   cr_assert_eq(em_step(o), EM_ERR_STATE);
   cr_assert(strstr(em_last_error(), "gradient of '1'"), "%s", em_last_error());
+  cr_assert_eq(em_get(f.p[0], 0), before);
+  em_clear_error();
+  /* A gradient on another device than its parameter (host memory labelled cuda:0, never read):
+   * em_step refuses before an update kernel gets a pointer it cannot dereference. */
+  float other[15] = {0};
+  em_tensor *elsewhere = em__tensor_lent(other, sizeof other, EM_DEVICE_CUDA(0), EM_F32, 2,
+                                         shapes[0], NULL, NULL, NULL);
+  cr_assert_not_null(elsewhere, "%s", em_last_error());
+  cr_assert_eq(em_set_grad(f.p[0], elsewhere), EM_OK, "%s", em_last_error());
+  em_release(elsewhere);
+  cr_assert_eq(em_step(o), EM_ERR_STATE);
+  cr_assert(strstr(em_last_error(), "gradient of '0' is on cuda:0, the parameter on cpu"), "%s",
+            em_last_error());
   cr_assert_eq(em_get(f.p[0], 0), before);
   em_clear_error();
   em_optim_free(o);

@@ -29,6 +29,7 @@ struct em_optim {
   char **names;    /* n copies */
   int64_t *offset; /* n offsets into each slot */
   int64_t slot_numel;
+  em_device device;  /* the parameters' device at construction, where the state lives */
   int n_slots;       /* 0 (plain SGD), 1 (SGD momentum), 2 (Adam m, v) */
   em_tensor *arena;  /* f32 (n_slots * slot_numel); NULL without slots */
   em_tensor *psteps; /* i64 (n): per-parameter step counts */
@@ -119,6 +120,7 @@ static em_status setup(em_optim *o, em_params p, int n_slots) {
     off = em_arena_align(off + em_numel(t));
   }
   o->slot_numel = off;
+  o->device = o->p[0]->device;
   o->n_slots = n_slots;
   o->psteps = em__alloc_noscope(EM_I64, 1, (int64_t[]){p.n}, true);
   if (!o->psteps) return em_last_status();
@@ -235,20 +237,36 @@ static const em_kernels *update_kernels(const em_optim *o, const em_tensor *t) {
                             : EM_KERNELS(t, adam_update, op_name[o->kind]);
 }
 
-/* Every gradient present must be a contiguous f32 tensor of its parameter's size, and the
- * parameter's device must have the update kernel. */
+static bool same_device(em_device a, em_device b) { return a.kind == b.kind && a.index == b.index; }
+
+/* Every parameter must still be on the optimizer's device and every gradient present on its
+ * parameter's: the update kernels get raw pointers, and memory of another device (a model moved
+ * after the optimizer was made leaves the state arena behind; a gradient set on another device)
+ * would be dereferenced where it is not valid. Every gradient present must be a contiguous f32
+ * tensor of its parameter's size, and the parameter's device must have the update kernel. */
 static em_status check_grads(const em_optim *o) {
+  char a[EM_DEVICE_STR_LEN], b[EM_DEVICE_STR_LEN];
   for (int i = 0; i < o->n; i++) {
     const em_tensor *t = o->p[i], *g = t->grad;
     if (!em_is_contiguous(t))
       return em_set_error(EM_ERR_STATE, "%s: parameter '%s' is no longer contiguous",
                           op_name[o->kind], o->names[i]);
+    if (!same_device(t->device, o->device))
+      return em_set_error(EM_ERR_STATE,
+                          "%s: parameter '%s' is on %s but the optimizer's state is on %s (move "
+                          "the model before creating the optimizer)",
+                          op_name[o->kind], o->names[i], em__device_str(t->device, a, sizeof a),
+                          em__device_str(o->device, b, sizeof b));
+    if (g && !same_device(g->device, t->device))
+      return em_set_error(EM_ERR_STATE, "%s: gradient of '%s' is on %s, the parameter on %s",
+                          op_name[o->kind], o->names[i], em__device_str(g->device, a, sizeof a),
+                          em__device_str(t->device, b, sizeof b));
     if (g && (g->dtype != EM_F32 || em_numel(g) != em_numel(t) || !em_is_contiguous(g))) {
-      char a[EM_SHAPE_STR_LEN], b[EM_SHAPE_STR_LEN];
+      char sa[EM_SHAPE_STR_LEN], sb[EM_SHAPE_STR_LEN];
       return em_set_error(EM_ERR_STATE, "%s: gradient of '%s' is %s %s%s, parameter is %s",
                           op_name[o->kind], o->names[i], em_dtype_name(g->dtype),
-                          em_shape_str(g, a, sizeof a), em_is_contiguous(g) ? "" : " strided",
-                          em_shape_str(t, b, sizeof b));
+                          em_shape_str(g, sa, sizeof sa), em_is_contiguous(g) ? "" : " strided",
+                          em_shape_str(t, sb, sizeof sb));
     }
     if (g && !update_kernels(o, t)) return em_last_status();
   }
