@@ -388,6 +388,13 @@ Test(tensor, set_grad_checks) {
   em_tensor *nc = em_transpose(em_zeros(EM_F32, EM_SHAPE(3, 2)), 0, 1);
   cr_assert_eq(em_set_grad(w, nc), EM_ERR_INVALID);
   cr_assert(strstr(em_last_error(), "not contiguous"), "%s", em_last_error());
+  /* A gradient on another device (a host tensor labelled cuda:0 is enough: nothing reads it). */
+  em_tensor *other = em_zeros(EM_F32, EM_SHAPE(2, 3));
+  other->device = EM_DEVICE_CUDA(0);
+  cr_assert_eq(em_set_grad(w, other), EM_ERR_INVALID);
+  other->device = EM_DEVICE_CPU;
+  cr_assert(strstr(em_last_error(), "gradient on cuda:0 for tensor 'w' on cpu"), "%s",
+            em_last_error());
   cr_assert_null(w->grad, "failed calls leave .grad alone");
   cr_assert_eq(em_set_grad(NULL, NULL), EM_ERR_INVALID);
   /* Success: .grad holds its own reference; replacing or clearing releases it. */

@@ -525,6 +525,13 @@ em_status em_set_grad(em_tensor *t, em_tensor *g) {
                           em_dtype_name(g->dtype), em_shape_str(g, a, sizeof a),
                           em_is_contiguous(g) ? "" : " (not contiguous)", em_tensor_name(t),
                           em_dtype_name(t->dtype), em_shape_str(t, b, sizeof b));
+    if (g->device.kind != t->device.kind || g->device.index != t->device.index) {
+      char dg[EM_DEVICE_STR_LEN], dt[EM_DEVICE_STR_LEN];
+      em__device_str(g->device, dg, sizeof dg);
+      em__device_str(t->device, dt, sizeof dt);
+      return em_set_error(EM_ERR_INVALID, "set_grad: gradient on %s for tensor '%s' on %s", dg,
+                          em_tensor_name(t), dt);
+    }
   }
   em_retain(g);
   em_release(t->grad);
