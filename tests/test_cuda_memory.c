@@ -32,10 +32,19 @@ Test(cuda_memory, strided_copies_match_the_cpu) {
                  "contiguous(permute)");
   tu_assert_same(em_contiguous(em_slice(x, 2, 1, 8, 3)), em_contiguous(em_slice(xd, 2, 1, 8, 3)),
                  0, 0, "contiguous(slice step 3)");
-  /* u8 and i64 move bit for bit too. */
-  em_tensor *b = em_full(EM_I64, EM_SHAPE(4, 6), -3.0);
-  em_tensor *bd = tu_cuda(b);
-  tu_assert_same(em_contiguous(em_transpose(b, 0, 1)), em_contiguous(em_transpose(bd, 0, 1)), 0,
-                 0, "contiguous(transpose) i64");
+  /* Every element size (8, 2 and 1 bytes here) moves bit for bit too. */
+  static const em_dtype dts[] = {EM_I64, EM_BF16, EM_U8};
+  for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
+    em_tensor *b = em_empty(dts[k], EM_SHAPE(4, 6));
+    for (int64_t i = 0; i < 24; i++) em_set(b, i, (double)(i * 7 % 24));
+    em_tensor *bd = tu_cuda(b);
+    tu_assert_same(em_contiguous(em_transpose(b, 0, 1)), em_contiguous(em_transpose(bd, 0, 1)), 0,
+                   0, em_dtype_name(dts[k]));
+  }
+  /* A strided destination: concat along dim 1 copies each part into a column block of out. */
+  em_tensor *p[2] = {tu_rand(&r, EM_SHAPE(5, 3), -1, 1, false),
+                     tu_rand(&r, EM_SHAPE(5, 4), -1, 1, false)};
+  em_tensor *pd[2] = {tu_cuda(p[0]), tu_cuda(p[1])};
+  tu_assert_same(em_concat(2, p, 1), em_concat(2, pd, 1), 0, 0, "concat along dim 1");
   TU_END;
 }
