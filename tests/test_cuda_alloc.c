@@ -128,3 +128,36 @@ Test(cuda_alloc, pinned_upload_matches_the_host_and_keeps_the_buffer_safe) {
   cr_assert_eq(em_get(d, 1), 3.0, "em_set writes a GPU element");
   TU_END;
 }
+
+/* Uploads one after another from pinned buffers of one size, as a data loader makes them: the
+ * pinned cache hands the same host buffer back (after the upload from it completed), and the
+ * host-to-device stream reuses the freed device block (after the compute kernels that read it).
+ * Each round's values must arrive intact through a kernel on the compute stream. */
+Test(cuda_alloc, repeated_pinned_uploads_reuse_the_buffer_and_the_block) {
+  TU_NEED_CUDA();
+  TU_BEGIN;
+  enum { N = 4099 };
+  void *host0 = NULL, *dev0 = NULL;
+  for (int round = 0; round < 4; round++) {
+    em_scope s = em_scope_begin();
+    em_tensor *p = em_empty_pinned(EM_F32, EM_SHAPE(N));
+    cr_assert(em_is_pinned(p));
+    float *h = em_data_f32(p);
+    for (int64_t i = 0; i < N; i++) h[i] = (float)(round * 10000 + i);
+    em_tensor *d = em_to(p, EM_DEVICE_CUDA(0));
+    cr_assert_not_null(d, "round %d: %s", round, em_last_error());
+    if (round == 0) {
+      host0 = h;
+      dev0 = d->storage->data;
+    } else {
+      cr_assert_eq(h, host0, "round %d: the pinned buffer was not reused", round);
+      cr_assert_eq(d->storage->data, dev0, "round %d: the upload block was not reused", round);
+    }
+    em_tensor *twice = tu_host(em_add(d, d));
+    for (int64_t i = 0; i < N; i++)
+      cr_assert_eq(em_get(twice, i), 2.0 * (round * 10000 + i), "round %d: element %lld", round,
+                   (long long)i);
+    em_scope_end(s);
+  }
+  TU_END;
+}
