@@ -173,7 +173,12 @@ void *em__cuda_alloc_on(int index, size_t nbytes, cudaStream_t s) {
   else b = new_block(pl, index, nbytes, size, s);
   if (b) {
     /* A side-stream block whose compute readers may still run: its stream waits for them. */
-    if (b->wait && cudaStreamWaitEvent(s, b->freed, 0) != cudaSuccess) (void)cudaGetLastError();
+    /* Should the stream wait fail to queue, the host waits instead: never hand the block out
+     * while a reader may still run (a failing event means a broken context, reported later). */
+    if (b->wait && cudaStreamWaitEvent(s, b->freed, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+      if (cudaEventSynchronize(b->freed) != cudaSuccess) (void)cudaGetLastError();
+    }
     b->wait = false;
     b->next = pl->live[live_bucket(b->ptr)];
     pl->live[live_bucket(b->ptr)] = b;
