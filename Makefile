@@ -3,14 +3,17 @@
 #   make run    install, build, train Fashion-MNIST on 2 ranks (ddprun + ember-train,
 #               examples/configs/fmnist_mlp.yaml)
 #   make test   install, build both flavours, run the whole suite under ctest in each
+#   make fuzz   install, build the libFuzzer harnesses (clang, in build-asan/fuzz) and run each
+#               for FUZZ_SECONDS (default 60) from its corpus (tests/fuzz/, docs/reliability.md)
 #   make bench  install, build, run the benchmarks (training and data loading against PyTorch,
 #               collectives against raw MPI_Allreduce)
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build run test test-release test-asan bench clean
+.PHONY: all deps configure build run test test-release test-asan fuzz bench clean
 
 all: build
 
@@ -36,6 +39,11 @@ test-asan: deps
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
 
 test: test-release test-asan
+
+fuzz: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Asan -DEMBER_WERROR=ON -DEMBER_FUZZ=ON $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) --target ember_fuzz -j$(JOBS)
+	./tests/fuzz/run.sh --seconds $(FUZZ_SECONDS) $(ASAN_BUILD)/fuzz
 
 bench: build
 	./cluster/bench/train_bench.sh $(BUILD)

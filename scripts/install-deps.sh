@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libyaml-dev zlib1g-dev libcjson-dev libdlpack-dev
   libcriterion-dev
-  libclang-rt-14-dev
+  clang libclang-rt-14-dev
   python3 python3-torch python3-torchvision python3-numpy python3-pytest libopenblas0-pthread
   dataset-fashion-mnist
   gnuplot-nox

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_F16C_PATH 1
 #endif
@@ -24,8 +25,11 @@
 static bool have_f16c(void) {
   static int known = -1; /* racy first call is harmless: every thread computes the same */
   if (known < 0) {
+    /* F16C is CPUID leaf 1's ECX bit 29 (bit_F16C): clang 14's __builtin_cpu_supports does not
+     * know "f16c", and the fuzzing build (tests/fuzz) compiles this file with clang. */
+    unsigned a, b, c, d;
     __builtin_cpu_init();
-    known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    known = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx");
   }
   return known;
 }
