@@ -5,6 +5,8 @@
  * JSON, each entry's dtype, shape and data_offsets against the data section, and overlaps. Only
  * then does it allocate the tensors and read, with pread, straight into them. Holes between
  * tensors and bytes after the last one are accepted (other writers may pad; Ember's do not).
+ * When the file has checksums (crc.h), the header's is checked before anything is allocated and
+ * each tensor's once its bytes are read; em_ckpt_verify does the same in 1 MiB pieces.
  *
  * Loading compares the checkpoint's prefix+ tensors with the live object's, collects every
  * difference into one message, and copies nothing unless all of them match. */

@@ -10,7 +10,10 @@
  *   | 8: N (LE u64) | N: JSON header, space-padded to 8 | I64 tensors | F32, I32 | BF16, F16 | U8 |
  *                                                       ^ offset 0 of data_offsets
  *
- * The JSON keys stay in the order the tensors were added. The file, and a directory's "latest"
+ * The metadata carries a CRC-32 of each tensor's bytes and of the header (crc.h); a directory save
+ * reads the new file back before latest names it or anything older is pruned, and
+ * em_ckpt_read_latest falls back past damaged files. The JSON keys stay in the order the tensors
+ * were added. The file, and a directory's "latest"
  * pointer, are written through an atomic file (em_file.h: a temporary "<path>.tmp.<pid>.<n>",
  * fsynced, renamed over <path>, the directory fsynced), so <path> is either the old file or the
  * new one. docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
