@@ -1,11 +1,15 @@
 /* idx.c: IDX reader (see dl_idx.h). Every size is checked against the header before it is
- * trusted: a truncated or corrupt file gives an error naming the file and byte offset. */
+ * trusted: a truncated or corrupt file gives an error naming the file and byte offset. A header
+ * may promise up to 64 GiB: a plain file's promise is checked against its size before anything is
+ * allocated, and a gzip stream's data is read in pieces into a buffer that grows (doubling) as
+ * the data arrives, so a lying header costs at most twice what the stream really holds. */
 #include "dl_idx.h"
 #include "em_env.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 void dl_idx_free(dl_idx_array *a) {
@@ -34,41 +38,39 @@ static em_status read_exact(gzFile f, const char *path, void *buf, size_t n, siz
   return EM_OK;
 }
 
-/* The n element bytes the header promises, into *data (malloc'd). The promise is not trusted with
- * memory before the data is there: the buffer starts at 1 MiB and doubles as bytes arrive, so a
- * header that claims 64 GiB over a short file (or gzip stream, whose length is unknown until it
- * ends) fails at the file's end having allocated about twice what it holds (found by fuzzing:
- * tests/fuzz/idx.c). */
-static em_status read_elements(gzFile f, const char *path, size_t n, size_t *pos, uint8_t **data) {
-  size_t cap = n < ((size_t)1 << 20) ? n : (size_t)1 << 20, got = 0;
-  uint8_t *buf = malloc(cap ? cap : 1);
-  while (buf && got < n) {
+/* The n data bytes the header promises, from offset *pos, into out->data. A plain file (gzread
+ * passes it through) must be exactly that long; a gzip stream's length is known only once read,
+ * so the buffer grows with what it delivers: a header that claims 64 GiB over a short stream fails
+ * at its end having allocated about twice what it holds (found by fuzzing: tests/fuzz/idx.c). */
+static em_status read_data(gzFile f, const char *path, size_t n, size_t *pos, dl_idx_array *out) {
+  struct stat sb;
+  if (gzdirect(f) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+      (uint64_t)sb.st_size != (uint64_t)(*pos + n))
+    return em_set_error(EM_ERR_FORMAT,
+                        "%s: byte offset %zu: the header promises %zu data bytes (a file of %zu "
+                        "bytes), but the file has %lld bytes: truncated or corrupt",
+                        path, *pos, n, *pos + n, (long long)sb.st_size);
+  size_t cap = 0, got = 0; /* n >= 1: no dimension is 0 */
+  while (got < n) {
     if (got == cap) {
-      size_t ncap = n - cap < cap ? n : 2 * cap;
-      uint8_t *nb = realloc(buf, ncap);
-      if (!nb) break;
-      buf = nb;
-      cap = ncap;
+      cap = cap == 0 ? (n < ((size_t)1 << 20) ? n : ((size_t)1 << 20)) : cap > n / 2 ? n : 2 * cap;
+      unsigned char *p = realloc(out->data, cap);
+      if (!p) return em_set_error(EM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, cap);
+      out->data = p;
     }
-    unsigned chunk = cap - got > (1u << 30) ? (1u << 30) : (unsigned)(cap - got);
-    int r = gzread(f, buf + got, chunk);
+    size_t want = cap - got > (1u << 30) ? (1u << 30) : cap - got;
+    int r = gzread(f, out->data + got, (unsigned)want);
     if (r <= 0) {
       int zerr = 0;
       const char *zmsg = gzerror(f, &zerr);
-      free(buf);
       return em_set_error(EM_ERR_FORMAT,
-                          "%s: byte offset %zu: expected %zu bytes of element data (as the header "
-                          "promises), file ends after %zu%s%s",
+                          "%s: byte offset %zu: the header promises %zu bytes of element data, "
+                          "the stream ends after %zu%s%s: truncated or corrupt",
                           path, *pos, n, got, zerr ? ": " : "", zerr ? zmsg : "");
     }
     got += (size_t)r;
   }
-  if (got < n) {
-    free(buf);
-    return em_set_error(EM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, n);
-  }
   *pos += n;
-  *data = buf;
   return EM_OK;
 }
 
@@ -102,7 +104,7 @@ em_status dl_idx_read(const char *path, dl_idx_array *out) {
     n *= v;
   }
   out->size = n;
-  if ((st = read_elements(f, path, n, &pos, &out->data)) != EM_OK) goto fail;
+  if ((st = read_data(f, path, n, &pos, out)) != EM_OK) goto fail;
   unsigned char extra;
   if (gzread(f, &extra, 1) > 0) {
     st = em_set_error(EM_ERR_FORMAT, "%s: byte offset %zu: trailing data after %zu elements", path,

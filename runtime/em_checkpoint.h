@@ -54,10 +54,23 @@ em_status em_ckpt_set_meta_u64(em_ckpt *c, const char *key, uint64_t value);
 
 /* Writes c to path atomically (see the top). Errors name the path and the failed step. */
 em_status em_ckpt_write(const em_ckpt *c, const char *path);
-/* Reads and validates a file: header length against the file size, JSON, every entry's dtype,
- * shape and offsets (in bounds, size = numel * dtype size, no overlap). NULL on error naming the
- * path, the byte offset or tensor, and what was expected. Caller frees. */
+/* Writing stores a CRC-32 of each tensor's bytes and of the header's tensor table and metadata
+ * in the metadata ("crc32.<name>", "crc32.__header__": see checkpoint/crc.h and
+ * docs/checkpoints.md); those keys are reserved (em_ckpt_set_meta refuses them) and a read
+ * checkpoint's metadata does not list them.
+ *
+ * Reads and validates a file: header length against the file size, JSON, every entry's dtype,
+ * shape and offsets (in bounds, size = numel * dtype size, no overlap) and, when the file has
+ * checksums, the header's and every tensor's (an error names the tensor, the expected and the
+ * found CRC). NULL on error naming the path, the byte offset or tensor, and what was expected.
+ * Caller frees. */
 em_ckpt *em_ckpt_read(const char *path);
+/* Checks path as em_ckpt_read does (the header, and every tensor's bytes against its checksum when
+ * the file has checksums) without keeping the tensors: reads in 1 MiB pieces. EM_OK, or the
+ * error em_ckpt_read would give. *has_checksums (may be NULL): whether the file has them (files
+ * written before checksums existed, or by other tools, have none: only their header is checked).
+ */
+em_status em_ckpt_verify(const char *path, bool *has_checksums);
 
 /* Lookups on a read (or built) checkpoint: borrowed, valid until em_ckpt_free; NULL if absent
  * (no error set: use em_ckpt_get_checked for an error naming the missing key). */
@@ -77,14 +90,30 @@ em_status em_ckpt_load_module(const em_ckpt *c, const char *prefix, em_module *m
  * optimizer kind must match). */
 em_status em_ckpt_load_optim(const em_ckpt *c, const char *prefix, em_optim *o);
 
-/* Checkpoint directories: dir/ckpt-<step 8 digits>.safetensors written atomically, then the
- * pointer file dir/latest (its content: that file name and a newline) replaced atomically, then
- * older checkpoints beyond the newest keep_last (>= 1) removed. Creates dir if needed. */
+/* Checkpoint directories: dir/ckpt-<step 8 digits>.safetensors written atomically and read back
+ * (em_ckpt_verify: a file that does not verify is removed and is an error), then the pointer file
+ * dir/latest (its content: that file name and a newline) replaced atomically, then older
+ * checkpoints beyond the newest keep_last (>= 1) removed. Creates dir if needed. */
 em_status em_ckpt_save_dir(const em_ckpt *c, const char *dir, int64_t step, int keep_last);
+/* Creates dir (mkdir -p) and writes and removes a small temporary file in it: a directory that
+ * cannot take a checkpoint is an error (naming it and why) before any training, not at the first
+ * save. */
+em_status em_ckpt_check_dir(const char *dir);
 /* The path of dir's latest checkpoint (malloc'd, caller frees), or NULL: with EM_OK status in
  * *st when there is none (no dir, no latest), or an error when latest is unreadable or names a
  * missing file. */
 char *em_ckpt_latest(const char *dir, em_status *st);
+/* Told of each checkpoint em_ckpt_read_latest passes over: its path (or dir/latest) and why. */
+typedef void (*em_ckpt_skip_fn)(const char *path, const char *why, void *arg);
+/* Reads dir's newest intact checkpoint: the file latest names; when that one does not read
+ * (truncated, corrupt, a checksum mismatch, missing) or latest itself is unusable or missing, the
+ * newest ckpt-<step>.safetensors that reads, among those older than the one latest names (all of
+ * them when latest names none). on_skip (may be NULL) hears of each file passed over, with arg.
+ * *path = the file read (malloc'd, caller frees). NULL with EM_OK in *st when dir holds no
+ * checkpoint (no dir, no latest, no file); NULL with an error naming dir, the count tried and the
+ * newest failure when none reads. Nothing is removed or changed. */
+em_ckpt *em_ckpt_read_latest(const char *dir, char **path, em_status *st, em_ckpt_skip_fn on_skip,
+                             void *arg);
 
 #ifdef __cplusplus
 }

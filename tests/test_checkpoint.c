@@ -164,6 +164,22 @@ static const char *py_script =
     "    f = repr(float(a.flat[0])) if a.size else '0.0'\n"
     "    l = repr(float(a.flat[-1])) if a.size else '0.0'\n"
     "    print(name, v['dtype'], shape, a.size, repr(float(a.sum())), f, l)\n"
+    /* the checksums (crc.h), recomputed here with Python's zlib */
+    "import zlib\n"
+    "crcs = {k[6:]: meta.pop(k) for k in list(meta) if k.startswith('crc32.')}\n"
+    "hc = crcs.pop('__header__')\n"
+    "for name, v in hdr.items():\n"
+    "    b, e = v['data_offsets']\n"
+    "    assert '%08x' % zlib.crc32(data[b:e]) == crcs.pop(name), ('crc', name)\n"
+    "assert not crcs, ('checksums of no tensor', crcs)\n"
+    "def z(s): return s.encode() + b'\\0'\n"
+    "text = b''.join(b'm' + z(k) + z(meta[k]) for k in sorted(meta, key=str.encode))\n"
+    "for name in sorted(hdr, key=str.encode):\n"
+    "    v = hdr[name]\n"
+    "    text += b't' + z(name) + z(v['dtype']) + z(','.join(map(str, v['shape'])))\n"
+    "    text += z('%d,%d' % tuple(v['data_offsets']))\n"
+    "assert '%08x' % zlib.crc32(text) == hc, ('header crc', hc)\n"
+    "print('CRC', len(hdr))\n"
     "for k in sorted(meta):\n"
     "    print('META', k, meta[k])\n"
     /* And a file written by numpy: F32 first (so the I64 after it is not 8-aligned), a hole. */
@@ -211,11 +227,16 @@ Test(checkpoint, numpy_reads_it_and_writes_one_we_read, .timeout = 120) {
   cr_assert_not_null(p, "popen %s", cmd);
   char line[1024];
   int seen = 0;
-  bool meta_seen = false;
+  bool meta_seen = false, crc_seen = false;
   while (fgets(line, sizeof line, p)) {
     char name[256], dtype[16], shape[64];
     long long numel;
     double sum, first, last;
+    if (!strncmp(line, "CRC ", 4)) { /* every checksum matched, for this many tensors */
+      cr_assert_eq(atoi(line + 4), em_ckpt_count(c), "%s", line);
+      crc_seen = true;
+      continue;
+    }
     if (!strncmp(line, "META ", 5)) { /* "META key value" */
       char key[64], value[256];
       cr_assert_eq(sscanf(line, "META %63s %255s", key, value), 2, "%s", line);
@@ -254,6 +275,7 @@ Test(checkpoint, numpy_reads_it_and_writes_one_we_read, .timeout = 120) {
   cr_assert_eq(rc, 0, "python failed (%d): last line %s", rc, line);
   cr_assert_eq(seen, em_ckpt_count(c), "python listed %d tensors of %d", seen, em_ckpt_count(c));
   cr_assert(meta_seen);
+  cr_assert(crc_seen, "python found no checksums");
 
   /* The file numpy wrote: unaligned I64 after a 4-byte hole. */
   em_ckpt *r = em_ckpt_read(pyfile);

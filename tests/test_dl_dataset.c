@@ -207,7 +207,7 @@ Test(dl_dataset, idx_small_and_corrupt) {
   bad[7] = 200;
   write_file("dlds_big.idx", bad, sizeof bad, false);
   expect_fail(dl_idx_open("dlds_big.idx", "dlds_lbl.gz"), "count too large", "dlds_big.idx",
-              "byte offset 16", "expected 1200 bytes");
+              "byte offset 16", "promises 1200 data bytes");
 
   /* Images and labels disagree: 3 labels for 2 images. */
   const unsigned char lbl3[] = {0, 0, 8, 1, 0, 0, 0, 3, 7, 3, 1};

@@ -85,14 +85,22 @@ Test(idx, corrupt_inputs_are_named_errors) {
 
   /* Header promises 2x3 = 6 elements; only 4 follow. */
   write_file("idx_short.gz", good, sizeof good - 2, true);
-  expect_error("idx_short.gz", "byte offset 12", "expected 6 bytes");
+  expect_error("idx_short.gz", "byte offset 12", "promises 6 bytes of element data");
+  expect_error("idx_short.gz", "ends after 4", NULL);
 
   /* Header count larger than the file. */
   unsigned char big[sizeof good];
   memcpy(big, good, sizeof good);
   big[7] = 200;
   write_file("idx_big.idx", big, sizeof good, false);
-  expect_error("idx_big.idx", "expected 600 bytes", "file ends after 6");
+  expect_error("idx_big.idx", "promises 600 data bytes", "the file has 18 bytes");
+
+  /* A gzip stream whose header promises 64 GiB (4096 x 4096 x 4096) and holds 6 bytes: an error
+   * once the stream ends, after a 1 MiB buffer, not a 64 GiB allocation up front. */
+  unsigned char huge[] = {0, 0, 8, 3,    0, 0, 0x10, 0, 0, 0, 0x10,
+                          0, 0, 0, 0x10, 0, 1, 2,    3, 4, 5, 6};
+  write_file("idx_huge.gz", huge, sizeof huge, true);
+  expect_error("idx_huge.gz", "promises 68719476736 bytes", "ends after 6");
 
   /* A truncated gzip stream (cut in the middle of the compressed bytes). */
   write_file("idx_full.gz", good, sizeof good, true);

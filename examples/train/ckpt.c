@@ -1,11 +1,38 @@
 /* ckpt.c: ember-train's checkpoints (ckpt.h) on top of em_checkpoint.h. */
 #include "ckpt.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "em_checkpoint.h"
+
+/* The first tensor of c holding a NaN or an infinity, or NULL. F32, F16 and BF16 are checked
+ * (the only floating dtypes a checkpoint holds); *at = the flat index of the first such value. */
+static const char *first_non_finite(const em_ckpt *c, int64_t *at) {
+  for (int i = 0, n = em_ckpt_count(c); i < n; i++) {
+    const char *name = em_ckpt_name_at(c, i);
+    const em_tensor *t = em_ckpt_get(c, name);
+    int64_t numel = em_numel(t);
+    for (int64_t k = 0; k < numel; k++) {
+      bool bad = false;
+      if (t->dtype == EM_F32)
+        bad = !isfinite(((const float *)em_data(t))[k]);
+      else if (t->dtype == EM_F16)
+        bad = (((const uint16_t *)em_data(t))[k] & 0x7c00) == 0x7c00; /* exponent all ones */
+      else if (t->dtype == EM_BF16)
+        bad = (((const uint16_t *)em_data(t))[k] & 0x7f80) == 0x7f80;
+      else
+        break;
+      if (bad) {
+        *at = k;
+        return name;
+      }
+    }
+  }
+  return NULL;
+}
 
 /* A model and optimizer on a GPU (train.device) need nothing special: em_ckpt copies device
  * tensors to the host when they are added, and back to the device when they are loaded. */
@@ -39,18 +66,42 @@ em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_o
   char sum[64];
   snprintf(sum, sizeof sum, "%a", s->loss_sum); /* hex: the double round-trips exactly */
   if (st == EM_OK) st = em_ckpt_set_meta(c, "loss.sum", sum);
+  /* A diverged model is never saved: it would become latest and push good ones out. */
+  int64_t at = 0;
+  const char *bad = st == EM_OK ? first_non_finite(c, &at) : NULL;
+  if (bad)
+    st = em_set_error(EM_ERR_INVALID,
+                      "%s: not saving step %lld: tensor '%s' holds a non-finite value (element "
+                      "%lld); the existing checkpoints are left as they are",
+                      dir, (long long)s->step, bad, (long long)at);
   if (st == EM_OK) st = em_ckpt_save_dir(c, dir, s->step, keep_last);
   em_ckpt_free(c);
   return st;
 }
 
+/* em_ckpt_read_latest's report of a checkpoint passed over (to the FILE given, if any). */
+static void report_skip(const char *path, const char *why, void *arg) {
+  if (!arg) return;
+  if (strstr(why, path)) /* the message names it already */
+    fprintf((FILE *)arg, "ember-train: warning: skipping checkpoint: %s\n", why);
+  else
+    fprintf((FILE *)arg, "ember-train: warning: skipping checkpoint %s: %s\n", path, why);
+  fflush((FILE *)arg);
+}
+
 em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
-                          char **path) {
+                          char **path, FILE *log) {
   em_status st = EM_OK;
-  *path = em_ckpt_latest(dir, &st);
-  if (!*path) return st;
-  em_ckpt *c = em_ckpt_read(*path);
-  if (!c) return em_last_status();
+  bool fell_back = false;
+  em_ckpt *c = em_ckpt_read_latest(dir, path, &st, report_skip, log);
+  if (!c) return st;
+  char *named = em_ckpt_latest(dir, NULL); /* what latest names, if anything */
+  fell_back = !named || strcmp(named, *path);
+  free(named);
+  if (fell_back && log) {
+    fprintf(log, "ember-train: warning: falling back to %s, the newest intact checkpoint\n", *path);
+    fflush(log);
+  }
   int64_t shuffle = 0;
   train_state t = {0};
   struct {

@@ -12,6 +12,8 @@
 #ifndef EMBER_TRAIN_CKPT_H
 #define EMBER_TRAIN_CKPT_H
 
+#include <stdio.h>
+
 #include "ember.h"
 
 typedef struct {
@@ -25,12 +27,16 @@ typedef struct {
   double loss_sum;
 } train_state;
 
-/* Writes dir/ckpt-<step>.safetensors (atomically, then dir/latest; keeps keep_last). */
+/* Writes dir/ckpt-<step>.safetensors (atomically, then dir/latest; keeps keep_last). Refuses
+ * (EM_ERR_INVALID, nothing written) when a model or optimizer tensor holds a NaN or infinity. */
 em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_optim *opt,
                           const train_state *s);
-/* Loads dir's latest checkpoint into model, opt and *s. *path = its path (malloc'd) or NULL
- * when there is none (EM_OK then, nothing changed). Errors name the file and what differs. */
+/* Loads dir's newest intact checkpoint into model, opt and *s: the one latest names or, when it is
+ * missing, truncated or corrupt (em_ckpt_read_latest), the newest older one that reads; each file
+ * passed over, and the fallback, is reported on log (NULL: silent). *path = its path (malloc'd)
+ * or NULL when there is none (EM_OK then, nothing changed). Errors name the file and what
+ * differs (a checkpoint of another model is an error, not a reason to fall back). */
 em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
-                          char **path);
+                          char **path, FILE *log);
 
 #endif

@@ -225,6 +225,29 @@ typedef struct {
   int64_t acc_step;
 } job;
 
+/* A non-finite global loss at step: every rank sees the same averaged value (flush), so all of
+ * them stop here together, with no collective, before the checkpoint that step may be due: a
+ * diverged model never becomes latest nor pushes good checkpoints out. The metrics rows before
+ * step are kept. */
+static void diverged(job *j, int64_t step, float loss) {
+  if (j->metrics) train_metrics_flush(j->metrics); /* best effort: we are stopping anyway */
+  if (j->rank == 0) {
+    progress_newline(&j->prog);
+    fprintf(stderr,
+            "ember-train: step %lld: the loss is %g (averaged over %d rank%s): training "
+            "diverged; stopping before any further checkpoint",
+            (long long)step, (double)loss, j->world, j->world == 1 ? "" : "s");
+    if (*j->o.ckpt_dir && j->last_ckpt_step > 0)
+      fprintf(stderr, " (the last one, step %lld, is kept)", (long long)j->last_ckpt_step);
+    fprintf(stderr, "\n");
+  }
+  train_metrics_close(j->metrics);
+  j->metrics = NULL;
+  fflush(NULL);
+  ddp_finalize();
+  exit(EXIT_RUNTIME);
+}
+
 /* Averages the pending losses over the ranks, writes their rows (rank 0) and shows progress.
  * test_acc (>= 0) goes on the last row. Collective. */
 static void flush(job *j, double test_acc, bool line) {
@@ -240,6 +263,7 @@ static void flush(job *j, double test_acc, bool line) {
   double window_loss = 0;
   for (int i = 0; i < j->npend; i++) {
     const pending_row *r = &j->pend[i];
+    if (!isfinite(loss[i])) diverged(j, r->step, loss[i]);
     if (r->epoch != j->loss_epoch) {
       j->loss_epoch = r->epoch;
       j->loss_sum = 0;
@@ -404,6 +428,16 @@ static int read_config(int argc, char **argv, job *j) {
   return -1;
 }
 
+/* checkpoint.dir must take a checkpoint before any training is spent (rank 0, which saves, creates
+ * it and writes a test file there): false after a config-style error naming the key. */
+static bool check_ckpt_dir(const job *j) {
+  if (j->rank != 0 || !*j->o.ckpt_dir || em_ckpt_check_dir(j->o.ckpt_dir) == EM_OK) return true;
+  char at[512];
+  fprintf(stderr, "ember-train: %s: checkpoint.dir: cannot write checkpoints there: %s\n",
+          em_config_where(j->cfg, "checkpoint.dir", at, sizeof at), em_last_error());
+  return false;
+}
+
 /* Builds the data, model, optimizer and schedule and resumes from a checkpoint when asked: every
  * step local to this rank. Returns -1 to go on, else the exit status. */
 /* train.device: auto follows ddp_init (cuda:(local rank % GPUs) when one is visible, unless
@@ -482,7 +516,8 @@ static int setup(job *j, bool *resumed) {
   if (*o->ckpt_dir && o->resume == RESUME_AUTO) {
     train_state s;
     char *path = NULL;
-    if (train_ckpt_load(o->ckpt_dir, j->model, j->opt, &s, &path) != EM_OK) {
+    if (train_ckpt_load(o->ckpt_dir, j->model, j->opt, &s, &path, j->rank == 0 ? stderr : NULL) !=
+        EM_OK) {
       free(path);
       return EXIT_RUNTIME;
     }
@@ -573,6 +608,10 @@ int main(int argc, char **argv) {
   }
   j.rank = ddp_rank();
   j.world = ddp_world_size();
+  if (!all_ok(check_ckpt_dir(&j))) {
+    ddp_finalize();
+    return EXIT_CONFIG;
+  }
   bool resumed = false;
   rc = setup(&j, &resumed);
   if (rc == EXIT_CONFIG) return rc; /* config_error has finalized */

@@ -5,11 +5,15 @@
  * JSON, each entry's dtype, shape and data_offsets against the data section, and overlaps. Only
  * then does it allocate the tensors and read, with pread, straight into them. Holes between
  * tensors and bytes after the last one are accepted (other writers may pad; Ember's do not).
+ * When the file has checksums (crc.h), the header's is checked before anything is allocated and
+ * each tensor's once its bytes are read; em_ckpt_verify does the same in 1 MiB pieces.
  *
  * Loading compares the checkpoint's prefix+ tensors with the live object's, collects every
  * difference into one message, and copies nothing unless all of them match. */
-#include "em_checkpoint.h"
+#include "checkpoint/crc.h"
+#include "core/internal.h"
 #include "core/kernels.h"
+#include "em_checkpoint.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -71,6 +75,7 @@ typedef struct {
   int ndim;
   int64_t shape[EM_MAX_DIMS];
   int64_t begin, end; /* data_offsets */
+  uint32_t crc;       /* its checksum, when the file has checksums */
 } span;
 
 /* Read exactly n bytes at file offset off; an error names path, offset and what. */
@@ -183,15 +188,24 @@ static int span_cmp(const void *a, const void *b) {
   return (x->end > y->end) - (x->end < y->end);
 }
 
-/* Metadata: an object of strings, stored into c. */
-static em_status parse_meta(const char *path, const cJSON *m, em_ckpt *c) {
+/* Metadata: an object of strings, stored into c, except the checksums (crc.h), which stay in
+ * the JSON tree for check_sums. *has_crc: whether there is any. */
+static em_status parse_meta(const char *path, const cJSON *m, em_ckpt *c, bool *has_crc) {
   if (!cJSON_IsObject(m))
     return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ must be an object of strings", path);
+  size_t np = strlen(EM_CKPT_CRC_PREFIX);
   const cJSON *x;
   cJSON_ArrayForEach(x, m) {
     if (!cJSON_IsString(x))
       return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ value for '%s' is not a string", path,
                           x->string);
+    bool crc = !strncmp(x->string, EM_CKPT_CRC_PREFIX, np);
+    *has_crc = *has_crc || crc;
+    for (const cJSON *y = m->child; crc && y != x; y = y->next)
+      if (!strcmp(y->string, x->string))
+        return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", path,
+                            x->string);
+    if (crc) continue;
     if (em_ckpt_meta(c, x->string))
       return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", path,
                           x->string);
@@ -201,147 +215,265 @@ static em_status parse_meta(const char *path, const cJSON *m, em_ckpt *c) {
   return EM_OK;
 }
 
+/* The checksum stored under key in m: 8 hex digits. */
+static em_status stored_crc(const char *path, const cJSON *m, const char *key, uint32_t *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
+  if (!v)
+    return em_set_error(EM_ERR_FORMAT,
+                        "%s: the file has checksums, but none under '%s' (a corrupt header, or "
+                        "a file edited by another tool)",
+                        path, key);
+  const char *s = v->valuestring;
+  if (strlen(s) != 8 || strspn(s, "0123456789abcdef") != 8)
+    return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ '%s' = '%.40s' is not 8 hex digits", path,
+                        key, s);
+  *out = (uint32_t)strtoul(s, NULL, 16);
+  return EM_OK;
+}
+
+/* Checks the header's checksum and finds each tensor's (sp[j].crc); every checksum key must name
+ * a tensor. */
+static em_status check_sums(const char *path, const cJSON *m, span *sp, int ns) {
+  em_status st = EM_OK;
+  int n_meta = cJSON_GetArraySize(m), k = 0, ok = 0;
+  const char **keys = malloc(((size_t)n_meta + 1) * sizeof *keys);
+  const char **vals = malloc(((size_t)n_meta + 1) * sizeof *vals);
+  em__ckpt_entry *e = malloc(((size_t)ns + 1) * sizeof *e);
+  char *key = NULL;
+  if (!keys || !vals || !e) goto nomem;
+  const cJSON *x;
+  cJSON_ArrayForEach(x, m) {
+    keys[k] = x->string;
+    vals[k++] = x->valuestring;
+  }
+  for (int j = 0; j < ns; j++)
+    e[j] = (em__ckpt_entry){sp[j].name,  st_dtype[sp[j].dtype], sp[j].ndim,
+                            sp[j].shape, sp[j].begin,           sp[j].end};
+  uint32_t want, got = em__ckpt_header_crc(k, keys, vals, ns, e, &ok);
+  if (!ok) goto nomem;
+  if ((st = stored_crc(path, m, EM_CKPT_CRC_HEADER, &want)) != EM_OK) goto cleanup;
+  if (want != got) {
+    st = em_set_error(EM_ERR_FORMAT,
+                      "%s: header checksum mismatch: expected crc32 %08x (%s), found %08x: the "
+                      "tensor table or metadata is corrupt",
+                      path, (unsigned)want, EM_CKPT_CRC_HEADER, (unsigned)got);
+    goto cleanup;
+  }
+  for (int j = 0; j < ns; j++) {
+    free(key);
+    if (!(key = em__concat(EM_CKPT_CRC_PREFIX, sp[j].name))) goto nomem;
+    if ((st = stored_crc(path, m, key, &sp[j].crc)) != EM_OK) goto cleanup;
+  }
+  size_t np = strlen(EM_CKPT_CRC_PREFIX);
+  for (int i = 0; i < k; i++) {
+    if (strncmp(keys[i], EM_CKPT_CRC_PREFIX, np) || !strcmp(keys[i], EM_CKPT_CRC_HEADER)) continue;
+    int j = 0;
+    while (j < ns && strcmp(sp[j].name, keys[i] + np)) j++;
+    if (j == ns) {
+      st = em_set_error(EM_ERR_FORMAT, "%s: __metadata__ '%s' is the checksum of no tensor", path,
+                        keys[i]);
+      goto cleanup;
+    }
+  }
+  goto cleanup;
+nomem:
+  st = em_set_error(EM_ERR_NOMEM, "%s: out of memory checking the header", path);
+cleanup:
+  free(key);
+  free(e);
+  free(vals);
+  free(keys);
+  return st;
+}
+
+/* A file whose header has been read and every entry checked. */
+typedef struct {
+  int fd;
+  int64_t data_start;
+  char *hdr;
+  cJSON *root;
+  em_ckpt *c; /* the metadata (without checksums); em_ckpt_read adds the tensors */
+  span *sp;   /* ns entries in header order */
+  span **by_off;
+  int ns;
+  bool has_crc;
+} header;
+
+static void header_close(header *h) {
+  if (h->fd >= 0) close(h->fd);
+  free(h->by_off);
+  free(h->sp);
+  cJSON_Delete(h->root);
+  free(h->hdr);
+  em_ckpt_free(h->c);
+}
+
+/* Opens path and checks its header: the length against the file size, the JSON, each entry, the
+ * overlaps and, when the file has them, the checksums of the header. */
+static em_status read_header(const char *path, header *h) {
+  em_status st = EM_OK;
+  unsigned char len8[8];
+  *h = (header){.fd = open(path, O_RDONLY | O_CLOEXEC)};
+  if (h->fd < 0) return em_set_error(EM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(h->fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+    return em_set_error(EM_ERR_IO, "%s: not a regular file", path);
+  int64_t size = (int64_t)sb.st_size;
+  if (size < 8)
+    return em_set_error(EM_ERR_FORMAT,
+                        "%s: byte offset 0: the file is %lld bytes, too short for "
+                        "the 8-byte header length",
+                        path, (long long)size);
+  if ((st = pread_all(h->fd, path, len8, 8, 0, "the header length")) != EM_OK) return st;
+  uint64_t n = 0;
+  for (int b = 7; b >= 0; b--) n = n << 8 | len8[b];
+  if (n > (uint64_t)(size - 8) || n > MAX_HEADER_BYTES || n < 2)
+    return em_set_error(EM_ERR_FORMAT,
+                        "%s: byte offset 0: header length %llu, but the file has %lld bytes "
+                        "after byte offset 8 (file size %lld; at most %llu allowed): truncated "
+                        "or not a safetensors file",
+                        path, (unsigned long long)n, (long long)(size - 8), (long long)size,
+                        (unsigned long long)MAX_HEADER_BYTES);
+  int64_t data_start = h->data_start = 8 + (int64_t)n, data_bytes = size - data_start;
+  if (!(h->hdr = malloc(n + 1))) goto nomem;
+  if ((st = pread_all(h->fd, path, h->hdr, n, 8, "the JSON header")) != EM_OK) return st;
+  h->hdr[n] = '\0';
+  const char *end = NULL;
+  h->root = cJSON_ParseWithLengthOpts(h->hdr, n, &end, 0);
+  if (!h->root)
+    return em_set_error(EM_ERR_FORMAT,
+                        "%s: byte offset %lld: invalid JSON in the header (bytes 8 "
+                        "to %lld)",
+                        path, (long long)(8 + (end ? end - h->hdr : 0)), (long long)data_start);
+  for (const char *p = end; p < h->hdr + n; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+      return em_set_error(EM_ERR_FORMAT,
+                          "%s: byte offset %lld: unexpected data after the JSON "
+                          "header",
+                          path, (long long)(8 + (p - h->hdr)));
+  if (!cJSON_IsObject(h->root))
+    return em_set_error(EM_ERR_FORMAT, "%s: byte offset 8: the JSON header is not an object", path);
+  int n_items = cJSON_GetArraySize(h->root);
+  h->c = em_ckpt_new();
+  h->sp = calloc((size_t)n_items + 1, sizeof *h->sp);
+  h->by_off = calloc((size_t)n_items + 1, sizeof *h->by_off);
+  if (!h->c || !h->sp || !h->by_off) goto nomem;
+  const cJSON *e, *meta = NULL;
+  cJSON_ArrayForEach(e, h->root) {
+    if (!strcmp(e->string, "__metadata__")) {
+      if (meta) return em_set_error(EM_ERR_FORMAT, "%s: __metadata__ appears twice", path);
+      meta = e;
+      if ((st = parse_meta(path, e, h->c, &h->has_crc)) != EM_OK) return st;
+      continue;
+    }
+    span *s = &h->sp[h->ns];
+    if ((st = parse_entry(path, e, data_bytes, s)) != EM_OK) return st;
+    for (int j = 0; j < h->ns; j++)
+      if (!strcmp(h->sp[j].name, s->name))
+        return em_set_error(EM_ERR_FORMAT, "%s: tensor '%s' appears twice", path, s->name);
+    h->by_off[h->ns] = s;
+    h->ns++;
+  }
+  if (h->has_crc && (st = check_sums(path, meta, h->sp, h->ns)) != EM_OK) return st;
+  if (h->ns > 1) qsort(h->by_off, (size_t)h->ns, sizeof *h->by_off, span_cmp);
+  const span *prev = NULL; /* the non-empty span reaching furthest so far */
+  for (int j = 0; j < h->ns; j++) {
+    const span *s = h->by_off[j];
+    if (s->end == s->begin) continue;
+    if (prev && s->begin < prev->end)
+      return em_set_error(EM_ERR_FORMAT,
+                          "%s: tensors '%s' [%lld, %lld] and '%s' [%lld, %lld] overlap", path,
+                          prev->name, (long long)prev->begin, (long long)prev->end, s->name,
+                          (long long)s->begin, (long long)s->end);
+    if (!prev || s->end > prev->end) prev = s;
+  }
+  return EM_OK;
+nomem:
+  return em_set_error(EM_ERR_NOMEM, "%s: out of memory reading the header", path);
+}
+
+/* The error for tensor s whose bytes have CRC got. */
+static em_status crc_mismatch(const char *path, const span *s, uint32_t got) {
+  return em_set_error(EM_ERR_FORMAT,
+                      "%s: tensor '%s': checksum mismatch: expected crc32 %08x, found %08x (data "
+                      "bytes %lld to %lld): the data is corrupt",
+                      path, s->name, (unsigned)s->crc, (unsigned)got, (long long)s->begin,
+                      (long long)s->end);
+}
+
 em_ckpt *em_ckpt_read(const char *path) {
   if (!path) {
     em_set_error(EM_ERR_INVALID, "ckpt_read: path is NULL");
     return NULL;
   }
-  em_status st = EM_OK;
-  em_ckpt *c = NULL;
-  char *hdr = NULL;
-  cJSON *root = NULL;
-  span *sp = NULL;
-  span **by_off = NULL;
-  unsigned char len8[8];
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    st = em_set_error(EM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    goto cleanup;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    st = em_set_error(EM_ERR_IO, "%s: not a regular file", path);
-    goto cleanup;
-  }
-  int64_t size = (int64_t)sb.st_size;
-  if (size < 8) {
-    st = em_set_error(EM_ERR_FORMAT,
-                      "%s: byte offset 0: the file is %lld bytes, too short for "
-                      "the 8-byte header length",
-                      path, (long long)size);
-    goto cleanup;
-  }
-  if ((st = pread_all(fd, path, len8, 8, 0, "the header length")) != EM_OK) goto cleanup;
-  uint64_t n = 0;
-  for (int b = 7; b >= 0; b--) n = n << 8 | len8[b];
-  if (n > (uint64_t)(size - 8) || n > MAX_HEADER_BYTES || n < 2) {
-    st = em_set_error(EM_ERR_FORMAT,
-                      "%s: byte offset 0: header length %llu, but the file has %lld bytes after "
-                      "byte offset 8 (file size %lld; at most %llu allowed): truncated or not a "
-                      "safetensors file",
-                      path, (unsigned long long)n, (long long)(size - 8), (long long)size,
-                      (unsigned long long)MAX_HEADER_BYTES);
-    goto cleanup;
-  }
-  int64_t data_start = 8 + (int64_t)n, data_bytes = size - data_start;
-  if (!(hdr = malloc(n + 1))) goto nomem;
-  if ((st = pread_all(fd, path, hdr, n, 8, "the JSON header")) != EM_OK) goto cleanup;
-  hdr[n] = '\0';
-  const char *end = NULL;
-  root = cJSON_ParseWithLengthOpts(hdr, n, &end, 0);
-  if (!root) {
-    st = em_set_error(EM_ERR_FORMAT,
-                      "%s: byte offset %lld: invalid JSON in the header (bytes 8 "
-                      "to %lld)",
-                      path, (long long)(8 + (end ? end - hdr : 0)), (long long)data_start);
-    goto cleanup;
-  }
-  for (const char *p = end; p < hdr + n; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-      st = em_set_error(EM_ERR_FORMAT,
-                        "%s: byte offset %lld: unexpected data after the JSON "
-                        "header",
-                        path, (long long)(8 + (p - hdr)));
-      goto cleanup;
-    }
-  if (!cJSON_IsObject(root)) {
-    st = em_set_error(EM_ERR_FORMAT, "%s: byte offset 8: the JSON header is not an object", path);
-    goto cleanup;
-  }
-  int n_items = cJSON_GetArraySize(root), ns = 0;
-  c = em_ckpt_new();
-  sp = calloc((size_t)n_items + 1, sizeof *sp);
-  by_off = calloc((size_t)n_items + 1, sizeof *by_off);
-  if (!c || !sp || !by_off) goto nomem;
-  bool seen_meta = false;
-  const cJSON *e;
-  cJSON_ArrayForEach(e, root) {
-    if (!strcmp(e->string, "__metadata__")) {
-      if (seen_meta) {
-        st = em_set_error(EM_ERR_FORMAT, "%s: __metadata__ appears twice", path);
-        goto cleanup;
-      }
-      seen_meta = true;
-      if ((st = parse_meta(path, e, c)) != EM_OK) goto cleanup;
-      continue;
-    }
-    if ((st = parse_entry(path, e, data_bytes, &sp[ns])) != EM_OK) goto cleanup;
-    for (int j = 0; j < ns; j++)
-      if (!strcmp(sp[j].name, sp[ns].name)) {
-        st = em_set_error(EM_ERR_FORMAT, "%s: tensor '%s' appears twice", path, sp[ns].name);
-        goto cleanup;
-      }
-    by_off[ns] = &sp[ns];
-    ns++;
-  }
-  if (ns > 1) qsort(by_off, (size_t)ns, sizeof *by_off, span_cmp);
-  const span *prev = NULL; /* the non-empty span reaching furthest so far */
-  for (int j = 0; j < ns; j++) {
-    const span *s = by_off[j];
-    if (s->end == s->begin) continue;
-    if (prev && s->begin < prev->end) {
-      st =
-          em_set_error(EM_ERR_FORMAT, "%s: tensors '%s' [%lld, %lld] and '%s' [%lld, %lld] overlap",
-                       path, prev->name, (long long)prev->begin, (long long)prev->end, s->name,
-                       (long long)s->begin, (long long)s->end);
-      goto cleanup;
-    }
-    if (!prev || s->end > prev->end) prev = s;
-  }
+  header h;
+  em_status st = read_header(path, &h);
+  if (st != EM_OK) goto cleanup;
   /* Everything checked: allocate in header order, then read in file order. */
-  for (int j = 0; j < ns; j++) {
-    em_tensor *t = em__alloc_noscope(sp[j].dtype, sp[j].ndim, sp[j].shape, false);
+  for (int j = 0; j < h.ns; j++) {
+    em_tensor *t = em__alloc_noscope(h.sp[j].dtype, h.sp[j].ndim, h.sp[j].shape, false);
     if (!t) {
-      st = em_set_error(EM_ERR_NOMEM, "%s: tensor '%s': out of memory", path, sp[j].name);
+      st = em_set_error(EM_ERR_NOMEM, "%s: tensor '%s': out of memory", path, h.sp[j].name);
       goto cleanup;
     }
-    st = em_ckpt_add(c, sp[j].name, t); /* c takes its own reference */
+    st = em_ckpt_add(h.c, h.sp[j].name, t); /* c takes its own reference */
     em_release(t);
     if (st != EM_OK) goto cleanup;
   }
-  for (int j = 0; j < ns; j++) {
-    const span *s = by_off[j];
-    em_tensor *t = em_ckpt_get(c, s->name);
+  for (int j = 0; j < h.ns; j++) {
+    const span *s = h.by_off[j];
+    em_tensor *t = em_ckpt_get(h.c, s->name);
     char what[160];
     snprintf(what, sizeof what, "tensor '%.120s'", s->name);
     size_t nb = (size_t)(s->end - s->begin);
-    if (nb && (st = pread_all(fd, path, em_data(t), nb, data_start + s->begin, what)) != EM_OK)
+    if (nb && (st = pread_all(h.fd, path, em_data(t), nb, h.data_start + s->begin, what)) != EM_OK)
       goto cleanup;
+    uint32_t got = em__ckpt_crc(0, em_data(t), nb);
+    if (h.has_crc && got != s->crc) {
+      st = crc_mismatch(path, s, got);
+      goto cleanup;
+    }
   }
-  goto cleanup;
-nomem:
-  st = em_set_error(EM_ERR_NOMEM, "%s: out of memory reading the header", path);
-cleanup:
-  if (fd >= 0) close(fd);
-  free(by_off);
-  free(sp);
-  cJSON_Delete(root);
-  free(hdr);
-  if (st != EM_OK) {
-    em_ckpt_free(c);
-    return NULL;
-  }
+cleanup:;
+  em_ckpt *c = st == EM_OK ? h.c : NULL;
+  if (st == EM_OK) h.c = NULL; /* the caller's */
+  header_close(&h);
   return c;
+}
+
+em_status em_ckpt_verify(const char *path, bool *has_checksums) {
+  if (!path) return em_set_error(EM_ERR_INVALID, "ckpt_verify: path is NULL");
+  header h;
+  enum { BUF = 1 << 20 };
+  unsigned char *buf = NULL;
+  em_status st = read_header(path, &h);
+  if (st != EM_OK) goto cleanup;
+  if (has_checksums) *has_checksums = h.has_crc;
+  if (!h.has_crc) goto cleanup;
+  if (!(buf = malloc(BUF))) {
+    st = em_set_error(EM_ERR_NOMEM, "%s: out of memory verifying", path);
+    goto cleanup;
+  }
+  for (int j = 0; j < h.ns; j++) {
+    const span *s = h.by_off[j];
+    char what[160];
+    snprintf(what, sizeof what, "tensor '%.120s'", s->name);
+    uint32_t got = em__ckpt_crc(0, NULL, 0);
+    for (int64_t off = s->begin; off < s->end && st == EM_OK; off += BUF) {
+      size_t nb = (size_t)(s->end - off < BUF ? s->end - off : BUF);
+      st = pread_all(h.fd, path, buf, nb, h.data_start + off, what);
+      got = em__ckpt_crc(got, buf, nb);
+    }
+    if (st != EM_OK) goto cleanup;
+    if (got != s->crc) {
+      st = crc_mismatch(path, s, got);
+      goto cleanup;
+    }
+  }
+cleanup:
+  free(buf);
+  header_close(&h);
+  return st;
 }
 
 /* ---- loading into live objects ------------------------------------------------------------ */
@@ -431,8 +563,8 @@ static em_status load_tensors(const em_ckpt *c, const char *prefix, em_tensor *c
     if (ts[i]->device.kind == EM_CPU)
       memcpy(em_data(ts[i]), em_data(s), nb);
     else if (nb)
-      st = em__kernels(ts[i]->device)->copy_from_host(ts[i]->device.index, em_data(ts[i]),
-                                                       em_data(s), nb);
+      st = em__kernels(ts[i]->device)
+               ->copy_from_host(ts[i]->device.index, em_data(ts[i]), em_data(s), nb);
   }
 cleanup:
   free(full);

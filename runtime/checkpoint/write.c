@@ -10,13 +10,17 @@
  *   | 8: N (LE u64) | N: JSON header, space-padded to 8 | I64 tensors | F32, I32 | BF16, F16 | U8 |
  *                                                       ^ offset 0 of data_offsets
  *
- * The JSON keys stay in the order the tensors were added. The file, and a directory's "latest"
+ * The metadata carries a CRC-32 of each tensor's bytes and of the header (crc.h); a directory save
+ * reads the new file back before latest names it or anything older is pruned, and
+ * em_ckpt_read_latest falls back past damaged files. The JSON keys stay in the order the tensors
+ * were added. The file, and a directory's "latest"
  * pointer, are written through an atomic file (em_file.h: a temporary "<path>.tmp.<pid>.<n>",
  * fsynced, renamed over <path>, the directory fsynced), so <path> is either the old file or the
  * new one. docs/checkpoints.md walks through why a kill at any moment leaves a whole checkpoint. */
+#include "checkpoint/crc.h"
+#include "core/internal.h"
 #include "em_checkpoint.h"
 #include "em_file.h"
-#include "core/internal.h"
 
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -222,6 +226,11 @@ em_status em_ckpt_set_meta(em_ckpt *c, const char *key, const char *value) {
                         !c     ? "checkpoint"
                         : !key ? "the key"
                                : "the value");
+  if (!strncmp(key, EM_CKPT_CRC_PREFIX, strlen(EM_CKPT_CRC_PREFIX)))
+    return em_set_error(EM_ERR_INVALID,
+                        "ckpt_set_meta: key '%s': keys starting with '" EM_CKPT_CRC_PREFIX
+                        "' are reserved for the checksums the writer adds",
+                        key);
   char *v = dup_str(value);
   if (!v) return em_set_error(EM_ERR_NOMEM, "ckpt_set_meta: out of memory for '%s'", key);
   int i = find_meta(c, key);
@@ -352,16 +361,49 @@ static cJSON *int_array(int n, const int64_t *v) {
   return a;
 }
 
-/* The header object for c with tensor i at data offsets [off[i], off[i] + bytes). */
-static cJSON *build_header(const em_ckpt *c, const int64_t *off) {
+/* Adds the checksums (crc.h) to meta: "crc32.<name>" = crc[i] for each tensor, and the header's
+ * over c's metadata and the entries at offsets off. false when out of memory. */
+static bool add_checksums(const em_ckpt *c, const int64_t *off, const uint32_t *crc, cJSON *meta) {
+  const char **keys = malloc(((size_t)c->n_meta + 1) * sizeof *keys);
+  const char **vals = malloc(((size_t)c->n_meta + 1) * sizeof *vals);
+  em__ckpt_entry *e = malloc(((size_t)c->n + 1) * sizeof *e);
+  int ok = keys && vals && e;
+  for (int i = 0; ok && i < c->n_meta; i++) {
+    keys[i] = c->m[i].key;
+    vals[i] = c->m[i].value;
+  }
+  for (int i = 0; ok && i < c->n; i++) {
+    const em_tensor *t = c->t[i].t;
+    e[i] = (em__ckpt_entry){c->t[i].name, st_dtype[t->dtype],
+                            t->ndim,      t->shape,
+                            off[i],       off[i] + em_numel(t) * (int64_t)em_dtype_size(t->dtype)};
+  }
+  uint32_t hcrc = ok ? em__ckpt_header_crc(c->n_meta, keys, vals, c->n, e, &ok) : 0;
+  char hex[9], *key = NULL;
+  em__ckpt_crc_str(hcrc, hex);
+  ok = ok && cJSON_AddStringToObject(meta, EM_CKPT_CRC_HEADER, hex);
+  for (int i = 0; ok && i < c->n; i++) {
+    key = em__concat(EM_CKPT_CRC_PREFIX, c->t[i].name);
+    em__ckpt_crc_str(crc[i], hex);
+    ok = key && cJSON_AddStringToObject(meta, key, hex);
+    free(key);
+  }
+  free(e);
+  free(vals);
+  free(keys);
+  return ok;
+}
+
+/* The header object for c with tensor i at data offsets [off[i], off[i] + bytes) and checksum
+ * crc[i]. */
+static cJSON *build_header(const em_ckpt *c, const int64_t *off, const uint32_t *crc) {
   cJSON *root = cJSON_CreateObject();
   if (!root) return NULL;
-  if (c->n_meta > 0) {
-    cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-    if (!meta) goto fail;
-    for (int i = 0; i < c->n_meta; i++)
-      if (!cJSON_AddStringToObject(meta, c->m[i].key, c->m[i].value)) goto fail;
-  }
+  cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
+  if (!meta) goto fail;
+  for (int i = 0; i < c->n_meta; i++)
+    if (!cJSON_AddStringToObject(meta, c->m[i].key, c->m[i].value)) goto fail;
+  if (!add_checksums(c, off, crc, meta)) goto fail;
   for (int i = 0; i < c->n; i++) {
     const em_tensor *t = c->t[i].t;
     int64_t range[2] = {off[i], off[i] + em_numel(t) * (int64_t)em_dtype_size(t->dtype)};
@@ -391,11 +433,12 @@ em_status em_ckpt_write(const em_ckpt *c, const char *path) {
     return em_set_error(EM_ERR_INVALID, "ckpt_write: %s is NULL", c ? "the path" : "checkpoint");
   em_status st = EM_OK;
   int64_t *off = calloc((size_t)c->n + 1, sizeof *off);
+  uint32_t *crc = calloc((size_t)c->n + 1, sizeof *crc);
   int *order = calloc((size_t)c->n + 1, sizeof *order);
   chunk *ch = calloc((size_t)c->n + 2, sizeof *ch);
   cJSON *root = NULL;
   char *json = NULL, *hdr = NULL;
-  if (!off || !order || !ch) goto nomem;
+  if (!off || !crc || !order || !ch) goto nomem;
   /* Data layout: by element size, largest first, in the order added within a size. */
   int64_t pos = 0;
   int k = 0;
@@ -408,7 +451,11 @@ em_status em_ckpt_write(const em_ckpt *c, const char *path) {
       order[k++] = i;
     }
   assert(k == c->n);
-  root = build_header(c, off);
+  for (int i = 0; i < c->n; i++) {
+    const em_tensor *t = c->t[i].t;
+    crc[i] = em__ckpt_crc(0, em_data(t), (size_t)em_numel(t) * em_dtype_size(t->dtype));
+  }
+  root = build_header(c, off, crc);
   json = root ? cJSON_PrintUnformatted(root) : NULL;
   if (!json) goto nomem;
   size_t len = strlen(json), padded = (len + 7) / 8 * 8;
@@ -432,6 +479,7 @@ cleanup:
   cJSON_Delete(root);
   free(ch);
   free(order);
+  free(crc);
   free(off);
   return st;
 }
@@ -508,43 +556,73 @@ static void remove_stale_temporary(const char *dir, const char *name) {
   free(path);
 }
 
-/* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
- * for step itself is the keep_last-th). Files of later steps are left alone. */
-static em_status prune(const char *dir, int64_t step, int keep_last) {
+/* The steps s < below of dir's ckpt-<s>.safetensors files, newest first, into *steps (malloc'd,
+ * *n of them; a missing dir has none). tidy: also remove stale temporaries on the way. */
+static em_status list_steps(const char *dir, int64_t below, bool tidy, int64_t **steps, int *n) {
   em_status st = EM_OK;
-  int64_t *steps = NULL;
-  int n = 0, cap = 0;
+  int cap = 0;
+  *steps = NULL;
+  *n = 0;
   DIR *d = opendir(dir);
+  if (!d && !tidy && (errno == ENOENT || errno == ENOTDIR)) return EM_OK;
   if (!d) return em_set_error(EM_ERR_IO, "%s: cannot list the directory: %s", dir, strerror(errno));
   for (struct dirent *e; (e = readdir(d));) {
-    remove_stale_temporary(dir, e->d_name);
+    if (tidy) remove_stale_temporary(dir, e->d_name);
     int64_t s = ckpt_file_step(e->d_name);
-    if (s < 0 || s >= step) continue;
-    if (n == cap) {
-      int64_t *ns = realloc(steps, (size_t)(cap = cap ? cap * 2 : 16) * sizeof *ns);
+    if (s < 0 || s >= below) continue;
+    if (*n == cap) {
+      int64_t *ns = realloc(*steps, (size_t)(cap = cap ? cap * 2 : 16) * sizeof *ns);
       if (!ns) {
         st = em_set_error(EM_ERR_NOMEM, "%s: out of memory listing checkpoints", dir);
-        goto cleanup;
+        break;
       }
-      steps = ns;
+      *steps = ns;
     }
-    steps[n++] = s;
+    (*steps)[(*n)++] = s;
   }
-  if (n > 1) qsort(steps, (size_t)n, sizeof *steps, step_desc);
-  for (int i = keep_last - 1; i < n; i++) {
+  closedir(d);
+  if (st != EM_OK) {
+    free(*steps);
+    *steps = NULL;
+    *n = 0;
+  } else if (*n > 1) {
+    qsort(*steps, (size_t)*n, sizeof **steps, step_desc);
+  }
+  return st;
+}
+
+/* Remove ckpt-<s>.safetensors for steps s < step beyond the newest keep_last - 1 of them (the one
+ * for step itself is the keep_last-th, written and verified before this runs). Files of later
+ * steps are left alone. */
+static em_status prune(const char *dir, int64_t step, int keep_last) {
+  int64_t *steps;
+  int n;
+  em_status st = list_steps(dir, step, true, &steps, &n);
+  for (int i = keep_last - 1; st == EM_OK && i < n; i++) {
     char name[64];
     ckpt_file_name(name, steps[i]);
     char *path = path_join(dir, name);
-    if (path && unlink(path) != 0 && errno != ENOENT && st == EM_OK)
+    if (path && unlink(path) != 0 && errno != ENOENT)
       st = em_set_error(EM_ERR_IO,
                         "%s: the checkpoint was saved, but removing the old %s "
                         "failed: %s",
                         dir, path, strerror(errno));
     free(path);
   }
-cleanup:
-  closedir(d);
   free(steps);
+  return st;
+}
+
+em_status em_ckpt_check_dir(const char *dir) {
+  if (!dir || !dir[0]) return em_set_error(EM_ERR_INVALID, "ckpt_check_dir: no directory given");
+  em_status st = make_dirs(dir);
+  char *probe = st == EM_OK ? path_join(dir, ".ember-write-test") : NULL;
+  if (st == EM_OK && !probe) st = em_set_error(EM_ERR_NOMEM, "%s: out of memory", dir);
+  em_atomic_file *f = probe ? em_atomic_file_open(probe) : NULL; /* its temporary, in dir */
+  if (probe && !f) st = em_last_status();
+  if (f) st = em_atomic_file_write(f, "ember\n", 6);
+  em_atomic_file_abort(f); /* removes the temporary */
+  free(probe);
   return st;
 }
 
@@ -569,6 +647,18 @@ em_status em_ckpt_save_dir(const em_ckpt *c, const char *dir, int64_t step, int 
     goto cleanup;
   }
   if ((st = em_ckpt_write(c, path)) != EM_OK) goto cleanup;
+  /* Read it back before latest names it and before any older one is removed: a file that does not
+   * verify (a storage error the writes did not report) must cost nothing that was good. */
+  if ((st = em_ckpt_verify(path, NULL)) != EM_OK) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", em_last_error()); /* not in place: the same buffer */
+    unlink(path);
+    st = em_set_error(st,
+                      "%s: the checkpoint just written does not read back (removed; latest "
+                      "and older checkpoints unchanged): %s",
+                      dir, msg);
+    goto cleanup;
+  }
   if ((st = write_atomic(latest, &(chunk){line, strlen(line)}, 1)) != EM_OK) goto cleanup;
   st = prune(dir, step, keep_last);
 cleanup:
@@ -632,4 +722,76 @@ cleanup:
   if (fd >= 0) close(fd);
   free(lp);
   return full;
+}
+
+/* Tells on_skip that path was passed over, and why (the last error). */
+static void skipped(em_ckpt_skip_fn on_skip, void *arg, const char *path) {
+  if (on_skip) on_skip(path, em_last_error(), arg);
+}
+
+em_ckpt *em_ckpt_read_latest(const char *dir, char **path, em_status *st, em_ckpt_skip_fn on_skip,
+                             void *arg) {
+  em_status dummy;
+  if (!st) st = &dummy;
+  *path = NULL;
+  if (!dir) {
+    *st = em_set_error(EM_ERR_INVALID, "ckpt_read_latest: directory is NULL");
+    return NULL;
+  }
+  em_ckpt *c = NULL;
+  int64_t *steps = NULL, below = INT64_MAX;
+  int n = 0, tried = 0;
+  char first[1024] = ""; /* the newest failure, for the error when nothing reads */
+  char *p = em_ckpt_latest(dir, st);
+  if (p) {
+    tried++;
+    if ((c = em_ckpt_read(p))) {
+      *path = p;
+      return c;
+    }
+    snprintf(first, sizeof first, "%s", em_last_error());
+    skipped(on_skip, arg, p);
+    const char *base = strrchr(p, '/');
+    int64_t s = ckpt_file_step(base ? base + 1 : p);
+    if (s >= 0) below = s; /* an older one: not a later run's file latest never named */
+    free(p);
+  } else if (*st != EM_OK) { /* latest unreadable, or names a missing file */
+    tried++;
+    snprintf(first, sizeof first, "%s", em_last_error());
+    char *lp = path_join(dir, "latest");
+    skipped(on_skip, arg, lp ? lp : dir);
+    free(lp);
+  }
+  if ((*st = list_steps(dir, below, false, &steps, &n)) != EM_OK) goto cleanup;
+  if (n > 0 && tried == 0 && on_skip) { /* files, but no latest naming any of them */
+    char *lp = path_join(dir, "latest");
+    on_skip(lp ? lp : dir, "missing", arg);
+    free(lp);
+  }
+  for (int i = 0; i < n && !c; i++) {
+    char name[64];
+    ckpt_file_name(name, steps[i]);
+    if (!(p = path_join(dir, name))) {
+      *st = em_set_error(EM_ERR_NOMEM, "ckpt_read_latest %s: out of memory", dir);
+      goto cleanup;
+    }
+    tried++;
+    if ((c = em_ckpt_read(p))) {
+      *path = p;
+      break;
+    }
+    if (!first[0]) snprintf(first, sizeof first, "%s", em_last_error());
+    skipped(on_skip, arg, p);
+    free(p);
+  }
+  if (c)
+    *st = EM_OK;
+  else if (tried > 0)
+    *st = em_set_error(EM_ERR_FORMAT, "%s: no intact checkpoint (%d tried; the newest: %.800s)",
+                       dir, tried, first);
+  else
+    *st = EM_OK; /* no checkpoint yet */
+cleanup:
+  free(steps);
+  return c;
 }

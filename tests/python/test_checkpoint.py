@@ -125,6 +125,23 @@ def test_ember_train_mlp_checkpoint_gives_the_same_accuracy_in_pytorch(tmp_path)
     latest = (tmp_path / "ckpt" / "latest").read_text().strip()
     ck = ember.load_checkpoint(tmp_path / "ckpt" / latest, prefix="model.")
     assert ck.metadata["writer"] == "ember-train"
+    # The checksums Ember's writer stores: verified by default, never listed as metadata; a
+    # flipped bit in the data is caught, and verify=False maps the file without reading it.
+    assert not any(k.startswith("crc32.") for k in ck.metadata)
+    raw = bytearray((tmp_path / "ckpt" / latest).read_bytes())
+    raw[-3] ^= 0x10
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(raw)
+    with pytest.raises(ValueError, match=r"bad\.safetensors: tensor '.+': checksum mismatch: "
+                       r"expected crc32 [0-9a-f]{8}, found [0-9a-f]{8}"):
+        ember.load_checkpoint(bad)
+    assert len(ember.load_checkpoint(bad, verify=False)) == len(ember.load_checkpoint(
+        tmp_path / "ckpt" / latest))
+    raw[-3] ^= 0x10
+    raw[raw.index(b'"writer":"ember-train"') + 11] ^= 0x01  # "ember-train" -> "elber-train"
+    bad.write_bytes(raw)
+    with pytest.raises(ValueError, match="header checksum mismatch"):
+        ember.load_checkpoint(bad)
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
                                 torch.nn.Linear(256, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     state = {k: torch.from_numpy(v) for k, v in ck.items()}

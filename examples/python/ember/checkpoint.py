@@ -8,16 +8,25 @@ The file is mapped copy-on-write (mmap.ACCESS_COPY): each array views its bytes 
 are read when touched, and writing into an array changes this process's copy only, never the
 file. Every entry is checked against the file before it is mapped, and a bad file raises
 ValueError naming the path, the entry and what is wrong.
+
+Checksums (docs/checkpoints.md): Ember's writer stores a CRC-32 of each tensor's bytes
+("crc32.<name>") and of the header ("crc32.__header__") in the metadata. load_checkpoint verifies
+them by default, which reads every page of the file once (the arrays still map it);
+verify=False skips that, for a quick look at part of a large file. Files without checksums
+(older checkpoints, other writers) load unverified either way.
 """
 
 import json
 import mmap
 import os
 import struct
+import zlib
 
 _DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "U8": "u1",
            "F64": "<f8", "I16": "<i2", "I8": "i1", "BOOL": "?"}
 _MAX_HEADER = 100 << 20  # the safetensors reference reader's limit
+_CRC = "crc32."
+_CRC_HEADER = "crc32.__header__"
 
 
 class Checkpoint(dict):
@@ -34,13 +43,41 @@ def _fail(path, msg):
     raise ValueError("%s: %s" % (path, msg))
 
 
-def load_checkpoint(path, prefix=None):
+def _z(s):
+    return s.encode("utf-8") + b"\0"
+
+
+def _header_crc(metadata, header):
+    """CRC-32 of the header's canonical text (runtime/checkpoint/crc.h): the metadata other than
+    the checksums, then every tensor's name, dtype, shape and offsets, each sorted bytewise."""
+    text = b"".join(b"m" + _z(k) + _z(metadata[k])
+                    for k in sorted(metadata, key=lambda k: k.encode("utf-8"))
+                    if not k.startswith(_CRC))
+    for name in sorted(header, key=lambda k: k.encode("utf-8")):
+        e = header[name]
+        text += (b"t" + _z(name) + _z(e["dtype"]) + _z(",".join(str(d) for d in e["shape"]))
+                 + _z("%d,%d" % tuple(e["data_offsets"])))
+    return zlib.crc32(text)
+
+
+def _stored_crc(path, metadata, key):
+    v = metadata.get(key)
+    if not isinstance(v, str) or len(v) != 8 or any(c not in "0123456789abcdef" for c in v):
+        _fail(path, "the file has checksums, but %r is %r, not 8 hex digits" % (key, v))
+    return int(v, 16)
+
+
+def load_checkpoint(path, prefix=None, verify=True):
     """The tensors of the checkpoint at path, as read-write NumPy arrays mapping the file.
 
     prefix: keep only the names that start with it, without it: ember-train stores the model as
     "model.<name>", so load_checkpoint(path, "model.") gives a dict that torch's load_state_dict
     takes once its values go through torch.from_numpy. bf16 tensors come out as uint16 bits
-    (NumPy has no bfloat16; torch.from_numpy(a).view(torch.bfloat16) reads them)."""
+    (NumPy has no bfloat16; torch.from_numpy(a).view(torch.bfloat16) reads them).
+
+    verify: check the checksums Ember's writer stores, when the file has them (reads the whole
+    file once); a mismatch raises ValueError naming the tensor and the expected and found CRC.
+    .metadata never lists the checksum keys."""
     import numpy
 
     path = os.fspath(path)
@@ -92,6 +129,24 @@ def load_checkpoint(path, prefix=None):
         arrays[name] = numpy.frombuffer(mapped, dtype=dtype, count=count,
                                         offset=base + begin).reshape(shape) \
             if count else numpy.zeros(shape, dtype=dtype)
+    if verify and any(k.startswith(_CRC) for k in metadata):
+        want = _stored_crc(path, metadata, _CRC_HEADER)
+        got = _header_crc(metadata, header)
+        if want != got:
+            _fail(path, "header checksum mismatch: expected crc32 %08x (%s), found %08x: the "
+                  "tensor table or metadata is corrupt" % (want, _CRC_HEADER, got))
+        names = set(header)
+        for key in metadata:
+            if key.startswith(_CRC) and key != _CRC_HEADER and key[len(_CRC):] not in names:
+                _fail(path, "__metadata__ %r is the checksum of no tensor" % key)
+        view = memoryview(mapped) if mapped is not None else b""
+        for begin, end, name in spans:
+            want = _stored_crc(path, metadata, _CRC + name)
+            got = zlib.crc32(view[base + begin:base + end])
+            if want != got:
+                _fail(path, "tensor %r: checksum mismatch: expected crc32 %08x, found %08x "
+                      "(data bytes %d to %d): the data is corrupt" % (name, want, got, begin, end))
+    metadata = {k: v for k, v in metadata.items() if not k.startswith(_CRC)}
     spans.sort()
     for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
