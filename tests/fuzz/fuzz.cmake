@@ -54,6 +54,11 @@ if(fuzz_ok)
   foreach(h ${EMBER_FUZZ_HARNESSES})
     add_test(NAME fuzz_${h} COMMAND ${fuzz_run} --seconds 10 ${EMBER_FUZZ_DIR} ${h})
     set_tests_properties(fuzz_${h} PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED fuzz_corpus)
+    if(h STREQUAL "ddprun_args")
+      # ddprun's parser leaves its allocations to the process exit after a usage error
+      # (tests/fuzz/ddprun_args.c): no leak report at exit either, whatever ASAN_OPTIONS says.
+      set_tests_properties(fuzz_${h} PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+    endif()
   endforeach()
   add_test(NAME fuzz_regressions COMMAND ${fuzz_run} --regressions ${EMBER_FUZZ_DIR})
   set_tests_properties(fuzz_regressions PROPERTIES TIMEOUT 120)
