@@ -481,8 +481,9 @@ int64_t dl_real_samples(const dl_loader *l) { return l ? l->real : 0; }
 
 em_status dl_set_epoch(dl_loader *l, int64_t epoch) {
   if (!l) return em_set_error(EM_ERR_INVALID, "dl_set_epoch: loader is NULL");
-  if (epoch < 0)
-    return em_set_error(EM_ERR_INVALID, "dl_set_epoch: epoch %lld is negative", (long long)epoch);
+  if (epoch < 0 || epoch == INT64_MAX) /* the epoch's end takes epoch + 1 */
+    return em_set_error(EM_ERR_INVALID, "dl_set_epoch: epoch %lld is %s", (long long)epoch,
+                        epoch < 0 ? "negative" : "out of range");
   return plan_switch(l, l->opt.seed, epoch, 0);
 }
 
@@ -509,7 +510,8 @@ em_status dl_state_restore(dl_loader *l, const dl_state *s) {
     return em_set_error(EM_ERR_INVALID, "dl_state_restore: the state was saved with shuffle %s, "
                                         "this loader has shuffle %s",
                         s->shuffle ? "on" : "off", l->opt.shuffle ? "on" : "off");
-  if (s->epoch < 0 || s->position < 0 || s->position > l->n)
+  /* epoch + 1 is taken at the epoch's end: INT64_MAX has no next (found by fuzz_loader_state) */
+  if (s->epoch < 0 || s->epoch == INT64_MAX || s->position < 0 || s->position > l->n)
     return em_set_error(EM_ERR_INVALID,
                         "dl_state_restore: epoch %lld position %lld out of range (0..%lld)",
                         (long long)s->epoch, (long long)s->position, (long long)l->n);
