@@ -52,13 +52,16 @@ if(fuzz_ok)
   add_test(NAME fuzz_seeds COMMAND ${fuzz_run} --seeds-only ${EMBER_FUZZ_DIR})
   set_tests_properties(fuzz_seeds PROPERTIES TIMEOUT 60 FIXTURES_SETUP fuzz_corpus)
   foreach(h ${EMBER_FUZZ_HARNESSES})
-    add_test(NAME fuzz_${h} COMMAND ${fuzz_run} --seconds 10 ${EMBER_FUZZ_DIR} ${h})
-    set_tests_properties(fuzz_${h} PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED fuzz_corpus)
+    # A fixed seed and 5000 executions (at most 30 s): the suite's run repeats exactly.
+    set(fuzz_env "FUZZ_SEED=1" "FUZZ_RUNS=5000")
     if(h STREQUAL "ddprun_args")
       # ddprun's parser leaves its allocations to the process exit after a usage error
       # (tests/fuzz/ddprun_args.c): no leak report at exit either, whatever ASAN_OPTIONS says.
-      set_tests_properties(fuzz_${h} PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+      list(APPEND fuzz_env "ASAN_OPTIONS=detect_leaks=0")
     endif()
+    add_test(NAME fuzz_${h} COMMAND ${fuzz_run} --seconds 30 ${EMBER_FUZZ_DIR} ${h})
+    set_tests_properties(fuzz_${h} PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED fuzz_corpus
+                         ENVIRONMENT "${fuzz_env}")
   endforeach()
   add_test(NAME fuzz_regressions COMMAND ${fuzz_run} --regressions ${EMBER_FUZZ_DIR})
   set_tests_properties(fuzz_regressions PROPERTIES TIMEOUT 120)

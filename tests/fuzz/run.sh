@@ -16,6 +16,10 @@ limits=(-timeout=5 -rss_limit_mb=2048 -malloc_limit_mb=2048)
 # Flags of one harness: ddprun's parser leaves its allocations to the process exit after a usage
 # error (tests/fuzz/ddprun_args.c), so libFuzzer's own per-input leak check is off there too.
 flags_of() { case $1 in ddprun_args) echo -detect_leaks=0 ;; esac; }
+# FUZZ_SEED and FUZZ_RUNS (ctest sets both): a fixed seed and a fixed number of executions, so that
+# a run in the suite repeats exactly; make fuzz leaves them unset (a new seed every run).
+[ -n "${FUZZ_SEED:-}" ] && limits+=(-seed="$FUZZ_SEED")
+[ -n "${FUZZ_RUNS:-}" ] && limits+=(-runs="$FUZZ_RUNS")
 
 mode=${1:?usage: run.sh --seeds-only|--seconds N|--regressions FUZZ_DIR [HARNESS...]}
 shift
