@@ -14,25 +14,13 @@
  * the float mean), float64 sums, and the same float expressions for the scale, shift and
  * gradient, with products written __fmul_rn so that nvcc does not fuse them into FMAs. Only the
  * order of the float64 sums differs, so results agree with the CPU to a few float ulps. */
-#include "cuda/common.cuh"
+#include "cuda/blockreduce.cuh"
 
 #define BN_THREADS 256 /* a multiple of 32, at most 1024: block_sum's shared array */
 
-/* The sum of v over the block, returned to every thread. Every thread of the block calls it, at
- * the same point; sh holds 32 doubles. */
-static __device__ double block_sum(double v, double *sh) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads(); /* sh may still be read from a previous call */
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < warps ? sh[lane] : 0.0;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) sh[0] = v;
-  }
-  __syncthreads();
-  return sh[0];
+/* The block's sum of v (every thread calls it; sh: 32 doubles of shared memory). */
+static __device__ __forceinline__ double block_sum(double v, double *sh) {
+  return em_block_reduce(v, em_sum_op<double>(), 0.0, sh);
 }
 
 /* Element k (0 <= k < M = N S) of channel c. */

@@ -18,7 +18,7 @@
  * small kernels of ours (the bias gradient sums in float64 per channel), so that the empty cases
  * that cuDNN's descriptors cannot describe (C == 0, N == 0, an empty x) share them. */
 #ifdef EMBER_HAVE_CUDNN
-#include "cuda/common.cuh"
+#include "cuda/blockreduce.cuh"
 #include "cuda/dnn.h"
 
 #include <pthread.h>
@@ -32,20 +32,9 @@ static __global__ void conv_bias_kernel(float *y, const float *b, bool add, int6
   EM_CUDA_FOR(i, n) y[i] = (add ? y[i] : 0.0f) + (b ? b[i / HW % O] : 0.0f);
 }
 
-/* The sum of v over the block, to every thread; every thread calls it; sh: 32 doubles. */
-static __device__ double conv_block_sum(double v, double *sh) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < warps ? sh[lane] : 0.0;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) sh[0] = v;
-  }
-  __syncthreads();
-  return sh[0];
+/* The block's sum of v (every thread calls it; sh: 32 doubles of shared memory). */
+static __device__ __forceinline__ double conv_block_sum(double v, double *sh) {
+  return em_block_reduce(v, em_sum_op<double>(), 0.0, sh);
 }
 
 /* Block o: gb[o] = the sum of gy (N, O, HW) over N and HW, in float64. */
