@@ -2,7 +2,10 @@
  * sizes, dtypes, devices, roots), numbers operations, hands them to the backend that owns the
  * buffers' device, and implements waiting with timeouts and the timeout report. */
 #include "coll_internal.h"
+#include "coll_progress.h"
 #include "em_env.h"
+
+#include <stdarg.h>
 
 #include <errno.h>
 #include <sched.h>
@@ -39,6 +42,18 @@ coll_buf coll_buf_of(const em_tensor *t) {
   return b;
 }
 
+/* coll_label's text for the next operation this thread issues. */
+static _Thread_local char next_label[sizeof((coll_req *)0)->label];
+
+void coll_label(const char *fmt, ...) {
+  next_label[0] = 0;
+  if (!fmt) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(next_label, sizeof next_label, fmt, ap);
+  va_end(ap);
+}
+
 coll_fingerprint coll__fingerprint(const coll_req *r) {
   return (coll_fingerprint){(int64_t)r->seq, r->kind, r->dtype, r->count, r->root, r->op};
 }
@@ -70,6 +85,14 @@ const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n) {
     snprintf(buf, n, "%s #%lld (%s x %lld, %s)", coll_kind_name(k), (long long)f->seq,
              em_dtype_name((em_dtype)f->dtype), (long long)f->count,
              coll_redop_name((coll_redop)f->op));
+  return buf;
+}
+
+const char *coll__describe_req(const coll_req *r, char *buf, size_t n) {
+  coll_fingerprint f = coll__fingerprint(r);
+  coll__describe(&f, buf, n);
+  size_t k = strlen(buf);
+  if (r->label[0] && k < n) snprintf(buf + k, n - k, " [%s]", r->label);
   return buf;
 }
 
@@ -144,6 +167,7 @@ coll_comm *coll__comm_new(const coll_options *opts, int rank, int size, int cuda
     return NULL;
   }
   c->opts = o;
+  coll__progress_open(rank);
   pthread_mutex_init(&c->lock, NULL);
   /* Waits time out on the monotonic clock: a wall-clock step must not stretch or cut them. */
   pthread_condattr_t ca;
@@ -228,6 +252,9 @@ static bool check_buf(const char *op, const char *what, coll_buf b, int64_t need
 static coll_req *prepare(coll_comm *c, coll_kind kind, coll_redop op, coll_buf send, coll_buf recv,
                          int64_t count, int root) {
   const char *name = coll_kind_name(kind);
+  char label[sizeof next_label]; /* the label is this operation's, even if it is refused */
+  memcpy(label, next_label, sizeof label);
+  next_label[0] = 0;
   if (!c) {
     em_set_error(EM_ERR_STATE, "%s: no communicator (call ddp_init first)", name);
     return NULL;
@@ -297,6 +324,7 @@ static coll_req *prepare(coll_comm *c, coll_kind kind, coll_redop op, coll_buf s
   r->device = dev;
   r->state = REQ_QUEUED;
   r->t_issued = coll__now();
+  memcpy(r->label, label, sizeof r->label);
   pthread_mutex_lock(&c->lock);
   if (c->failed[0]) {
     em_set_error(EM_ERR_COMM, "%s: the communicator has failed earlier: %.700s", name, c->failed);
@@ -408,6 +436,7 @@ void coll__complete(coll_req *r, em_status status, const char *msg) {
   r->status = status;
   if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
   r->t_done = coll__now();
+  if (status == EM_OK) coll__progress_done((int64_t)r->seq);
   __atomic_store_n(&r->state, REQ_DONE, __ATOMIC_RELEASE);
   if (status == EM_OK) {
     c->stats.ops++;
@@ -439,9 +468,8 @@ void coll_req_detach(coll_req *r) {
 
 /* The timeout report: what this rank waits for, how long, and what is known of the others. */
 static void timeout_report(coll_req *r, double waited, char *buf, size_t n) {
-  coll_fingerprint f = coll__fingerprint(r);
-  char what[160];
-  coll__describe(&f, what, sizeof what);
+  char what[260];
+  coll__describe_req(r, what, sizeof what);
   char host[64] = "?";
   gethostname(host, sizeof host - 1);
   int k = snprintf(buf, n, "rank %d (on %s): timeout after %.1f s waiting for %s (%s, %s)",

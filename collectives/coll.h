@@ -91,6 +91,11 @@ coll_req *coll_allgather(coll_comm *c, coll_buf send, coll_buf recv, int64_t cou
 /* Completes when every rank has reached it (on the MPI backend). */
 coll_req *coll_barrier(coll_comm *c);
 
+/* Names the next operation the calling thread issues, in timeout reports and in ddprun's stall
+ * report: coll_label("DDP bucket %d of %d", k + 1, n). It applies to that one operation (an
+ * operation issued by another thread is not affected); "" or NULL clears it. */
+void coll_label(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* ---- completion --------------------------------------------------------------------------------
  */
 #define COLL_TIMEOUT_DEFAULT 0.0

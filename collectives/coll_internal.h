@@ -33,6 +33,7 @@ struct coll_req {
   void *send, *recv;
   em_device device;
   uint64_t seq; /* 1, 2, ... per communicator, in issue order */
+  char label[96]; /* what the caller said it is (coll_label), or "" */
   /* completion (under comm->lock) */
   coll_req_state state;
   bool detached; /* freed by the completer */
@@ -51,6 +52,8 @@ coll_fingerprint coll__fingerprint(const coll_req *r);
 uint64_t coll__fingerprint_hash(const coll_fingerprint *f);
 /* "allreduce #5 (f32 x 1000, sum)" into buf. */
 const char *coll__describe(const coll_fingerprint *f, char *buf, size_t n);
+/* The same for a request, with its label: "allreduce #5 (f32 x 1000, avg) [DDP bucket 1 of 3]". */
+const char *coll__describe_req(const coll_req *r, char *buf, size_t n);
 /* "collective mismatch: ranks issued different operations: rank 0,2: allreduce #5 (...); rank 1:
  * ..." into msg, ranks grouped by fingerprint. all[i] is the fingerprint of rank ranks[i]
  * (ranks NULL: of rank i), for i < W. */

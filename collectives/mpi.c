@@ -29,6 +29,7 @@
  * mpi_wait.c decides how this thread waits for MPI (spinning, or testing and sleeping). */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "coll_internal.h"
+#include "coll_progress.h"
 #include "em_env.h"
 #include "mpi_types.h"
 #include "mpi_wait.h"
@@ -238,6 +239,8 @@ static em_status perform(mpi_state *s, coll_req *r, double limit, char *msg, siz
   slot_store(s, SLOT_ROOT, f.root);
   slot_store(s, SLOT_OP, f.op);
   slot_store(s, SLOT_STARTED, f.seq);
+  char what[COLL_PROGRESS_WHAT];
+  coll__progress_started(f.seq, coll__describe_req(r, what, sizeof what));
   double t0 = coll__now(), tc = 0;
   em_status st = EM_OK;
   int every = c->opts.check_every;

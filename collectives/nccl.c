@@ -26,6 +26,7 @@
  * then comm->lock; coll__complete is called with neither held). They may run on any thread: each
  * makes the communicator's device current and restores the caller's. */
 #include "coll_internal.h"
+#include "coll_progress.h"
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -406,6 +407,8 @@ static em_status nccl_start(void *state, coll_req *r) {
   r->state = REQ_RUNNING;
   r->t_started = coll__now();
   pthread_mutex_unlock(&s->c->lock);
+  char labelled[COLL_PROGRESS_WHAT];
+  coll__progress_started(f.seq, coll__describe_req(r, labelled, sizeof labelled));
 cleanup:
   if (done) pool_put(s, done);
   if (st != EM_OK && issuing) {

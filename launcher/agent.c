@@ -10,8 +10,13 @@
  *                             +--> stdout "[rank R] line"            (MODE tag: whole lines)
  *   program ends   --> LOGDIR/rank-R.attempt-A.status (tmp + rename) --> exit code or 128+signal
  *
+ * The program also gets a progress page (EMBER_PROGRESS_FD, stall.c) where its collectives say how
+ * far they got. Seen stopped (state T), or told to stop, the agent first writes the page to
+ * LOGDIR/rank-R.attempt-A.progress, for ddprun's report of who stopped making progress.
+ *
  * SIGTERM/SIGINT/SIGHUP to the agent go to the program's process group, and SIGKILL follows
- * DR_AGENT_GRACE_S later if it is still there. The program is its own process group so that it
+ * DR_AGENT_GRACE_S later if it is still there; a stopped program, which could not act on them,
+ * gets SIGKILL at once. The program is its own process group so that it
  * gets each signal once, from the agent. If the agent's parent (mpirun's daemon) dies, the agent
  * gets SIGTERM (PR_SET_PDEATHSIG) and stops the program the same way; if the agent itself is
  * SIGKILLed, the program gets SIGKILL. */
@@ -108,8 +113,13 @@ static bool make_dirs(const char *path) {
 }
 
 /* The child: the program, its own process group, output into the pipe. Never returns. */
-static void run_program(char **prog, int out_fd, pid_t agent) {
+static void run_program(char **prog, int out_fd, int page_fd, pid_t agent) {
   setpgid(0, 0);
+  if (page_fd >= 0) {
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", page_fd);
+    setenv("EMBER_PROGRESS_FD", fd, 1);
+  }
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != agent) _exit(128 + SIGKILL); /* the agent is already gone */
   signal(SIGPIPE, SIG_DFL);
@@ -133,6 +143,7 @@ typedef struct {
 static void emit(line_buf *lb, const char *s, size_t n) {
   char out[sizeof lb->buf + 32];
   int pre = snprintf(out, sizeof out, "[rank %d] ", lb->rank);
+  if (n >= (size_t)pre && !memcmp(s, out, (size_t)pre)) pre = 0; /* the program tagged it already */
   memcpy(out + pre, s, n);
   out[pre + n] = '\n';
   (void)dr_write_all(1, out, (size_t)pre + n + 1); /* a closed stdout must not stop the rank */
@@ -153,14 +164,21 @@ static void tag_lines(line_buf *lb, const char *data, size_t n) {
   }
 }
 
+/* The program (pid), or the rank behind it (a wrapper script's child: the page has its pid), is
+ * stopped. */
+static bool program_stopped(const coll_progress_page *page, pid_t pid) {
+  pid_t rank_pid = page ? (pid_t)__atomic_load_n(&page->pid, __ATOMIC_RELAXED) : 0;
+  return dr_process_stopped(pid) || (rank_pid > 0 && dr_process_stopped(rank_pid));
+}
+
 /* DIR/rank-R.attempt-A.status, written whole or not at all. */
 static void write_status(const char *dir, const rank_info *ri, int attempt, pid_t pid, int wstatus,
-                         bool stopped) {
+                         bool stopped, const coll_progress_page *page, int64_t paused_ns) {
   char *path = dr_rank_file(dir, ri->rank, attempt, "status");
   char *tmp = dr_rank_file(dir, ri->rank, attempt, "status.tmp");
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
-  char text[1024];
+  char text[2048];
   int n = snprintf(text, sizeof text,
                    "rank=%d\nlocal_rank=%d\nworld_size=%d\nattempt=%d\nhost=%s\npid=%d\n"
                    "%s=%d\nstopped=%d\ntime_ns=%lld\n",
@@ -168,6 +186,7 @@ static void write_status(const char *dir, const rank_info *ri, int attempt, pid_
                    WIFSIGNALED(wstatus) ? "signal" : "exit",
                    WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : WEXITSTATUS(wstatus), (int)stopped,
                    (long long)dr_now_ns());
+  n += dr_progress_text(page, pid, paused_ns, text + n, sizeof text - (size_t)n);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   bool ok = fd >= 0 && dr_write_all(fd, text, (size_t)n) && fsync(fd) == 0;
   if (fd >= 0 && close(fd) != 0) ok = false;
@@ -223,6 +242,11 @@ int dr_agent_main(int argc, char **argv) {
   for (int i = 0; i < 4; i++) sigaction(forwarded[i], &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  int page_fd = -1;
+  coll_progress_page *page = dr_progress_page_new(&page_fd);
+  if (!page)
+    fprintf(stderr, "ddprun agent (rank %d): no progress page (%s): a stall report will lack "
+                    "this rank's progress\n", ri.rank, strerror(errno));
   pid_t pid = fork();
   if (pid < 0) {
     fprintf(stderr, "ddprun agent (rank %d): fork: %s\n", ri.rank, strerror(errno));
@@ -230,10 +254,11 @@ int dr_agent_main(int argc, char **argv) {
   }
   if (pid == 0) {
     int w = dup(out[1]); /* without O_CLOEXEC, to survive the exec */
-    run_program(prog, w, self);
+    run_program(prog, w, page_fd, self);
   }
   setpgid(pid, pid); /* also in the child: whichever runs first */
   close(out[1]);
+  if (page_fd >= 0) close(page_fd); /* the mapping stays */
 
   line_buf *lb = dr_xmalloc(sizeof *lb);
   lb->len = 0;
@@ -242,6 +267,8 @@ int dr_agent_main(int argc, char **argv) {
   bool exited = false, out_open = true, stopping = false, killed = false, log_failed = false;
   int wstatus = 0;
   double kill_at = 0, exited_at = 0;
+  int64_t paused_ns = 0; /* when the program was first seen stopped (0: running) */
+  double next_look = 0;   /* the next look at the program's state */
   while (out_open || !exited) {
     struct pollfd fds[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {sig_pipe[0], POLLIN, 0}};
     int ready = poll(fds, 2, DR_POLL_MS);
@@ -267,9 +294,22 @@ int dr_agent_main(int argc, char **argv) {
       ssize_t r = read(sig_pipe[0], sigs, sizeof sigs);
       for (ssize_t i = 0; i < r; i++) {
         if (sigs[i] == SIGCHLD || exited) continue;
+        if (!stopping && !paused_ns && program_stopped(page, pid)) paused_ns = dr_now_ns();
+        if (!stopping) dr_progress_write(dir, ri.rank, (int)attempt, page, pid, paused_ns);
         kill(-pid, sigs[i]);
         if (!stopping) kill_at = dr_mono_s() + DR_AGENT_GRACE_S;
+        if (paused_ns) kill_at = 0; /* stopped, it cannot act on the signal: SIGKILL below */
         stopping = true;
+      }
+    }
+    /* Every DR_POLL_MS, not at every read; not once told to stop (a process being killed is
+     * no longer stopped, and the report must still say that it was). */
+    if (!exited && !stopping && dr_mono_s() >= next_look) {
+      next_look = dr_mono_s() + DR_POLL_MS * 1e-3;
+      bool now_stopped = program_stopped(page, pid);
+      if (now_stopped != (paused_ns != 0)) { /* stopped, or continued again */
+        paused_ns = now_stopped ? dr_now_ns() : 0;
+        dr_progress_write(dir, ri.rank, (int)attempt, page, pid, paused_ns);
       }
     }
     if (!exited && waitpid(pid, &wstatus, WNOHANG) == pid) {
@@ -277,10 +317,13 @@ int dr_agent_main(int argc, char **argv) {
       exited_at = dr_mono_s();
     }
     if (!exited && stopping && !killed && dr_mono_s() >= kill_at) {
-      fprintf(stderr,
-              "ddprun agent (rank %d): program still running %.0f s after the stop "
-              "signal: SIGKILL\n",
-              ri.rank, DR_AGENT_GRACE_S);
+      if (paused_ns)
+        fprintf(stderr, "ddprun agent (rank %d): program stopped (state T): SIGKILL\n", ri.rank);
+      else
+        fprintf(stderr,
+                "ddprun agent (rank %d): program still running %.0f s after the stop "
+                "signal: SIGKILL\n",
+                ri.rank, DR_AGENT_GRACE_S);
       kill(-pid, SIGKILL);
       kill(pid, SIGKILL);
       killed = true;
@@ -290,7 +333,7 @@ int dr_agent_main(int argc, char **argv) {
   }
   if (tag && lb->len) emit(lb, lb->buf, lb->len);
   close(log_fd);
-  write_status(dir, &ri, (int)attempt, pid, wstatus, stopping);
+  write_status(dir, &ri, (int)attempt, pid, wstatus, stopping, page, paused_ns);
   free(lb);
   free(log_path);
   if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);

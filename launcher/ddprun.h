@@ -7,6 +7,8 @@
  *                job on the first failure or on a signal, prints the root-cause summary
  *   agent.c      the hidden per-rank mode (ddprun --agent ...): rank variables, the program's
  *                output into its log (and tagged onto stdout), its status file
+ *   stall.c      which rank stopped making progress: the agents' progress pages and files,
+ *                ddprun's "stalled:" lines
  *   util.c       argument vectors, errors, clocks, signal names, small file helpers
  *
  * The flow: options (as given) -> dr_plan (every default resolved) -> argv for one attempt ->
@@ -18,6 +20,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "coll_progress.h"
 
 /* Exit status for usage errors: unknown option, missing or bad value, no program. */
 #define DR_EXIT_USAGE 2
@@ -141,6 +146,23 @@ int dr_supervise(dr_plan *p);
 
 /* agent.c: ddprun --agent ATTEMPT LOGDIR MODE -- program args; returns the exit status. */
 int dr_agent_main(int argc, char **argv);
+
+/* stall.c, agent side. A zeroed progress page with its magic, in a memfd the program inherits
+ * (*fd), or NULL (no page: reports lack this rank's progress). */
+coll_progress_page *dr_progress_page_new(int *fd);
+/* pid is stopped (state T or t: SIGSTOP, SIGTSTP, a debugger). */
+bool dr_process_stopped(pid_t pid);
+/* The page as key=value lines (for the status and progress files); program: its pid if the page
+ * has none yet. paused_ns: when the process was seen stopped (0: it was not). */
+int dr_progress_text(const coll_progress_page *page, pid_t program, int64_t paused_ns, char *buf,
+                     size_t n);
+/* DIR/rank-R.attempt-A.progress, whole or not at all. */
+void dr_progress_write(const char *dir, int rank, int attempt, const coll_progress_page *page,
+                       pid_t program, int64_t paused_ns);
+/* stall.c, ddprun side: after a failed attempt, "ddprun: stalled: ..." for each rank that was
+ * stopped, or else that never started the operation others were in (not root_rank, the first
+ * failure, -1 if none; root_ns its time). Returns the ranks named. */
+int dr_stall_report(const char *dir, int attempt, int world, int root_rank, long long root_ns);
 
 /* The file names shared by the agents and ddprun. */
 char *dr_rank_file(const char *dir, int rank, int attempt, const char *ext);

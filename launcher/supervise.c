@@ -188,6 +188,7 @@ static int summarise(const dr_plan *p, int attempt, const rank_status *st, int l
   fprintf(stderr, "ddprun: ==== attempt %d %s (EMBER_RESTART_COUNT=%d, --max-restarts %d) ====\n",
           attempt, root || !interrupt ? "failed" : "interrupted", attempt, p->max_restarts);
   int rc = launcher_rc ? launcher_rc : 1;
+  dr_stall_report(p->log_dir, attempt, p->world, root ? root->rank : -1, root ? root->time_ns : 0);
   if (root) {
     char end[128], when[64];
     describe_end(root, end, sizeof end);
@@ -330,17 +331,18 @@ static bool ours_file(const char *name) {
   int r, a, len = 0;
   return sscanf(name, "rank-%d.attempt-%d.%n", &r, &a, &len) == 2 && len > 0 &&
          (!strcmp(name + len, "log") || !strcmp(name + len, "status") ||
-          !strcmp(name + len, "status.tmp"));
+          !strcmp(name + len, "status.tmp") || !strcmp(name + len, "progress") ||
+          !strcmp(name + len, "progress.tmp"));
 }
 
-/* Removes this launcher's files from dir: only status files (stale ones would be taken for this
- * run's) unless all. */
+/* Removes this launcher's files from dir: only status and progress files (stale ones would be
+ * taken for this run's) unless all. */
 static void clean_dir(const char *dir, bool all) {
   DIR *d = opendir(dir);
   if (!d) return;
   for (struct dirent *e; (e = readdir(d));) {
     if (!ours_file(e->d_name)) continue;
-    if (!all && !strstr(e->d_name, ".status")) continue;
+    if (!all && !strstr(e->d_name, ".status") && !strstr(e->d_name, ".progress")) continue;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
     unlink(path);

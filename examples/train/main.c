@@ -88,6 +88,7 @@ static bool all_ok(bool ok) {
   if (ddp_world_size() == 1) return ok;
   int32_t v = ok;
   coll_buf b = coll_host_buf(&v, 1, EM_I32);
+  coll_label("ember-train: every rank ok?");
   if (coll_wait(coll_allreduce(ddp_comm(), b, b, 1, COLL_MIN), 0) != EM_OK) return false;
   return v != 0;
 }
@@ -256,6 +257,7 @@ static void flush(job *j, double test_acc, bool line) {
   for (int i = 0; i < j->npend; i++) loss[i] = j->pend[i].loss;
   if (j->world > 1) {
     coll_buf b = coll_host_buf(loss, j->npend, EM_F32);
+    coll_label("ember-train: the last %d steps' loss", j->npend);
     if (coll_wait(coll_allreduce(ddp_comm(), b, b, j->npend, COLL_AVG), 0) != EM_OK)
       fatal("averaging the loss");
   }
@@ -636,6 +638,7 @@ int main(int argc, char **argv) {
     }
     if (j.world > 1) {
       coll_buf b = coll_host_buf(flags, 2, EM_I32);
+      coll_label("ember-train: setup flags from rank 0");
       if (coll_wait(coll_broadcast(ddp_comm(), b, 2, 0), 0) != EM_OK) fatal("setup");
     }
     ok = flags[0] != 0;

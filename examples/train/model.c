@@ -163,6 +163,7 @@ em_tensor *train_loss(em_module *model, const train_opts *o, const dl_batch *b) 
 em_status train_sum_over_ranks(void *v, int n, em_dtype dt) {
   if (ddp_world_size() == 1) return EM_OK;
   coll_buf cb = coll_host_buf(v, n, dt);
+  coll_label("ember-train: evaluation sums");
   return coll_wait(coll_allreduce(ddp_comm(), cb, cb, n, COLL_SUM), 0);
 }
 

@@ -59,6 +59,10 @@ static const em_env_var table[] = {
     /* set by ddprun, read by ember-train (examples/train/) */
     {"EMBER_RESTART_COUNT", EM_ENV_INT, "0", 0, 1000, NULL,
      "set by ddprun: the attempt number, 0 first"},
+    /* set by ddprun's agent, read by the communicator (collectives/progress.c) */
+    {"EMBER_PROGRESS_FD", EM_ENV_INT, "-1", -1, 1048576, NULL,
+     "set by ddprun's agent: the descriptor of the rank's progress page, where its collectives "
+     "say how far they got, for ddprun's stall report (-1: none)"},
     {"EMBER_FAULT_KILL", EM_ENV_STR, "", 0, 0, NULL,
      "testing knob of ember-train: rank=R,step=S makes rank R SIGKILL itself after step S "
      "on attempt 0"},

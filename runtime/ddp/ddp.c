@@ -196,6 +196,7 @@ static void launch(ddp_model *d, int k, bool here) {
   b->t_launch = em_timeline_now();
   b->t_done = 0;
   em_status st = EM_OK;
+  coll_label("DDP gradient bucket %d of %d", k + 1, d->lay.n_buckets);
   if (d->opts.hook) {
     ddp_bucket_view v = {k, data, b->len, d->comm, d->dev};
     b->req = d->opts.hook(&v, d->opts.hook_ctx);
@@ -306,6 +307,7 @@ static em_status start_pass(ddp_model *d) {
   /* Which parameters did any rank use? (A small request, queued before every bucket.) */
   memcpy(d->used_all, d->used, (size_t)d->n_params);
   coll_buf ub = coll_host_buf(d->used_all, d->n_params, EM_U8);
+  coll_label("DDP flags of the parameters used by backward");
   d->used_req = coll_allreduce(d->comm, ub, ub, d->n_params, COLL_MAX);
   if (!d->used_req) return em_last_status();
   launch_ready(d);
@@ -368,6 +370,7 @@ static em_status on_end(em_status pass, void *ctx) {
     em_tensor *t = em_module_tensor_at(d->model, i);
     if (t->dtype == EM_F32 || t->dtype == EM_I64) {
       coll_buf bb = coll_buf_of(t);
+      coll_label("DDP buffer %d from rank 0", i - d->n_params);
       st = coll_run_broadcast(d->comm, bb, bb.numel, 0);
       if (st != EM_OK)
         snprintf(msg, sizeof msg, "ddp: broadcasting buffer '%s': %s",
@@ -476,6 +479,7 @@ static em_status broadcast_state(ddp_model *d, const em_params *p) {
   em_status st;
   if (p->arena) {
     coll_buf ab = dev_buf(d, p->arena, p->arena_numel, EM_F32);
+    coll_label("DDP parameters from rank 0");
     if ((st = coll_run_broadcast(d->comm, ab, p->arena_numel, 0)) != EM_OK) return st;
     bool same;
     int64_t h = -1;

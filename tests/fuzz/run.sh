@@ -53,12 +53,13 @@ case "$mode" in
     # -close_fd_mask=3: the parsers' error messages would drown libFuzzer's (its own output and a
     # crash report still come through)
     read -ra extra <<<"$(flags_of "$h")"
+    t0=$SECONDS
     if "$dir/fuzz_$h" "${limits[@]}" "${extra[@]}" -max_total_time="$seconds" -close_fd_mask=3 \
       -print_final_stats=1 -artifact_prefix="$dir/artifacts/$h-" "$dir/work/$h" \
       "$dir/corpus/$h" >"$log" 2>&1; then
       runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
       rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
-      echo "fuzz_$h: ok, $runs executions in ${seconds} s ($rate/s), corpus $(ls "$dir/work/$h" | wc -l) inputs"
+      echo "fuzz_$h: ok, $runs executions in $((SECONDS - t0)) s ($rate/s), corpus $(ls "$dir/work/$h" | wc -l) inputs"
     else
       status=1
       echo "fuzz_$h: FAILED (log $log):"
