@@ -140,6 +140,19 @@ ember_coll_expect_fail(coll_mismatch_op_np2 2 30 test_coll_mismatch.c
   EXPECT -e "^[[]rank 0[]] .*mismatch.*max" -e "^[[]rank 1[]] .*mismatch.*max"
          ${no_self_check_failed}
   ARGS --mode op ENV EMBER_COLL_TIMEOUT=20)
+# The fault tests of issue 17 (docs/reliability.md): the dtype (same bytes), in shared memory and
+# one rank per node (the check then goes through MPI), and a count mismatch through MPI on 3 ranks.
+set(dtype_both -e "^[[]rank 0[]] .*mismatch.*(f32 x 1000.*i32 x 1000|i32 x 1000.*f32 x 1000)"
+               -e "^[[]rank 1[]] .*mismatch.*(f32 x 1000.*i32 x 1000|i32 x 1000.*f32 x 1000)")
+ember_coll_expect_fail(fault_mismatch_dtype_np2 2 30 test_coll_mismatch.c
+  EXPECT ${dtype_both} ${no_self_check_failed} ARGS --mode dtype ENV EMBER_COLL_TIMEOUT=20)
+ember_coll_expect_fail(fault_mismatch_dtype_nodes_np2 2 30 test_coll_mismatch.c
+  EXPECT ${dtype_both} ${no_self_check_failed} ARGS --mode dtype
+  ENV EMBER_COLL_TIMEOUT=20 EMBER_COLL_NODE_RANKS=1)
+ember_coll_expect_fail(fault_mismatch_count_mpi_np3 3 30 test_coll_mismatch.c
+  EXPECT -e "^[[]rank 0[]] .*mismatch.*(1000.*999|999.*1000)"
+         -e "^[[]rank 2[]] .*mismatch.*(1000.*999|999.*1000)" ${no_self_check_failed}
+  ARGS --mode count ENV EMBER_COLL_TIMEOUT=20 EMBER_COLL_SHM=0)
 
 # Rank 1 sleeps 60 s in front of an allreduce; the 2 s timeout must abort the job with a report
 # naming the timeout, the operation and rank 1 as behind, well before rank 1 would wake.

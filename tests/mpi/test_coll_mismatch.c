@@ -1,9 +1,10 @@
 /* test_coll_mismatch.c: ranks that issue different collectives get an error, not a hang.
  *
- *   mpirun.sh NP LIMIT test_coll_mismatch --mode count|kind|op
+ *   mpirun.sh NP LIMIT test_coll_mismatch --mode count|kind|op|dtype
  *
  * Rank 1 issues a different operation from the others: 999 elements instead of 1000 (count), a
- * broadcast instead of an allreduce (kind), max instead of sum (op). Every rank must get
+ * broadcast instead of an allreduce (kind), max instead of sum (op), i32 instead of f32 (dtype:
+ * the same 4000 bytes, which a transport that only compares sizes would sum as garbage). Every rank must get
  * EM_ERR_COMM from coll_wait, well within the communicator's timeout, with a message that names
  * both sides (both counts, both ranks); later operations fail at once, naming the first failure.
  * Like a user program, each rank then prints its message ("[rank r] ...") and exits non-zero:
@@ -14,8 +15,9 @@
 
 int main(int argc, char **argv) {
   const char *mode = argc == 3 && !strcmp(argv[1], "--mode") ? argv[2] : NULL;
-  if (!mode || (strcmp(mode, "count") && strcmp(mode, "kind") && strcmp(mode, "op"))) {
-    fprintf(stderr, "usage: test_coll_mismatch --mode count|kind|op\n");
+  if (!mode || (strcmp(mode, "count") && strcmp(mode, "kind") && strcmp(mode, "op") &&
+                strcmp(mode, "dtype"))) {
+    fprintf(stderr, "usage: test_coll_mismatch --mode count|kind|op|dtype\n");
     return 2;
   }
   em_status s = ddp_init(&argc, &argv);
@@ -30,12 +32,17 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 1000; i++) buf[i] = (float)(i % 13);
   coll_buf b = coll_host_buf(buf, 1000, EM_F32);
   bool odd = rank == 1;
+  float before[1000];
+  memcpy(before, buf, sizeof buf);
   double timeout = coll_get_options(c).timeout_s, t0 = chk_now();
   coll_req *r = NULL;
   if (!strcmp(mode, "count"))
     r = coll_allreduce(c, b, b, odd ? 999 : 1000, COLL_SUM);
   else if (!strcmp(mode, "kind") && odd)
     r = coll_broadcast(c, b, 1000, 0);
+  else if (!strcmp(mode, "dtype") && odd)
+    r = coll_allreduce(c, coll_host_buf(buf, 1000, EM_I32), coll_host_buf(buf, 1000, EM_I32), 1000,
+                       COLL_SUM);
   else
     r = coll_allreduce(c, b, b, 1000, odd && !strcmp(mode, "op") ? COLL_MAX : COLL_SUM);
   CHECK(r != NULL, "not issued: %s", em_last_error());
@@ -54,10 +61,15 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "kind")) {
     CHECK_STR(msg, "allreduce");
     CHECK_STR(msg, "broadcast");
+  } else if (!strcmp(mode, "dtype")) {
+    CHECK_STR(msg, "f32 x 1000");
+    CHECK_STR(msg, "i32 x 1000");
   } else {
     CHECK_STR(msg, "sum");
     CHECK_STR(msg, "max");
   }
+  /* Never a wrong sum: the operation did not run, so the buffer is as it was. */
+  CHECK(!memcmp(buf, before, sizeof buf), "the buffer changed although the operation failed");
   ddp_eprint("%s\n", msg); /* what a user program prints before it exits non-zero */
 
   /* The communicator has failed: the next operation fails at once, naming the first failure. */
