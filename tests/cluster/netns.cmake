@@ -7,7 +7,8 @@
 #                     memory inside a node, TCP across), seen in rank 0's log line and in
 #                     coll_stats.hierarchical
 #   netns_stop        rank 3 (node2) stopped with SIGSTOP: every rank ends within the collective
-#                     timeout, the report names node2, rank 3 and the all-reduce
+#                     timeout, the report names node2, rank 3 and the all-reduce, and ddprun's
+#                     "stalled:" line names rank 3
 #   netns_linkdown    node2's switch port taken down mid-run: the same kind of report
 #
 # Each brings the cluster up (after removing one left by a killed run) and down, and checks that no

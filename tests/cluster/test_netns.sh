@@ -127,10 +127,10 @@ equiv_2x1 | equiv_2x2)
   has "test_ddp_equiv: mlp, $world ranks .* rel diff"
   has "test_ddp_equiv: ok \($world ranks"
   if [ "$per" -ge 2 ]; then
-    has "^\[rank 0\] \[rank 0\] ember: 2 nodes x 2 ranks, all-reduce hierarchical \(shared memory \+ MPI\)"
+    has "^\[rank 0\] ember: 2 nodes x 2 ranks, all-reduce hierarchical \(shared memory \+ MPI\)"
     has "test_ddp_equiv: [1-9][0-9]* hierarchical all-reduces"
   else
-    has "^\[rank 0\] \[rank 0\] ember: 2 nodes x 1 rank, all-reduce through MPI: one rank per node"
+    has "^\[rank 0\] ember: 2 nodes x 1 rank, all-reduce through MPI: one rank per node"
   fi
   # Each node's ranks ran there: the agents' status files carry the node's own host name.
   for ((r = 0; r < world; r++)); do
@@ -160,8 +160,11 @@ stop)
   # summary shows it. Every rank ends: within the timeout (5 s), its 1 s grace for reports and
   # mpirun's kill sequence.
   line="rank 2 \(on node2\): timeout after 5\.0 s waiting for allreduce #[0-9]+ .*rank 3's process \(pid $pid on node2\) is in state T"
-  has "^\[rank 2\] \[rank 2\] ember: aborting the job: $line"
+  has "^\[rank 2\] ember: aborting the job: $line"
   has "^ddprun: first failure: rank 2 \(host node2, local rank 0"
+  # ddprun names the stopped rank from its agent's progress page, whatever the healthy ranks say.
+  has "^ddprun: stalled: rank 3 \(host node2, pid $pid\) stopped making progress: its process was stopped \(SIGSTOP or a debugger\)"
+  hasnt "^ddprun: stalled: rank [012] "
   has "^    \| \[rank 2\] ember: aborting the job: $line"
   awk -v s="$secs" 'BEGIN { exit !(s <= 20) }' || fail "the job took $secs s to end after SIGSTOP"
   gone "$pid" || fail "rank 3 (pid $pid) is still there: $(ps -o stat=,args= -p "$pid")"
@@ -180,8 +183,9 @@ linkdown)
   # Both sides time out in the same all-reduce and name the other node's ranks as unknown.
   # node2's output cannot cross the cut link to mpirun: its ranks' reports are in their logs.
   pre="ember: aborting the job: rank [0-3] \(on node[12]\): timeout after 5\.0 s waiting for allreduce #[0-9]+ "
-  has "^\[rank [01]\] \[rank [01]\] ember: aborting the job: rank [01] \(on node1\): timeout after 5\.0 s waiting for allreduce #[0-9]+ .*on other nodes, progress unknown: node2 \(ranks 2-3\)"
+  has "^\[rank [01]\] ember: aborting the job: rank [01] \(on node1\): timeout after 5\.0 s waiting for allreduce #[0-9]+ .*on other nodes, progress unknown: node2 \(ranks 2-3\)"
   has "^ddprun: first failure: rank [0-3] \(host node[12]"
+  hasnt "^ddprun: stalled:" # every rank is in the same all-reduce: nobody stopped making progress
   has "^    \| \[rank [0-3]\] $pre"
   for r in 2 3; do
     grep -qE "^\[rank $r\] ember: aborting the job: rank $r \(on node2\): timeout after 5\.0 s waiting for allreduce #[0-9]+ .*progress unknown: node1 \(ranks 0-1\)" \
