@@ -90,13 +90,21 @@ Test(checkpoint, save_dir_removes_temporaries_of_dead_processes) {
   snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d.3", (int)dead);
   write_raw(tu_path(buf, dir, name), "partial", 7);
   snprintf(name, sizeof name, "ckpt-00000002.safetensors.tmp.%d", (int)getppid());
-  write_raw(tu_path(buf, dir, name), "alive", 5); /* its writer may still be saving: kept */
+  write_raw(tu_path(buf, dir, name), "alive", 5);      /* its writer may still be saving: kept */
   write_raw(tu_path(buf, dir, "notes.tmp.1"), "x", 1); /* not a checkpoint's: kept */
+  char other[128];                                     /* latest's, the directory probe's */
+  snprintf(other, sizeof other, "latest.tmp.%d.7", (int)dead);
+  write_raw(tu_path(buf, dir, other), "ckpt-", 5);
+  snprintf(other, sizeof other, ".ember-write-test.tmp.%d.0", (int)dead);
+  write_raw(tu_path(buf, dir, other), "ember\n", 6);
+  write_raw(tu_path(buf, dir, "latest.old.tmp.1"), "x", 1); /* another name: kept */
   save(dir, 3, 5);
   tu_list_dir(dir, listing, sizeof listing);
   char expect[1024];
   snprintf(expect, sizeof expect,
-           "ckpt-00000001.safetensors %s ckpt-00000003.safetensors latest notes.tmp.1", name);
+           "ckpt-00000001.safetensors %s ckpt-00000003.safetensors latest latest.old.tmp.1 "
+           "notes.tmp.1",
+           name);
   cr_assert_str_eq(listing, expect);
   tu_rm_rf(dir);
   TU_END;
@@ -210,4 +218,3 @@ Test(checkpoint, a_full_disk_keeps_the_old_file_whole) {
   tu_rm_rf(dir);
   TU_END;
 }
-

@@ -89,19 +89,45 @@ static void report_skip(const char *path, const char *why, void *arg) {
   fflush((FILE *)arg);
 }
 
-em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
-                          char **path, FILE *log) {
-  em_status st = EM_OK;
-  bool fell_back = false;
-  em_ckpt *c = em_ckpt_read_latest(dir, path, &st, report_skip, log);
-  if (!c) return st;
+em_ckpt *train_ckpt_find(const char *dir, char **path, int64_t *step, em_status *st, FILE *log) {
+  *step = -1;
+  em_ckpt *c = em_ckpt_read_latest(dir, path, st, report_skip, log);
+  if (!c) return NULL;
   char *named = em_ckpt_latest(dir, NULL); /* what latest names, if anything */
-  fell_back = !named || strcmp(named, *path);
+  bool fell_back = !named || strcmp(named, *path);
   free(named);
   if (fell_back && log) {
     fprintf(log, "ember-train: warning: falling back to %s, the newest intact checkpoint\n", *path);
     fflush(log);
   }
+  if ((*st = em_ckpt_meta_i64(c, "step", step)) != EM_OK || *step < 0) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", em_last_error()); /* not in place: it is the same buffer */
+    *st = em_set_error(EM_ERR_FORMAT, "%s: %s", *path,
+                       *st != EM_OK ? msg : "metadata step is negative");
+    em_ckpt_free(c);
+    free(*path);
+    *path = NULL;
+    *step = -1;
+    return NULL;
+  }
+  return c;
+}
+
+em_ckpt *train_ckpt_read_step(const char *dir, int64_t step, char **path) {
+  size_t n = strlen(dir) + 64;
+  *path = malloc(n);
+  if (!*path) {
+    em_set_error(EM_ERR_NOMEM, "%s: out of memory", dir);
+    return NULL;
+  }
+  snprintf(*path, n, "%s/ckpt-%08lld.safetensors", dir, (long long)step); /* em_ckpt_save_dir's */
+  return em_ckpt_read(*path);
+}
+
+em_status train_ckpt_apply(const em_ckpt *c, const char *path, em_module *model, em_optim *opt,
+                           train_state *s) {
+  em_status st = EM_OK;
   int64_t shuffle = 0;
   train_state t = {0};
   struct {
@@ -134,10 +160,9 @@ em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, trai
   if (st != EM_OK) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", em_last_error()); /* not in place: it is the same buffer */
-    if (!strstr(msg, *path)) em_set_error(st, "%s: %s", *path, msg);
+    if (!strstr(msg, path)) em_set_error(st, "%s: %s", path, msg);
   } else {
     *s = t;
   }
-  em_ckpt_free(c);
   return st;
 }

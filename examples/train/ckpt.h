@@ -31,12 +31,19 @@ typedef struct {
  * (EM_ERR_INVALID, nothing written) when a model or optimizer tensor holds a NaN or infinity. */
 em_status train_ckpt_save(const char *dir, int keep_last, em_module *model, em_optim *opt,
                           const train_state *s);
-/* Loads dir's newest intact checkpoint into model, opt and *s: the one latest names or, when it is
+/* Reads dir's newest intact checkpoint without applying it: the one latest names or, when it is
  * missing, truncated or corrupt (em_ckpt_read_latest), the newest older one that reads; each file
- * passed over, and the fallback, is reported on log (NULL: silent). *path = its path (malloc'd)
- * or NULL when there is none (EM_OK then, nothing changed). Errors name the file and what
- * differs (a checkpoint of another model is an error, not a reason to fall back). */
-em_status train_ckpt_load(const char *dir, em_module *model, em_optim *opt, train_state *s,
-                          char **path, FILE *log);
+ * passed over, and the fallback, is reported on log (NULL: silent). *path = its path (malloc'd),
+ * *step = its step. NULL with EM_OK in *st when dir holds none (*path NULL, *step -1); NULL with
+ * an error naming dir when none reads or the one read has no step. Caller frees. */
+em_ckpt *train_ckpt_find(const char *dir, char **path, int64_t *step, em_status *st, FILE *log);
+/* Reads dir/ckpt-<step>.safetensors (checksums verified): the checkpoint of one given step, for a
+ * rank that must resume where the others do. *path = its path (malloc'd). NULL on an error naming
+ * the file. Caller frees. */
+em_ckpt *train_ckpt_read_step(const char *dir, int64_t step, char **path);
+/* Loads c (read from path) into model, opt and *s. Errors name the file and what differs (a
+ * checkpoint of another model is an error); nothing is changed then. */
+em_status train_ckpt_apply(const em_ckpt *c, const char *path, em_module *model, em_optim *opt,
+                           train_state *s);
 
 #endif

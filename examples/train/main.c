@@ -440,8 +440,6 @@ static bool check_ckpt_dir(const job *j) {
   return false;
 }
 
-/* Builds the data, model, optimizer and schedule and resumes from a checkpoint when asked: every
- * step local to this rank. Returns -1 to go on, else the exit status. */
 /* train.device: auto follows ddp_init (cuda:(local rank % GPUs) when one is visible, unless
  * EMBER_DEVICE=cpu); cuda asks for a GPU even then, and is a config error without one. */
 static int choose_device(job *j) {
@@ -461,7 +459,9 @@ static int choose_device(job *j) {
   return -1;
 }
 
-static int setup(job *j, bool *resumed) {
+/* Builds the data, model, optimizer and schedule: every step local to this rank (resume, which
+ * follows, is collective). Returns -1 to go on, else the exit status. */
+static int setup(job *j) {
   const train_opts *o = &j->o;
   char at[512];
   int rc = choose_device(j);
@@ -514,45 +514,113 @@ static int setup(job *j, bool *resumed) {
     j->opt = o->optim == OPTIM_ADAM ? em_adam_new(p, &ao) : em_adamw_new(p, &ao);
   }
   if (!j->opt) return EXIT_RUNTIME;
-  *resumed = false;
-  if (*o->ckpt_dir && o->resume == RESUME_AUTO) {
-    train_state s;
-    char *path = NULL;
-    if (train_ckpt_load(o->ckpt_dir, j->model, j->opt, &s, &path, j->rank == 0 ? stderr : NULL) !=
-        EM_OK) {
-      free(path);
-      return EXIT_RUNTIME;
+  return -1;
+}
+
+/* The steps of the ranks' newest intact checkpoints (-1: none, -2: none reads): the step they all
+ * resume from, or -2 after rank 0 has said why they cannot agree. They may differ when
+ * checkpoint.dir is not one directory for all (a local directory on each host: only rank 0
+ * saves) or a host's view of it is stale; a rank that trained on from another step than the
+ * others would mix gradients of different steps until a collective mismatch stopped the job. */
+static int64_t agreed_step(const job *j, const int64_t *steps) {
+  int64_t lo = INT64_MAX, hi = -1;
+  int at_lo = 0, at_hi = 0;
+  for (int r = 0; r < j->world; r++) {
+    if (steps[r] == -2) return -2; /* that rank has said why */
+    if (steps[r] < lo) lo = steps[r], at_lo = r;
+    if (steps[r] > hi) hi = steps[r], at_hi = r;
+  }
+  if (lo == hi) return lo;
+  if (j->rank == 0) {
+    if (lo == -1)
+      fprintf(stderr,
+              "ember-train: checkpoint.dir %s: rank %d finds no checkpoint there, rank %d "
+              "resumes from step %lld: every rank must see the same directory (a file system "
+              "shared by every host)\n",
+              j->o.ckpt_dir, at_lo, at_hi, (long long)hi);
+    else {
+      fprintf(stderr, "ember-train: warning: the ranks' newest checkpoints differ (");
+      for (int r = 0; r < j->world && r < 8; r++)
+        fprintf(stderr, "%srank %d: step %lld", r ? ", " : "", r, (long long)steps[r]);
+      fprintf(stderr, "%s): every rank resumes from step %lld, rank %d's newest\n",
+              j->world > 8 ? ", ..." : "", (long long)lo, at_lo);
     }
-    if (path) {
-      if (dl_state_restore(j->data.train, &s.loader) != EM_OK) {
-        free(path);
-        return EXIT_RUNTIME;
-      }
-      em_rng g = em_rng_new(rank_seed(s.loader.seed, j->rank)); /* the seed it was saved with */
-      g.counter = s.rng.counter;
-      *em_default_rng() = g;
-      j->step = j->last_ckpt_step = s.step;
-      j->epoch = s.epoch;
-      j->loss_epoch = s.loss_epoch;
-      j->loss_n = s.loss_n;
-      j->loss_sum = s.loss_sum;
-      *resumed = true;
-      if (j->rank == 0) {
-        printf("resumed from %s at step %lld (epoch %lld)\n", path, (long long)s.step,
-               (long long)s.epoch);
-        if (s.config_hash != em_config_hash(j->cfg))
-          printf("warning: the configuration differs from the checkpoint's (hash %016llx, now "
-                 "%016llx): overrides such as train.steps change it\n",
-                 (unsigned long long)s.config_hash, (unsigned long long)em_config_hash(j->cfg));
-        if (s.world_size != j->world)
-          printf("note: the checkpoint was written by %lld ranks, this job has %d: the loader "
-                 "re-shards the rest of the epoch\n",
-                 (long long)s.world_size, j->world);
-      }
-      free(path);
+    fflush(stderr);
+  }
+  return lo == -1 ? -2 : lo;
+}
+
+/* checkpoint.resume auto: every rank finds its newest intact checkpoint, the ranks agree on one
+ * step (agreed_step), and each loads that step's checkpoint. Before ddp_wrap, which broadcasts
+ * rank 0's weights; the optimizer state, loader position, generator and step are each rank's
+ * own. Collective; false (every rank) when the job cannot resume, each error said once. */
+static bool resume(job *j, bool *resumed) {
+  const train_opts *o = &j->o;
+  *resumed = false;
+  if (!*o->ckpt_dir || o->resume != RESUME_AUTO) return true;
+  char *path = NULL;
+  int64_t mine = -1;
+  em_status st;
+  em_ckpt *c = train_ckpt_find(o->ckpt_dir, &path, &mine, &st, j->rank == 0 ? stderr : NULL);
+  if (!c && st != EM_OK) {
+    ddp_eprint("ember-train: %s\n", em_last_error());
+    mine = -2;
+  }
+  int64_t *steps = calloc((size_t)j->world, sizeof *steps);
+  if (!steps) fatal("resume");
+  steps[j->rank] = mine;
+  if (j->world > 1) {
+    coll_buf b = coll_host_buf(steps, j->world, EM_I64);
+    coll_buf part = coll_host_buf(steps + j->rank, 1, EM_I64);
+    if (coll_wait(coll_allgather(ddp_comm(), part, b, 1), 0) != EM_OK) fatal("resume");
+  }
+  int64_t step = agreed_step(j, steps);
+  free(steps);
+  if (step >= 0 && step != mine) { /* this rank saw a newer one: read the agreed step's */
+    em_ckpt_free(c);
+    free(path);
+    if (!(c = train_ckpt_read_step(o->ckpt_dir, step, &path)))
+      ddp_eprint("ember-train: cannot resume from step %lld, where every rank resumes (the "
+                 "oldest of the ranks' newest checkpoints): %s\n",
+                 (long long)step, em_last_error());
+  }
+  train_state s;
+  bool ok = true;
+  if (step >= 0) { /* no c: its error is said */
+    ok = c && train_ckpt_apply(c, path, j->model, j->opt, &s) == EM_OK &&
+         dl_state_restore(j->data.train, &s.loader) == EM_OK;
+    if (ok && s.step != step) /* a file renamed by hand, say */
+      ok = em_set_error(EM_ERR_FORMAT, "%s: holds step %lld, not %lld", path, (long long)s.step,
+                        (long long)step) == EM_OK;
+    if (!ok && c) ddp_eprint("ember-train: %s\n", em_last_error());
+  }
+  em_ckpt_free(c);
+  ok = all_ok(ok) && step != -2;
+  if (ok && step >= 0) {
+    em_rng g = em_rng_new(rank_seed(s.loader.seed, j->rank)); /* the seed it was saved with */
+    g.counter = s.rng.counter;
+    *em_default_rng() = g;
+    j->step = j->last_ckpt_step = s.step;
+    j->epoch = s.epoch;
+    j->loss_epoch = s.loss_epoch;
+    j->loss_n = s.loss_n;
+    j->loss_sum = s.loss_sum;
+    *resumed = true;
+    if (j->rank == 0) {
+      printf("resumed from %s at step %lld (epoch %lld)\n", path, (long long)s.step,
+             (long long)s.epoch);
+      if (s.config_hash != em_config_hash(j->cfg))
+        printf("warning: the configuration differs from the checkpoint's (hash %016llx, now "
+               "%016llx): overrides such as train.steps change it\n",
+               (unsigned long long)s.config_hash, (unsigned long long)em_config_hash(j->cfg));
+      if (s.world_size != j->world)
+        printf("note: the checkpoint was written by %lld ranks, this job has %d: the loader "
+               "re-shards the rest of the epoch\n",
+               (long long)s.world_size, j->world);
     }
   }
-  return -1;
+  free(path);
+  return ok;
 }
 
 static void describe(const job *j) {
@@ -614,11 +682,11 @@ int main(int argc, char **argv) {
     ddp_finalize();
     return EXIT_CONFIG;
   }
-  bool resumed = false;
-  rc = setup(&j, &resumed);
+  rc = setup(&j);
   if (rc == EXIT_CONFIG) return rc; /* config_error has finalized */
   if (rc >= 0) ddp_eprint("ember-train: %s\n", em_last_error());
-  bool ok = all_ok(rc < 0);
+  bool resumed = false;
+  bool ok = all_ok(rc < 0) && resume(&j, &resumed);
   if (ok) {
     ddp_options dopts = {.bucket_cap_mb = o->bucket_cap_mb,
                          .compression = (ddp_compression)o->compression,

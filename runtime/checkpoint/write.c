@@ -35,6 +35,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* em_ckpt_check_dir's test file (its temporary, rather: it is never renamed). */
+#define PROBE_NAME ".ember-write-test"
+
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "checkpoint.c writes tensor data as it is in memory: a little-endian host only");
 
@@ -538,10 +541,17 @@ static int step_desc(const void *a, const void *b) {
 
 /* A save killed before its rename leaves its temporary "<name>.tmp.<pid>.<n>" behind (possibly
  * hundreds of MB; em_file.h). Removes such a file in dir, or one named "<name>.tmp.<pid>" as
- * earlier versions made them, when process pid no longer exists on this host: best effort. */
+ * earlier versions made them, when process pid no longer exists on this host: best effort. The
+ * names are a checkpoint's, latest's and em_ckpt_check_dir's probe's (a job killed while it
+ * wrote the pointer or checked the directory). */
 static void remove_stale_temporary(const char *dir, const char *name) {
   const char *t = strstr(name, ".tmp.");
-  if (!t || strncmp(name, "ckpt-", 5) != 0) return;
+  if (!t) return;
+  size_t base = (size_t)(t - name);
+  bool ours = !strncmp(name, "ckpt-", 5) ||
+              (base == strlen("latest") && !strncmp(name, "latest", base)) ||
+              (base == strlen(PROBE_NAME) && !strncmp(name, PROBE_NAME, base));
+  if (!ours) return;
   char *end;
   errno = 0;
   long pid = strtol(t + 5, &end, 10);
@@ -616,7 +626,7 @@ static em_status prune(const char *dir, int64_t step, int keep_last) {
 em_status em_ckpt_check_dir(const char *dir) {
   if (!dir || !dir[0]) return em_set_error(EM_ERR_INVALID, "ckpt_check_dir: no directory given");
   em_status st = make_dirs(dir);
-  char *probe = st == EM_OK ? path_join(dir, ".ember-write-test") : NULL;
+  char *probe = st == EM_OK ? path_join(dir, PROBE_NAME) : NULL;
   if (st == EM_OK && !probe) st = em_set_error(EM_ERR_NOMEM, "%s: out of memory", dir);
   em_atomic_file *f = probe ? em_atomic_file_open(probe) : NULL; /* its temporary, in dir */
   if (probe && !f) st = em_last_status();
