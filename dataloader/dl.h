@@ -79,13 +79,18 @@ em_status dl_dataset_get(dl_dataset *d, int64_t index, void *const out[]);
  * to [0, 1] (or u8 0..255), flat (H*W) or (1, H, W); "y" the label, i64 scalar. labels may be
  * NULL: then only "x". */
 typedef struct {
-  bool u8;        /* images as raw u8 instead of f32 / 255 */
-  bool keep_dims; /* images (1, H, W) for convolutions instead of flat (H*W) */
+  bool u8;           /* images as raw u8 instead of f32 / 255 */
+  bool keep_dims;    /* images (1, H, W) for convolutions instead of flat (H*W) */
+  int classes;       /* > 0: every label must be below it, checked at open (the error names the
+                        file, item and byte offset); 0: unchecked (dl_fmnist_open: 10) */
+  int height, width; /* both > 0: every image must be height x width; 0: any size
+                        (dl_fmnist_open: 28 x 28) */
 } dl_idx_options;
 dl_dataset *dl_idx_open(const char *images, const char *labels);
 dl_dataset *dl_idx_open_ex(const char *images, const char *labels, const dl_idx_options *opt);
 /* DIR/{split}-images-idx3-ubyte.gz and DIR/{split}-labels-idx1-ubyte.gz, split "train" or
- * "t10k" (dir NULL: dl_fmnist_dir()). opt may be NULL. */
+ * "t10k" (dir NULL: dl_fmnist_dir()). opt may be NULL; its classes, height and width, when 0,
+ * are Fashion-MNIST's here: 10 classes of 28 x 28 images. */
 dl_dataset *dl_fmnist_open(const char *dir, const char *split, const dl_idx_options *opt);
 
 /* Token shards in llm.c's format: a 1024-byte header of 256 little-endian int32 ([0] magic

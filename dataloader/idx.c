@@ -6,6 +6,7 @@
 #include "dl_idx.h"
 #include "em_env.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,8 +77,11 @@ static em_status read_data(gzFile f, const char *path, size_t n, size_t *pos, dl
 
 em_status dl_idx_read(const char *path, dl_idx_array *out) {
   memset(out, 0, sizeof *out);
+  errno = 0;
   gzFile f = gzopen(path, "rb");
-  if (!f) return em_set_error(EM_ERR_IO, "%s: cannot open", path);
+  if (!f) /* errno is open()'s; 0 when zlib itself failed (out of memory) */
+    return em_set_error(EM_ERR_IO, "%s: cannot open: %s", path,
+                        errno ? strerror(errno) : "out of memory");
   em_status st;
   size_t pos = 0;
   unsigned char hdr[4], dimb[4];
@@ -119,6 +123,17 @@ fail:
   return st;
 }
 
+em_status dl_idx_check_labels(const dl_idx_array *a, const char *path, int classes) {
+  size_t header = 4 + 4 * (size_t)a->ndim; /* magic, then one u32 per dim */
+  for (size_t i = 0; i < a->size; i++)
+    if (a->data[i] >= classes)
+      return em_set_error(EM_ERR_FORMAT,
+                          "%s: byte offset %zu: label %u of item %zu is out of range for %d "
+                          "classes (expected 0..%d)",
+                          path, header + i, (unsigned)a->data[i], i, classes, classes - 1);
+  return EM_OK;
+}
+
 const char *dl_fmnist_dir(void) {
   const char *dir;
   em_env_str("EMBER_FMNIST_DIR", &dir); /* any text: cannot fail */
@@ -144,6 +159,12 @@ em_status dl_fmnist_load(const char *dir, const char *prefix, em_tensor **images
                       pi, pl, im.ndim, (long long)im.dims[0], lb.ndim, (long long)lb.dims[0]);
     goto done;
   }
+  if (im.dims[1] != DL_FMNIST_SIDE || im.dims[2] != DL_FMNIST_SIDE) {
+    st = em_set_error(EM_ERR_FORMAT, "%s: byte offset 8: images of %lldx%lld, expected %dx%d", pi,
+                      (long long)im.dims[1], (long long)im.dims[2], DL_FMNIST_SIDE, DL_FMNIST_SIDE);
+    goto done;
+  }
+  if ((st = dl_idx_check_labels(&lb, pl, DL_FMNIST_CLASSES)) != EM_OK) goto done;
   int64_t n = im.dims[0], px = im.dims[1] * im.dims[2];
   em_scope s = em_scope_begin();
   em_tensor *x = em_empty(EM_F32, EM_SHAPE(n, px));

@@ -1,7 +1,8 @@
 /* idx_dataset.c: IDX image/label files (MNIST, Fashion-MNIST) as a dataset (see dl.h).
  *
  * Both files are read whole at open by dl_idx_read (which checks magic, dims and sizes and names
- * the file and byte offset on error), then checked against each other:
+ * the file and byte offset on error), then checked against each other (and, when given, the
+ * images' size and the labels against the number of classes):
  *
  *   images  (N, H, W) u8      -> "x": (H*W) or (1, H, W), f32 = u8 * (1/255) or raw u8
  *   labels  (N) u8            -> "y": i64 scalar
@@ -73,6 +74,11 @@ dl_dataset *dl_idx_open_ex(const char *images, const char *labels, const dl_idx_
                  c->im.ndim);
     goto fail;
   }
+  if (o.height > 0 && o.width > 0 && (c->im.dims[1] != o.height || c->im.dims[2] != o.width)) {
+    em_set_error(EM_ERR_FORMAT, "%s: byte offset 8: images of %lldx%lld, expected %dx%d", images,
+                 (long long)c->im.dims[1], (long long)c->im.dims[2], o.height, o.width);
+    goto fail;
+  }
   c->n = c->im.dims[0];
   c->px = (size_t)(c->im.dims[1] * c->im.dims[2]);
   c->u8 = o.u8;
@@ -90,6 +96,7 @@ dl_dataset *dl_idx_open_ex(const char *images, const char *labels, const dl_idx_
                    (long long)c->im.dims[2], (long long)c->lb.dims[0]);
       goto fail;
     }
+    if (o.classes > 0 && dl_idx_check_labels(&c->lb, labels, o.classes) != EM_OK) goto fail;
     c->has_labels = true;
   }
 
@@ -134,5 +141,8 @@ dl_dataset *dl_fmnist_open(const char *dir, const char *split, const dl_idx_opti
                  sizeof pi - 1);
     return NULL;
   }
-  return dl_idx_open_ex(pi, pl, opt);
+  dl_idx_options o = opt ? *opt : (dl_idx_options){0};
+  if (o.classes == 0) o.classes = DL_FMNIST_CLASSES;
+  if (o.height == 0 && o.width == 0) o.height = o.width = DL_FMNIST_SIDE;
+  return dl_idx_open_ex(pi, pl, &o);
 }

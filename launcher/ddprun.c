@@ -440,6 +440,7 @@ static void resolve(const dr_options *o, dr_plan *p) {
     if (per_node < 0) per_node = 0;
   }
   p->nodes = nodes;
+  p->local = !p->nhosts && !alloc;
   p->world = 0;
   p->per_node = 0;
   for (int i = 0; i < p->nhosts; i++) {
@@ -529,6 +530,10 @@ int main(int argc, char **argv) {
     free(line);
     dr_strv_free(&cmd);
   } else {
+    char origin[PATH_MAX + 64] = "";
+    if (o.hosts) snprintf(origin, sizeof origin, "--hosts '%s'", o.hosts);
+    if (o.hostfile) snprintf(origin, sizeof origin, "--hostfile %s", o.hostfile);
+    dr_check_launch(&p, origin);
     fflush(stdout);
     rc = dr_supervise(&p);
   }

@@ -112,6 +112,7 @@ typedef struct {
   dr_launcher launcher; /* MPIRUN or SRUN */
   dr_host *hosts;       /* NULL: this machine only (mpirun), or the allocation (srun) */
   int nhosts;
+  bool local;      /* every rank on this machine: no hosts given, no Slurm allocation */
   int nodes;       /* hosts, or the allocation's nodes (srun, or mpirun in it); 1 locally */
   int per_node;    /* ranks on each node */
   int world;       /* nodes * per_node */
@@ -138,6 +139,12 @@ dr_host *dr_parse_hosts(const char *spec, const char *origin, int *nhosts);
 /* Parses an Open MPI-style hostfile ("host [slots=N]" lines, # comments); exits 2 naming
  * file:line on an error. */
 dr_host *dr_parse_hostfile(const char *path, int *nhosts);
+/* Before anything starts (not for --dry-run, whose names may be placeholders): every host must
+ * resolve here (origin, "--hosts 'spec'" or "--hostfile FILE", names them in the message), and on
+ * a local run the program must be one execvp would find. Exits 2 naming the host or program:
+ * mpirun would otherwise start, fail late and noisily, and, for a host, hand the name to ssh
+ * (Open MPI cuts "nohost.invalid" to "nohost", which might exist). */
+void dr_check_launch(const dr_plan *p, const char *origin);
 /* The command that runs attempt `attempt` (an argv: mpirun or srun ... ddprun --agent ...). */
 void dr_command(const dr_plan *p, int attempt, dr_strv *out);
 

@@ -1,5 +1,6 @@
-/* plan.c: from a resolved dr_plan to the command line that starts one attempt, and the parsers of
- * the host lists it needs (--hosts h1:4,h2:4 and Open MPI-style hostfiles).
+/* plan.c: from a resolved dr_plan to the command line that starts one attempt, the parsers of
+ * the host lists it needs (--hosts h1:4,h2:4 and Open MPI-style hostfiles), and the checks made
+ * before a launch (hosts resolve, the program exists).
  *
  * mpirun (this machine, or the hosts given):
  *
@@ -23,9 +24,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -122,6 +127,64 @@ dr_host *dr_parse_hostfile(const char *path, int *nhosts) {
   if (!n) dr_usage_error("--hostfile %s: no hosts in the file", path);
   *nhosts = n;
   return hosts;
+}
+
+/* ---- before the launch ----------------------------------------------------------------------- */
+/* Whether name is this machine, which mpirun does not reach over the network (its name need not
+ * resolve). */
+static bool is_this_host(const char *name) {
+  char self[256];
+  if (!strcmp(name, "localhost")) return true;
+  if (gethostname(self, sizeof self) != 0) return false;
+  self[sizeof self - 1] = 0;
+  size_t short_len = strcspn(self, ".");
+  return !strcmp(name, self) || (strlen(name) == short_len && !strncmp(name, self, short_len));
+}
+
+/* Why file cannot be executed, or NULL if it can (as execve would see it). */
+static const char *exec_problem(const char *file) {
+  struct stat sb;
+  if (stat(file, &sb) != 0) return strerror(errno);
+  if (S_ISDIR(sb.st_mode)) return "is a directory";
+  if (!S_ISREG(sb.st_mode)) return "not a regular file";
+  if (access(file, X_OK) != 0) return "not executable";
+  return NULL;
+}
+
+/* Why execvp could not run prog, or NULL if it could: a name with a '/' as is, else the first
+ * executable regular file of that name in PATH's directories (an empty entry: the current one). */
+static const char *program_problem(const char *prog) {
+  if (!*prog) return "empty program name";
+  if (strchr(prog, '/')) return exec_problem(prog);
+  const char *path = getenv("PATH");
+  if (!path) path = "/bin:/usr/bin"; /* execvp's default */
+  for (const char *d = path;;) {
+    size_t len = strcspn(d, ":");
+    char file[4096];
+    int n = snprintf(file, sizeof file, "%.*s%s%s", (int)len, d, len ? "/" : "", prog);
+    if (n > 0 && (size_t)n < sizeof file && !exec_problem(file)) return NULL;
+    if (!d[len]) break;
+    d += len + 1;
+  }
+  return "not found in PATH";
+}
+
+void dr_check_launch(const dr_plan *p, const char *origin) {
+  for (int i = 0; i < p->nhosts; i++) {
+    const char *h = p->hosts[i].name;
+    if (is_this_host(h)) continue;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(h, NULL, &hints, &res);
+    if (rc == 0) {
+      freeaddrinfo(res);
+      continue;
+    }
+    dr_usage_error("%s: host '%s' does not resolve: %s (nothing was started)", origin, h,
+                   rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+  }
+  /* Ranks elsewhere run the program there: the agent reports it if it is missing. */
+  const char *why = p->local && p->prog.n ? program_problem(p->prog.v[0]) : NULL;
+  if (why) dr_usage_error("program '%s': %s (nothing was started)", p->prog.v[0], why);
 }
 
 /* ---- the command ----------------------------------------------------------------------------- */

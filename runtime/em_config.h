@@ -31,10 +31,12 @@ extern "C" {
 
 typedef struct em_config em_config;
 
-/* Parses a YAML file (the top level must be a mapping; anchors/aliases are refused). NULL on
+/* Parses a YAML file (the top level must be a mapping; anchors/aliases are refused; a file with
+ * no keys at all, empty or only comments, is an error: '{}' asks for every default). NULL on
  * error with "path:line:column: what" (libyaml's parse errors included). Caller frees. */
 em_config *em_config_load(const char *path);
-/* The same from text; name stands for the file in messages. */
+/* The same from text, except that empty text is an empty mapping; name stands for the file in
+ * messages. */
 em_config *em_config_parse(const char *text, const char *name);
 void em_config_free(em_config *c); /* NULL is fine */
 

@@ -345,6 +345,14 @@ Test(config, syntax_errors_name_line_and_column) {
   c = em_config_parse("a: 'unterminated\n", "bad3.yaml");
   cr_assert_null(c);
   assert_msg("bad3.yaml:", "quoted scalar", NULL);
+  /* libyaml's reader finds these ahead of the parser, with a byte offset and no mark: the line
+   * and column are the byte's own, not 1:1. */
+  c = em_config_parse("a: 1\nb: x\001y\n", "ctl.yaml");
+  cr_assert_null(c);
+  assert_msg("ctl.yaml:2:5: control characters are not allowed (byte 0x01)", NULL, NULL);
+  c = em_config_parse("a: 1\nb: \377\n", "utf8.yaml");
+  cr_assert_null(c);
+  assert_msg("utf8.yaml:2:4: invalid leading UTF-8 octet (byte 0xff)", NULL, NULL);
 }
 
 Test(config, files) {
@@ -370,6 +378,24 @@ Test(config, files) {
   fclose(f);
   cr_assert_null(em_config_load(path));
   assert_msg("test_config_job.yaml:2:", NULL, NULL);
+  /* A file with no keys is refused (em_config_parse's empty text is every default); '{}' asks
+   * for every default explicitly. */
+  const char *const empties[] = {"", "\n  \n", "# only a comment\n", "~\n"};
+  for (size_t i = 0; i < sizeof empties / sizeof empties[0]; i++) {
+    f = fopen(path, "w");
+    fputs(empties[i], f);
+    fclose(f);
+    cr_assert_null(em_config_load(path), "file %zu", i);
+    cr_assert_eq(em_last_status(), EM_ERR_FORMAT);
+    assert_msg("test_config_job.yaml: the file holds no keys", "'{}' for every default", NULL);
+  }
+  f = fopen(path, "w");
+  fputs("{}\n", f);
+  fclose(f);
+  c = em_config_load(path);
+  cr_assert_not_null(c, "%s", em_last_error());
+  cr_assert_eq(em_config_check_unused(c, NULL), EM_OK);
+  em_config_free(c);
   tu_rm_rf(dir);
 }
 

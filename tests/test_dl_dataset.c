@@ -224,6 +224,59 @@ Test(dl_dataset, idx_small_and_corrupt) {
               "dlds_no_such_file.gz", "cannot open", NULL);
   expect_fail(dl_idx_open(NULL, NULL), "NULL images", "NULL", NULL, NULL);
 
+  /* Labels against the number of classes: 12 at item 1 (byte 9). Unchecked, it is read as is. */
+  const unsigned char lbl12[] = {0, 0, 8, 1, 0, 0, 0, 2, 7, 12};
+  write_file("dlds_lbl12.gz", lbl12, sizeof lbl12, true);
+  d = dl_idx_open("dlds_img.gz", "dlds_lbl12.gz");
+  cr_assert_not_null(d, "%s", em_last_error());
+  cr_assert_eq(dl_dataset_get(d, 1, (void *[]){x, &y}), EM_OK, "%s", em_last_error());
+  cr_assert_eq(y, 12);
+  dl_dataset_close(d);
+  expect_fail(dl_idx_open_ex("dlds_img.gz", "dlds_lbl12.gz", &(dl_idx_options){.classes = 12}),
+              "label 12, 12 classes",
+              "dlds_lbl12.gz: byte offset 9:", "label 12 of item 1 is out of range for 12 classes",
+              "(expected 0..11)");
+  d = dl_idx_open_ex("dlds_img.gz", "dlds_lbl12.gz", &(dl_idx_options){.classes = 13});
+  cr_assert_not_null(d, "%s", em_last_error());
+  dl_dataset_close(d);
+  /* Images of another size than asked. */
+  d = dl_idx_open_ex("dlds_img.gz", "dlds_lbl.gz", &(dl_idx_options){.height = 2, .width = 3});
+  cr_assert_not_null(d, "%s", em_last_error());
+  dl_dataset_close(d);
+  expect_fail(
+      dl_idx_open_ex("dlds_img.gz", "dlds_lbl.gz", &(dl_idx_options){.height = 3, .width = 2}),
+      "3x2 asked", "dlds_img.gz: byte offset 8: images of 2x3, expected 3x2", NULL, NULL);
+
+  /* (Fashion-)MNIST's loaders: 28 x 28 images (these 2x3 are refused) with labels 0..9. */
+  write_file("t10k-images-idx3-ubyte.gz", img_good, sizeof img_good, true);
+  write_file("t10k-labels-idx1-ubyte.gz", lbl_good, sizeof lbl_good, true);
+  expect_fail(dl_fmnist_open(".", "t10k", NULL), "fmnist 2x3",
+              "./t10k-images-idx3-ubyte.gz: byte offset 8: images of 2x3, expected 28x28", NULL,
+              NULL);
+  em_tensor *xt = NULL, *yt = NULL;
+  cr_assert_neq(dl_fmnist_load(".", "t10k", &xt, &yt), EM_OK);
+  expect_fail(NULL, "fmnist_load 2x3", "./t10k-images-idx3-ubyte.gz: byte offset 8: images of 2x3",
+              NULL, NULL);
+  unsigned char img28[16 + 2 * 784] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28};
+  write_file("t10k-images-idx3-ubyte.gz", img28, sizeof img28, true);
+  const unsigned char lbl10[] = {0, 0, 8, 1, 0, 0, 0, 2, 10, 3};
+  write_file("t10k-labels-idx1-ubyte.gz", lbl10, sizeof lbl10, true);
+  expect_fail(dl_fmnist_open(".", "t10k", NULL), "fmnist label 10",
+              "./t10k-labels-idx1-ubyte.gz: byte offset 8:",
+              "label 10 of item 0 is out of range for 10 classes", NULL);
+  cr_assert_neq(dl_fmnist_load(".", "t10k", &xt, &yt), EM_OK);
+  cr_assert_null(xt);
+  cr_assert_null(yt);
+  expect_fail(NULL, "fmnist_load label 10",
+              "./t10k-labels-idx1-ubyte.gz: byte offset 8:", "label 10 of item 0", NULL);
+  write_file("t10k-labels-idx1-ubyte.gz", lbl_good, sizeof lbl_good, true);
+  d = dl_fmnist_open(".", "t10k", NULL);
+  cr_assert_not_null(d, "%s", em_last_error());
+  dl_dataset_close(d);
+  /* A missing file: the reason too. */
+  expect_fail(dl_fmnist_open(".", "train", NULL), "missing train files",
+              "./train-images-idx3-ubyte.gz: cannot open: No such file or directory", NULL, NULL);
+
   tu_rm_rf(dir);
   TU_END;
 }

@@ -116,6 +116,8 @@ typedef struct {
   yaml_parser_t p;
   const char *name;   /* file name for messages */
   const char *origin; /* override string, or NULL when reading a file */
+  const char *text;   /* what is parsed, [0, len): reader errors give an offset into it */
+  size_t len;
 } reader;
 
 /* "job.yaml:3:7" or "override 'a=b'" for an event's start. */
@@ -127,10 +129,29 @@ static const char *mark_str(const reader *r, yaml_mark_t m, char *buf, size_t ca
   return buf;
 }
 
+/* libyaml's reader errors (a control character, bad UTF-8: found while decoding ahead of the
+ * parser, so its mark is still at the start) come with a byte offset instead: the mark from the
+ * text itself. */
+static yaml_mark_t offset_mark(const reader *r, size_t offset) {
+  yaml_mark_t m = {0};
+  for (size_t i = 0; i < offset && i < r->len; i++) {
+    m.column = r->text[i] == '\n' ? 0 : m.column + 1;
+    m.line += r->text[i] == '\n';
+  }
+  return m;
+}
+
 static em_status next_event(reader *r, yaml_event_t *ev) {
   if (yaml_parser_parse(&r->p, ev)) return EM_OK;
   char at[600];
   const char *problem = r->p.problem ? r->p.problem : "malformed YAML";
+  if (r->p.error == YAML_READER_ERROR) {
+    char byte[32] = "";
+    if (r->p.problem_value >= 0) snprintf(byte, sizeof byte, " (byte 0x%02x)", r->p.problem_value);
+    return em_set_error(EM_ERR_FORMAT, "%s: %s%s",
+                        mark_str(r, offset_mark(r, r->p.problem_offset), at, sizeof at), problem,
+                        byte);
+  }
   if (r->p.context)
     return em_set_error(EM_ERR_FORMAT, "%s: %s (%s at line %d)",
                         mark_str(r, r->p.problem_mark, at, sizeof at), problem, r->p.context,
@@ -252,7 +273,7 @@ static em_status build(reader *r, yaml_event_t *ev, int depth, char *path, node 
 /* Parses one document from text[0, len) into *out (NULL for an empty stream). */
 static em_status parse_document(const char *text, size_t len, const char *name, const char *origin,
                                 node **out) {
-  reader r = {.name = name, .origin = origin};
+  reader r = {.name = name, .origin = origin, .text = text, .len = len};
   *out = NULL;
   if (!yaml_parser_initialize(&r.p)) return em_set_error(EM_ERR_NOMEM, "config: out of memory");
   yaml_parser_set_input_string(&r.p, (const unsigned char *)text, len);
@@ -287,7 +308,9 @@ static em_status parse_document(const char *text, size_t len, const char *name, 
   return EM_OK;
 }
 
-static em_config *parse_text(const char *text, size_t len, const char *name) {
+/* empty_ok: text with no YAML node at all (empty, blank or only comments) is an empty mapping;
+ * otherwise an error. */
+static em_config *parse_text(const char *text, size_t len, const char *name, bool empty_ok) {
   em_config *c = calloc(1, sizeof *c);
   if (!c || !(c->name = strdup(name ? name : "<config>"))) {
     free(c);
@@ -299,7 +322,16 @@ static em_config *parse_text(const char *text, size_t len, const char *name) {
     em_config_free(c);
     return NULL;
   }
-  if (!root || (root->kind == NODE_SCALAR && root->null)) { /* an empty file: all defaults */
+  if (!root || (root->kind == NODE_SCALAR && root->null)) { /* nothing: all defaults, if allowed */
+    if (!empty_ok) {
+      em_set_error(EM_ERR_FORMAT,
+                   "%s: the file holds no keys (empty, or only comments): expected a mapping "
+                   "(key: value lines; '{}' for every default)",
+                   c->name);
+      node_free(root);
+      em_config_free(c);
+      return NULL;
+    }
     node_free(root);
     root = node_new(NODE_MAP, 1, NULL);
     if (!root) {
@@ -324,7 +356,7 @@ em_config *em_config_parse(const char *text, const char *name) {
     em_set_error(EM_ERR_INVALID, "em_config_parse: text is NULL");
     return NULL;
   }
-  return parse_text(text, strlen(text), name);
+  return parse_text(text, strlen(text), name, true);
 }
 
 em_config *em_config_load(const char *path) {
@@ -364,7 +396,9 @@ em_config *em_config_load(const char *path) {
     em_set_error(EM_ERR_IO, "%s: read error: %s", path, strerror(err));
     return NULL;
   }
-  em_config *c = parse_text(buf, len, path);
+  /* A job file with nothing in it is a mistake (a wrong path, a truncated copy), never a request
+   * for every default: that is '{}'. */
+  em_config *c = parse_text(buf, len, path, false);
   free(buf);
   return c;
 }
