@@ -572,6 +572,7 @@ static bool resume(job *j, bool *resumed) {
   if (j->world > 1) {
     coll_buf b = coll_host_buf(steps, j->world, EM_I64);
     coll_buf part = coll_host_buf(steps + j->rank, 1, EM_I64);
+    coll_label("ember-train: every rank's newest checkpoint step");
     if (coll_wait(coll_allgather(ddp_comm(), part, b, 1), 0) != EM_OK) fatal("resume");
   }
   int64_t step = agreed_step(j, steps);
