@@ -139,8 +139,8 @@ dr_host *dr_parse_hosts(const char *spec, const char *origin, int *nhosts);
 /* Parses an Open MPI-style hostfile ("host [slots=N]" lines, # comments); exits 2 naming
  * file:line on an error. */
 dr_host *dr_parse_hostfile(const char *path, int *nhosts);
-/* Before anything starts (not for --dry-run, whose names may be placeholders): every host must
- * resolve here (origin, "--hosts 'spec'" or "--hostfile FILE", names them in the message), and on
+/* Before anything starts (not for --dry-run, whose names may be placeholders): with mpirun, every
+ * host must resolve here (srun reaches Slurm's node names itself) (origin, "--hosts 'spec'" or "--hostfile FILE", names them in the message), and on
  * a local run the program must be one execvp would find. Exits 2 naming the host or program:
  * mpirun would otherwise start, fail late and noisily, and, for a host, hand the name to ssh
  * (Open MPI cuts "nohost.invalid" to "nohost", which might exist). */

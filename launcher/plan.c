@@ -170,7 +170,9 @@ static const char *program_problem(const char *prog) {
 }
 
 void dr_check_launch(const dr_plan *p, const char *origin) {
-  for (int i = 0; i < p->nhosts; i++) {
+  /* srun knows the allocation's nodes by Slurm's names (NodeName, reached at NodeAddr), which
+   * need not resolve here; only mpirun hands the names to ssh. */
+  for (int i = 0; p->launcher == DR_LAUNCH_MPIRUN && i < p->nhosts; i++) {
     const char *h = p->hosts[i].name;
     if (is_this_host(h)) continue;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
