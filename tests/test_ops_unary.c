@@ -47,6 +47,7 @@ static const unary_case cases[] = {
     {"pow", r_pow, -2, 2, 2, 0},         {"relu", r_relu, -2, 2, 0, 0},
     {"gelu", r_gelu, -4, 4, 0, 0},       {"tanh", r_tanh, -3, 3, 0, 0},
     {"sigmoid", r_sigmoid, -6, 6, 0, 0}, {"clamp", r_clamp, -2, 2, -0.5f, 1.0f},
+    {"clamp", r_clamp, -2, 2, 1.0f, -0.5f}, /* lo > hi: hi everywhere, as torch.clamp */
 };
 #define NCASES ((int)(sizeof cases / sizeof *cases))
 

@@ -79,7 +79,10 @@ em_tensor *em_tanh(em_tensor *a) { return unary(&K_TANH, a, 0, 0); }
 em_tensor *em_sigmoid(em_tensor *a) { return unary(&K_SIGMOID, a, 0, 0); }
 /* As torch.clamp: min(max(x, lo), hi), so lo > hi gives hi everywhere. The gradient passes
  * where lo < x <= hi (oneDNN's clip rule; PyTorch also passes it at x == lo). */
-em_tensor *em_clamp(em_tensor *a, float lo, float hi) { return unary(&K_CLAMP, a, lo, hi); }
+em_tensor *em_clamp(em_tensor *a, float lo, float hi) {
+  /* clamp(x, hi, hi) is the same function and gradient (zero), and oneDNN's clip refuses lo > hi */
+  return unary(&K_CLAMP, a, lo > hi ? hi : lo, hi);
+}
 
 /* ---- where -------------------------------------------------------------------------------- */
 
